@@ -1,0 +1,265 @@
+"""One flat dataclass config, named presets, typed overrides.
+
+The dataclass defaults are the paper-scale values (paper.md; tags [S]/[R] there say how sure each
+is). Presets are small dicts of overrides on top of them; every value a preset sets that the paper
+does not give is marked "ours" with the reason. Overrides come as keyword arguments or `key=value`
+strings from the command line / a notebook's parameters cell; an unknown key or a value of the wrong
+type is an error that names the key.
+
+    cfg = make_config("tiny", dataset="news", decoder_noise=0.0)
+    cfg = make_config("tiny", overrides=["max_steps=200", "encoder_warmup=off"])
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A preset, key or value that the config does not know."""
+
+
+@dataclass
+class Config:
+    # --- run ---------------------------------------------------------------------------------
+    preset: str = "owt"
+    variant: str = "full"            # recipe variant, see VARIANTS (full, naive, no_<component>)
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    num_threads: int = 0             # torch CPU threads; 0 = torch's default
+
+    # --- data ----------------------------------------------------------------------------------
+    dataset: str = "openwebtext"     # wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH
+    seq_len: int = 1024              # tokens per example, BOS/EOS framing included
+    pack_mode: str = "wrap"          # wrap: concatenate documents and cut blocks; pad: one per example
+    valid_docs: int = -1             # last N documents held out; -1 = the dataset's own convention
+    max_train_tokens: int = 0        # 0 = all; otherwise the training split is cut to this many
+    dataset_revision: str = "main"   # hub datasets only
+
+    # --- frozen LM (encoder input) ---------------------------------------------------------------
+    frozen_lm: str = "gpt2"          # minilm | gpt2 | any Hugging Face model id
+    lm_layer: int = -3               # hidden_states index; paper: third-to-last [S]
+    cache_hidden: bool = False       # keep the frozen LM's states on disk across runs
+
+    # --- model -----------------------------------------------------------------------------------
+    latent_dim: int = 768            # [S]
+    latent_len: int = 0              # 0 = one latent per token [R]; the paper's value is unknown
+    enc_width: int = 768
+    enc_layers: int = 6              # [S]
+    enc_heads: int = 12
+    dit_width: int = 768
+    dit_layers: int = 12             # [S]
+    dit_heads: int = 12
+    dec_width: int = 768
+    dec_layers: int = 6              # [S]
+    dec_heads: int = 12
+    tok_width: int = 768
+    tok_layers: int = 3              # [S]
+    tok_heads: int = 12
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    corpus_vocab: bool = False       # restrict the token head to tokens seen in the training split
+    self_cond_prob: float = 0.5      # [S]
+
+    # --- diffusion -------------------------------------------------------------------------------
+    schedule_d: float = 3.0          # tangent schedule alpha_t = (1 + d^2 tan^2(pi t / 2))^-1/2 [S/R]
+    t_min: float = 1e-3              # smallest diffusion time used in training and sampling [R]
+
+    # --- the four recipe components ---------------------------------------------------------------
+    decoder_loss: str = "mse"        # mse (paper) | ce (naive: token CE shapes the latents)
+    encoder_warmup: bool = True      # diffusion-to-encoder gradient warmup gamma(s)
+    warmup_steps: int = 50_000       # S_wu [S-weak]
+    gamma_min: float = 0.001         # [S-weak]
+    warmup_k: float = 10.0           # sigmoid steepness [S]
+    warmup_c: float = 0.8            # sigmoid centre [S]
+    time_sampling: str = "adaptive"  # adaptive | uniform
+    time_bins: int = 100             # [S-weak]
+    time_ema: float = 0.999          # per-bin loss EMA decay [S-weak]
+    decoder_noise: float = 3.0       # sigma_dec; 0 = off [S]
+
+    # --- loss weights [S-weak: 1/1/1] ---------------------------------------------------------------
+    w_diff: float = 1.0
+    w_h: float = 1.0
+    w_tok: float = 1.0
+    tok_loss_fraction: float = 1.0   # share of token positions scored by L_w each step (1 = all)
+
+    # --- optimisation [R: TEncDM defaults] -----------------------------------------------------------
+    batch_size: int = 512            # global batch; per-device batch and accumulation are derived
+    max_steps: int = 200_000
+    lr: float = 2e-4
+    lr_warmup: int = 5_000
+    lr_min_ratio: float = 0.1        # cosine decay to lr * lr_min_ratio
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+
+    # --- logging / checkpoints / evaluation --------------------------------------------------------
+    log_every: int = 100
+    eval_every: int = 5_000
+    ckpt_every: int = 5_000
+    eval_batches: int = 20           # held-out batches for reconstruction accuracy during training
+
+    # --- sampling defaults --------------------------------------------------------------------------
+    sample_steps: int = 200
+    sampler: str = "ddpm"            # ddpm (ancestral) | ddim (deterministic)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+CHOICES = {
+    "decoder_loss": ("mse", "ce"),
+    "time_sampling": ("adaptive", "uniform"),
+    "pack_mode": ("wrap", "pad"),
+    "sampler": ("ddpm", "ddim"),
+}
+
+# The named presets. Values not in the paper are ours; each says why.
+PRESETS: dict[str, dict] = {
+    "owt": {},  # the dataclass defaults: GPT-2 small frozen, OpenWebText, 1024 tokens (field convention)
+    "lm1b": dict(
+        dataset="lm1b", seq_len=128, pack_mode="pad",  # field convention for LM1B (MDLM) [R]
+    ),
+    # ours: sized so a whole training run takes <= 10 min on a 2-core CPU (see README, calibration).
+    "tiny": dict(
+        dataset="wiki", frozen_lm="minilm", cache_hidden=True,
+        seq_len=64,
+        latent_dim=32,                      # ours: small latents are cheap to diffuse at this budget
+        enc_width=128, enc_layers=2, enc_heads=4,
+        dit_width=192, dit_layers=4, dit_heads=6,
+        dec_width=128, dec_layers=2, dec_heads=4,
+        tok_width=128, tok_layers=1, tok_heads=4,
+        corpus_vocab=True,                  # ours: head over the ~20k WordPiece ids the corpus uses
+        tok_loss_fraction=0.25,             # ours: that head still costs most of a CPU step
+        decoder_noise=0.5,                  # ours: sigma=3 on 32-dim latents leaves ~5 bits/token
+        warmup_steps=600, time_ema=0.95,    # ours: scaled to the ~1.5k-step budget
+        batch_size=64, max_steps=1500, lr=1e-3, lr_warmup=100, ema_decay=0.995,
+        log_every=25, eval_every=250, ckpt_every=250, eval_batches=10,
+        sample_steps=100,
+    ),
+    # ours: seconds per run; for tests, CI and notebook smoke runs.
+    "smoke": dict(
+        dataset="wiki", frozen_lm="minilm", cache_hidden=True,
+        seq_len=32, max_train_tokens=20_000,
+        latent_dim=16,
+        enc_width=32, enc_layers=1, enc_heads=2,
+        dit_width=32, dit_layers=1, dit_heads=2,
+        dec_width=32, dec_layers=1, dec_heads=2,
+        tok_width=32, tok_layers=1, tok_heads=2,
+        corpus_vocab=True, decoder_noise=0.5,
+        warmup_steps=20, time_ema=0.9, time_bins=20,
+        batch_size=16, max_steps=30, lr=1e-3, lr_warmup=5, ema_decay=0.9,
+        log_every=5, eval_every=15, ckpt_every=15, eval_batches=2,
+        sample_steps=10,
+    ),
+}
+
+# Recipe variants for the ablation: the full recipe, each component removed, and all four removed.
+VARIANTS: dict[str, dict] = {
+    "full": {},
+    "no_mse": dict(decoder_loss="ce"),
+    "no_warmup": dict(encoder_warmup=False),
+    "no_adaptive": dict(time_sampling="uniform"),
+    "no_decoder_noise": dict(decoder_noise=0.0),
+    "naive": dict(decoder_loss="ce", encoder_warmup=False, time_sampling="uniform", decoder_noise=0.0),
+}
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_TYPES = typing.get_type_hints(Config)
+_TRUE, _FALSE = {"1", "true", "on", "yes"}, {"0", "false", "off", "no"}
+
+
+def _coerce(key: str, value):
+    """Convert `value` (a string from the command line, or a Python value) to the field's type."""
+    kind = _TYPES[key]
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool:
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ConfigError(f"{key}={value!r}: expected on/off (or true/false)")
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(f"{key}={value!r}: expected a {kind.__name__}") from None
+        if kind is int and not number.is_integer():
+            raise ConfigError(f"{key}={value!r}: expected an int")
+        return kind(number)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}={value!r}: expected a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _check_key(key: str) -> None:
+    if key not in _FIELDS:
+        close = [k for k in _FIELDS if key.split("_")[0] in k][:5]
+        hint = f" (did you mean one of {close}?)" if close else ""
+        raise ConfigError(f"unknown config key {key!r}{hint}; see ldlm/config.py for all keys")
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict:
+    """['a=1', 'b=x'] -> {'a': '1', 'b': 'x'}; raw strings, typed later."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        _check_key(key.strip())
+        out[key.strip()] = value
+    return out
+
+
+def make_config(preset: str = "tiny", overrides: typing.Iterable[str] = (), **kwargs) -> Config:
+    """Preset values, then the recipe variant, then explicit overrides (keyword or key=value)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    given = {**parse_overrides(overrides), **kwargs}
+    for key in given:
+        _check_key(key)
+    values = {"preset": preset, **PRESETS[preset]}
+    variant = given.get("variant", "full")
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    values.update(VARIANTS[variant])
+    values.update(given)
+    cfg = Config(**{k: _coerce(k, v) for k, v in values.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={getattr(cfg, key)!r}: choose one of {allowed}")
+    for key in ("enc", "dit", "dec", "tok"):
+        width, heads = getattr(cfg, f"{key}_width"), getattr(cfg, f"{key}_heads")
+        if width % heads:
+            raise ConfigError(f"{key}_width={width} must be divisible by {key}_heads={heads}")
+    if cfg.decoder_noise < 0:
+        raise ConfigError(f"decoder_noise={cfg.decoder_noise}: must be >= 0 (0 = off)")
+    if not 0.0 <= cfg.self_cond_prob <= 1.0:
+        raise ConfigError(f"self_cond_prob={cfg.self_cond_prob}: must be in [0, 1]")
+    if not 0.0 < cfg.gamma_min <= 1.0:
+        raise ConfigError(f"gamma_min={cfg.gamma_min}: must be in (0, 1]")
+    if cfg.seq_len < 4 or cfg.batch_size < 1 or cfg.max_steps < 0:
+        raise ConfigError("seq_len must be >= 4, batch_size >= 1, max_steps >= 0")
+
+
+def config_from_dict(values: dict) -> Config:
+    """Rebuild a saved config (e.g. from a checkpoint); unknown keys are an error."""
+    for key in values:
+        _check_key(key)
+    cfg = Config(**{k: _coerce(k, v) for k, v in values.items()})
+    validate(cfg)
+    return cfg

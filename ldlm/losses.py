@@ -1,0 +1,65 @@
+"""The joint LDLM objective: L = w_diff L_diff + w_h L_h + w_tok L_w (paper.md §4, Appendix B).
+
+The four recipe switches act here, and only here:
+- decoder_loss   mse: L_h = ||D(z0 + sigma_dec eps) - h||^2 shapes the latents, L_w reads sg(h_hat);
+                 ce:  no L_h; L_w = CE(TokDec(D(z0 + ...))) flows back into decoder and encoder.
+- encoder_warmup the encoder receives gamma(s) * grad L_diff (gamma passed in by the caller).
+- time_sampling  the caller's time sampler (adaptive or uniform) draws t.
+- decoder_noise  sigma_dec, in training only (model.training).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .diffusion import scale_encoder_grad, tangent_alpha_sigma
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    parts: dict          # floats for the log
+    t: torch.Tensor      # sampled diffusion times [B]
+    diff_per_sample: torch.Tensor  # detached x0-MSE per sample [B], feeds the adaptive sampler
+
+
+def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, time_sampler) -> LossOutput:
+    """One training loss on frozen-LM states h [B, T, lm_width] and their tokens [B, T]."""
+    h = model.standardize(h)
+    z0 = model.encode(h)
+
+    # decoder branch: reconstruct the frozen LM's states from noisy latents
+    noisy = z0 + cfg.decoder_noise * torch.randn_like(z0) if model.training and cfg.decoder_noise > 0 else z0
+    h_hat = model.decode(noisy)
+    loss_h = F.mse_loss(h_hat, h)
+    features = model.token_decoder.features(h_hat.detach() if cfg.decoder_loss == "mse" else h_hat).flatten(0, 1)
+    targets = model.to_head[tokens].flatten()
+    if cfg.tok_loss_fraction < 1.0:  # the vocabulary head dominates the cost on CPU: score a random subset
+        keep = torch.randperm(len(targets), device=targets.device)[: max(1, int(cfg.tok_loss_fraction * len(targets)))]
+        features, targets = features[keep], targets[keep]
+    logits = model.token_decoder.head(features)
+    loss_tok = F.cross_entropy(logits.float(), targets)
+
+    # diffusion branch: x0-prediction on z_t = alpha_t z0 + sigma_t eps
+    z0_d = scale_encoder_grad(z0, gamma)
+    t = time_sampler.sample(len(z0)).to(z0.device)
+    alpha, sigma = (s[:, None, None] for s in tangent_alpha_sigma(t, cfg.schedule_d))
+    z_t = alpha * z0_d + sigma * torch.randn_like(z0_d)
+    self_cond = None
+    if torch.rand(()) < cfg.self_cond_prob:  # self-conditioning: a first pass without gradient
+        with torch.no_grad():
+            self_cond = model.dit(z_t, t)
+    x0_hat = model.dit(z_t, t, self_cond)
+    diff_per_sample = (x0_hat.float() - z0_d.float()).pow(2).mean(dim=(1, 2))
+    loss_diff = diff_per_sample.mean()
+
+    loss = cfg.w_diff * loss_diff + cfg.w_tok * loss_tok
+    if cfg.decoder_loss == "mse":
+        loss = loss + cfg.w_h * loss_h
+    with torch.no_grad():
+        acc = (logits.argmax(-1) == targets).float().mean()
+    parts = dict(loss=loss.item(), loss_diff=loss_diff.item(), loss_h=loss_h.item(), loss_tok=loss_tok.item(),
+                 train_tok_acc=acc.item(), gamma=gamma)
+    return LossOutput(loss, parts, t.detach(), diff_per_sample.detach())

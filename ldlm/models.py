@@ -1,0 +1,258 @@
+"""The four trainable LDLM modules (paper.md §2) and the container that holds them.
+
+    h  --LatentEncoder (Perceiver)-->  z0  --DiT (adaLN, self-cond.)-->  x0-prediction
+    z  --LatentDecoder (Perceiver)-->  h_hat  --TokenDecoder (on sg(h_hat))-->  token logits
+
+Attention is `F.scaled_dot_product_attention` everywhere (no flash-attn dependency). The Perceiver
+block follows the authors' Cosmos-era design (paper.md §2.3): queries from the latents, keys and
+values from [inputs; latents], per-head RMS qk-norm, pre-LN GELU FFN.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention, queries from `x`, keys/values from `context` (default: x), qk-norm."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+        self.q_norm = nn.RMSNorm(width // heads)
+        self.k_norm = nn.RMSNorm(width // heads)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # B T (H D) -> B H T D
+        q = self.q_norm(split(self.q(x)))
+        k, v = (split(t) for t in self.kv(context).chunk(2, dim=-1))
+        y = F.scaled_dot_product_attention(q, self.k_norm(k), v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).flatten(-2))
+
+
+def mlp(width: int, ratio: int, dropout: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(width, ratio * width), nn.GELU(approximate="tanh"),
+                         nn.Dropout(dropout), nn.Linear(ratio * width, width))
+
+
+class PerceiverBlock(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.norm_inputs, self.norm_latents = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = Attention(width, heads, dropout)
+        self.norm_mlp = nn.LayerNorm(width)
+        self.mlp = mlp(width, mlp_ratio, dropout)
+
+    def forward(self, latents: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        q = self.norm_latents(latents)
+        latents = latents + self.attn(q, torch.cat([self.norm_inputs(inputs), q], dim=1))
+        return latents + self.mlp(self.norm_mlp(latents))
+
+
+class Perceiver(nn.Module):
+    """Perceiver resampler: `n_queries` learned queries read an input sequence of any length.
+
+    [B, T_in, in_dim] -> [B, n_queries, out_dim]. Inputs get learned positional embeddings. With one
+    query per input position (the default, one latent per token) the queries start from the projected
+    inputs plus the learned query vectors, so the residual stream has a direct path from position i
+    to latent i (ours: with pure learned queries, learning that alignment took most of a CPU budget).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, n_inputs: int, n_queries: int, width: int,
+                 layers: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.in_proj = nn.Linear(in_dim, width)
+        self.in_pos = nn.Parameter(torch.randn(n_inputs, width) * 0.02)
+        self.queries = nn.Parameter(torch.randn(n_queries, width) * 0.02)
+        self.blocks = nn.ModuleList(PerceiverBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(width)
+        self.out_proj = nn.Linear(width, out_dim)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = self.in_proj(inputs) + self.in_pos[: inputs.shape[1]]
+        latents = self.queries.expand(inputs.shape[0], -1, -1)
+        if latents.shape[1] == x.shape[1]:
+            latents = latents + x
+        for block in self.blocks:
+            latents = block(latents, x)
+        return self.out_proj(self.norm_out(latents))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN bidirectional self-attention block."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn, self.mlp = Attention(width, heads, dropout), mlp(width, mlp_ratio, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TokenDecoder(nn.Module):
+    """sg(h_hat) [B, T, lm_width] -> token logits [B, T, vocab] (a small transformer + linear head)."""
+
+    def __init__(self, lm_width: int, vocab: int, seq_len: int, width: int, layers: int, heads: int,
+                 mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.in_proj = nn.Linear(lm_width, width)
+        self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+
+    def features(self, h_hat: torch.Tensor) -> torch.Tensor:
+        x = self.in_proj(h_hat) + self.pos[: h_hat.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, h_hat: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(h_hat))
+
+
+# ----------------------------------------------------------------------------------------------
+# DiT (Peebles & Xie 2023) over latent sequences
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of t in [0, 1] (scaled by 1000, as DiT's integer timesteps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class DiTBlock(nn.Module):
+    """Self-attention + FFN, both modulated and gated by the time embedding (adaLN-Zero)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False)
+        self.attn, self.mlp = Attention(width, heads, dropout), mlp(width, mlp_ratio, dropout)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.ada[1].weight), nn.init.zeros_(self.ada[1].bias)  # block starts as identity
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class DiT(nn.Module):
+    """(z_t, t, self-conditioning x0 estimate) [B, L, latent_dim] -> x0 prediction [B, L, latent_dim]."""
+
+    def __init__(self, latent_dim: int, seq_len: int, width: int, layers: int, heads: int,
+                 mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.in_proj = nn.Linear(2 * latent_dim, width)  # [z_t; x0_self_cond]
+        self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.out = nn.Linear(width, latent_dim)
+        for layer in (self.ada_out[1], self.out):  # zero-init: the first prediction is 0 = E[z0]
+            nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, x0_self_cond: torch.Tensor | None = None) -> torch.Tensor:
+        if x0_self_cond is None:
+            x0_self_cond = torch.zeros_like(z_t)
+        x = self.in_proj(torch.cat([z_t, x0_self_cond], dim=-1)) + self.pos[: z_t.shape[1]]
+        c = self.time(timestep_embedding(t, x.shape[-1]))
+        for block in self.blocks:
+            x = block(x, c)
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+        return self.out(modulate(self.norm_out(x), shift, scale))
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def normalize_latents(z: torch.Tensor) -> torch.Tensor:
+    """Each latent vector L2-normalised and scaled to norm sqrt(dim): unit variance per dimension.
+
+    A fixed scale keeps the encoder from shrinking latents to make the x0-loss trivially small
+    (paper.md §2.2; the Cosmos-era Perceiver option, our choice since the paper's is unknown).
+    """
+    return F.normalize(z, dim=-1) * math.sqrt(z.shape[-1])
+
+
+class LDLM(nn.Module):
+    """Encoder, DiT, decoder, token decoder, plus the frozen LM's state statistics and the token map.
+
+    Buffers: `h_mean`, `h_std` standardise the frozen LM's states (the MSE target and the encoder
+    input); `head_ids` [V'] lists the tokenizer ids the token head predicts (with corpus_vocab, the
+    ids seen in training; a target outside them maps to an extra "other" class that never matches).
+    """
+
+    def __init__(self, cfg, lm_width: int, vocab_size: int, head_vocab: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        seq, lat_len = cfg.seq_len, cfg.latent_len or cfg.seq_len
+        head_vocab = head_vocab or vocab_size
+        kw = dict(mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+        self.encoder = Perceiver(lm_width, cfg.latent_dim, seq, lat_len, cfg.enc_width, cfg.enc_layers, cfg.enc_heads, **kw)
+        self.dit = DiT(cfg.latent_dim, lat_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, **kw)
+        self.decoder = Perceiver(cfg.latent_dim, lm_width, lat_len, seq, cfg.dec_width, cfg.dec_layers, cfg.dec_heads, **kw)
+        self.token_decoder = TokenDecoder(lm_width, head_vocab + 1, seq, cfg.tok_width, cfg.tok_layers, cfg.tok_heads, **kw)
+        self.register_buffer("h_mean", torch.zeros(lm_width))
+        self.register_buffer("h_std", torch.ones(lm_width))
+        self.register_buffer("head_ids", torch.arange(head_vocab))
+        self.register_buffer("to_head", torch.arange(vocab_size))
+
+    def set_vocab(self, head_ids: torch.Tensor) -> None:
+        """Restrict the head to `head_ids` (sorted tokenizer ids); others map to the "other" class."""
+        assert len(head_ids) == len(self.head_ids), "head size is fixed at construction"
+        self.head_ids.copy_(head_ids)
+        self.to_head.fill_(len(head_ids))
+        self.to_head[head_ids] = torch.arange(len(head_ids), device=head_ids.device)
+
+    def set_h_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.h_mean.copy_(mean), self.h_std.copy_(std.clamp(min=1e-4))
+
+    def standardize(self, h: torch.Tensor) -> torch.Tensor:
+        return (h.float() - self.h_mean) / self.h_std
+
+    def encode(self, h_std: torch.Tensor) -> torch.Tensor:
+        return normalize_latents(self.encoder(h_std))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def token_logits(self, h_hat: torch.Tensor) -> torch.Tensor:
+        return self.token_decoder(h_hat)
+
+    def logits_to_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """argmax over the head, mapped back to tokenizer ids ("other" -> -1)."""
+        idx = logits.argmax(-1)
+        ids = torch.cat([self.head_ids, self.head_ids.new_full((1,), -1)])
+        return ids[idx]
+
+    @torch.no_grad()
+    def latents_to_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        return self.logits_to_tokens(self.token_logits(self.decode(z)))
+
+
+def count_parameters(cfg, lm_width: int, vocab_size: int) -> dict[str, int]:
+    """Trainable parameters per module, computed on the meta device (no memory allocated)."""
+    with torch.device("meta"):
+        model = LDLM(cfg, lm_width, vocab_size)
+    counts = {name: sum(p.numel() for p in getattr(model, name).parameters())
+              for name in ("encoder", "dit", "decoder", "token_decoder")}
+    counts["total"] = sum(counts.values())
+    return counts

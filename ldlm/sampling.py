@@ -1,0 +1,78 @@
+"""Reverse-process samplers as pure functions of (denoiser, z, time grid), k-diffusion style.
+
+`denoise(z_t, t, x0_self_cond) -> x0_hat` is any x0-predicting model; `ts` is a decreasing grid
+from 1 to t_min. Both samplers feed the previous x0 estimate back as self-conditioning and return
+the final x0 estimate. NFE = len(ts) - 1.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .diffusion import tangent_alpha_sigma
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def time_grid(steps: int, t_min: float = 1e-3, t_max: float = 1.0) -> torch.Tensor:
+    """`steps + 1` times, uniform in t, from t_max down to t_min (float64)."""
+    if steps < 1:
+        raise ValueError(f"steps={steps}: need at least one sampling step")
+    return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
+
+
+@torch.no_grad()
+def sample_ddpm(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float = 3.0,
+                generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Ancestral sampling from the Gaussian posterior q(z_s | z_t, x0_hat) (Kingma et al. 2021, VDM eq. 33).
+
+    With alpha_{t|s} = alpha_t / alpha_s and sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2:
+      mean = alpha_{t|s} sigma_s^2 / sigma_t^2 * z_t + alpha_s sigma_{t|s}^2 / sigma_t^2 * x0_hat,
+      var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2.
+    """
+    x0 = None
+    for i in range(len(ts) - 1):
+        t, s = ts[i], ts[i + 1]
+        (a_t, a_s), (s_t, s_s) = tangent_alpha_sigma(torch.stack([t, s]), d)
+        x0 = denoise(z, t.float().expand(len(z)), x0)
+        if callback is not None:
+            callback(i, z, x0)
+        a_ts = a_t / a_s
+        var_ts = s_t**2 - a_ts**2 * s_s**2
+        mean = (a_ts * s_s**2 / s_t**2) * z + (a_s * var_ts / s_t**2) * x0
+        std = torch.sqrt(var_ts * s_s**2 / s_t**2)
+        noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+        z = (mean + std * noise).to(z.dtype)
+    return denoise(z, ts[-1].float().expand(len(z)), x0)
+
+
+@torch.no_grad()
+def sample_ddim(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float = 3.0,
+                generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Deterministic DDIM update (Song et al. 2021, eq. 12 with eta = 0):
+    eps_hat = (z_t - alpha_t x0_hat) / sigma_t,  z_s = alpha_s x0_hat + sigma_s eps_hat.
+    """
+    x0 = None
+    for i in range(len(ts) - 1):
+        (a_t, a_s), (s_t, s_s) = tangent_alpha_sigma(torch.stack([ts[i], ts[i + 1]]), d)
+        x0 = denoise(z, ts[i].float().expand(len(z)), x0)
+        if callback is not None:
+            callback(i, z, x0)
+        eps = (z - a_t * x0) / s_t
+        z = (a_s * x0 + s_s * eps).to(z.dtype)
+    return denoise(z, ts[-1].float().expand(len(z)), x0)
+
+
+SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
+
+
+@torch.no_grad()
+def generate_latents(model, n: int, steps: int, cfg, generator: torch.Generator, sampler: str = "ddpm",
+                     callback=None) -> torch.Tensor:
+    """n latent sequences from N(0, I) through `steps` reverse steps of `model.dit`."""
+    device = next(model.parameters()).device
+    shape = (n, cfg.latent_len or cfg.seq_len, cfg.latent_dim)
+    z = torch.randn(shape, generator=generator, device=device)
+    ts = time_grid(steps, cfg.t_min).to(device)
+    return SAMPLERS[sampler](model.dit, z, ts, cfg.schedule_d, generator, callback)

@@ -1,0 +1,70 @@
+import pytest
+
+from ldlm.config import PRESETS, VARIANTS, Config, ConfigError, config_from_dict, make_config
+
+
+def test_presets_build_and_defaults_are_paper_values():
+    for name in PRESETS:
+        assert make_config(name).preset == name
+    owt = make_config("owt")
+    assert (owt.frozen_lm, owt.lm_layer, owt.decoder_noise, owt.schedule_d, owt.self_cond_prob) == ("gpt2", -3, 3.0, 3.0, 0.5)
+    assert (owt.enc_layers, owt.dit_layers, owt.dec_layers, owt.tok_layers, owt.dit_width) == (6, 12, 6, 3, 768)
+
+
+def test_unknown_key_names_the_key():
+    with pytest.raises(ConfigError, match="decoder_nosie"):
+        make_config("tiny", decoder_nosie=1.0)
+    with pytest.raises(ConfigError, match="bogus"):
+        make_config("tiny", overrides=["bogus=1"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="max_steps"):
+        make_config("tiny", overrides=["max_steps=abc"])
+    with pytest.raises(ConfigError, match="max_steps"):
+        make_config("tiny", overrides=["max_steps=1.5"])
+    with pytest.raises(ConfigError, match="lr"):
+        make_config("tiny", lr="fast")
+    with pytest.raises(ConfigError, match="encoder_warmup"):
+        make_config("tiny", overrides=["encoder_warmup=maybe"])
+
+
+def test_command_line_values_are_typed():
+    cfg = make_config("tiny", overrides=["max_steps=1e3", "encoder_warmup=off", "lr=3e-4", "dataset=news"])
+    assert cfg.max_steps == 1000 and isinstance(cfg.max_steps, int)
+    assert cfg.encoder_warmup is False and cfg.lr == 3e-4 and cfg.dataset == "news"
+
+
+def test_unknown_preset_variant_and_choice():
+    with pytest.raises(ConfigError, match="preset"):
+        make_config("huge")
+    with pytest.raises(ConfigError, match="variant"):
+        make_config("tiny", variant="half")
+    with pytest.raises(ConfigError, match="decoder_loss"):
+        make_config("tiny", decoder_loss="l1")
+
+
+def test_naive_variant_turns_all_four_components_off():
+    naive = make_config("tiny", variant="naive")
+    assert (naive.decoder_loss, naive.encoder_warmup, naive.time_sampling, naive.decoder_noise) == ("ce", False, "uniform", 0.0)
+    full = make_config("tiny")
+    assert (full.decoder_loss, full.encoder_warmup, full.time_sampling) == ("mse", True, "adaptive") and full.decoder_noise > 0
+    # each single-removal variant changes exactly one recipe switch
+    switches = ("decoder_loss", "encoder_warmup", "time_sampling", "decoder_noise")
+    for name in VARIANTS:
+        if name.startswith("no_"):
+            changed = [k for k in switches if getattr(make_config("tiny", variant=name), k) != getattr(full, k)]
+            assert len(changed) == 1, name
+
+
+def test_explicit_override_beats_variant():
+    cfg = make_config("tiny", variant="naive", decoder_noise=0.25)
+    assert cfg.decoder_noise == 0.25
+
+
+def test_config_round_trip():
+    cfg = make_config("smoke", seed=3)
+    assert config_from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="nope"):
+        config_from_dict({**cfg.to_dict(), "nope": 1})
+    assert isinstance(Config(), Config)

@@ -1,0 +1,158 @@
+"""Training loop, checkpoints, resume and the command-line entry points, on the smoke preset."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ldlm import checkpoint
+from ldlm.config import make_config
+from ldlm.io import read_jsonl
+from ldlm.sample import generate, load_run, main as sample_main
+from ldlm.train import batch_indices, main as train_main, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke(**overrides):
+    return make_config("smoke", **overrides)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    summary = train(smoke(max_steps=20), out, progress=False)
+    return out, summary
+
+
+def test_run_folder_contents(smoke_run):
+    out, summary = smoke_run
+    assert summary["step"] == 20 and summary["train_tokens_per_s"] > 0
+    assert 0 <= summary["ema_recon_acc"] <= 1
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["preset"] == "smoke" and saved["max_steps"] == 20
+    rows = read_jsonl(out / "metrics.jsonl")
+    logged = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in logged] == [5, 10, 15, 20]
+    for key in ("loss_diff", "loss_h", "loss_tok", "gamma", "tokens_per_s", "t_q50"):
+        assert key in logged[-1]
+    assert any("ema_recon_acc" in r for r in rows)
+    assert json.loads((out / "data.json").read_text())["train_blocks"] > 0
+
+
+def test_checkpoint_save_load_identical_samples(smoke_run, tmp_path):
+    out, _ = smoke_run
+    model, cfg = load_run(out)
+    a = generate(model, cfg, n=5, steps=4, seed=7)
+    model2, _ = load_run(out)
+    b = generate(model2, cfg, n=5, steps=4, seed=7)
+    assert torch.equal(a, b) and a.shape == (5, cfg.seq_len)
+    assert not torch.equal(a, generate(model2, cfg, n=5, steps=4, seed=8))
+    # re-saving and loading the weights gives the same samples too
+    torch.save({"format": checkpoint.FORMAT, **checkpoint.load(out)}, tmp_path / "copy.pt")
+    model3, _ = load_run(tmp_path / "copy.pt")
+    assert torch.equal(a, generate(model3, cfg, n=5, steps=4, seed=7))
+
+
+def test_sample_command_any_n_and_steps(smoke_run, tmp_path):
+    out, _ = smoke_run
+    for n, steps in ((1, 1), (3, 7)):
+        dest = tmp_path / f"s{n}.jsonl"
+        assert sample_main(["--run", str(out), "--n", str(n), "--steps", str(steps), "--out", str(dest), "--batch-size", "2"]) == 0
+        rows = read_jsonl(dest)
+        assert len(rows) == n and all(r["steps"] == steps and isinstance(r["text"], str) for r in rows)
+    again = tmp_path / "again.jsonl"
+    sample_main(["--run", str(out), "--n", "3", "--steps", "7", "--out", str(again), "--batch-size", "2"])
+    assert read_jsonl(again) == read_jsonl(tmp_path / "s3.jsonl")
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    straight = train(smoke(max_steps=12, ckpt_every=6, eval_every=100), tmp_path / "a", progress=False)
+    train(smoke(max_steps=12, ckpt_every=6, eval_every=100), tmp_path / "b", progress=False, stop_at=6)
+    assert checkpoint.load(tmp_path / "b")["step"] == 6
+    resumed = train(smoke(max_steps=12, ckpt_every=6, eval_every=100), tmp_path / "b", resume=True, progress=False)
+    a, b = checkpoint.load(tmp_path / "a"), checkpoint.load(tmp_path / "b")
+    assert a["step"] == b["step"] == 12
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert torch.equal(a["time_sampler"]["loss"], b["time_sampler"]["loss"])
+    assert straight["ema_recon_acc"] == resumed["ema_recon_acc"]
+    steps = [r["step"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if "loss" in r]
+    assert steps == sorted(set(steps))  # no step logged twice after the resume
+
+
+def test_batches_depend_only_on_step():
+    assert (batch_indices(100, 8, 37, 0) == batch_indices(100, 8, 37, 0)).all()
+    epoch = [i for s in range(12) for i in batch_indices(100, 8, s, 0)]
+    assert len(set(epoch)) == 96  # one epoch sees each row at most once
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_kill_and_resume(tmp_path):
+    out = tmp_path / "killed"
+    args = ["ldlm.train", "--preset", "smoke", "--out", str(out), "--no-progress", "max_steps=100000",
+            "ckpt_every=10", "eval_every=100000", "log_every=5"]
+    proc = _cli(*args)
+    deadline = time.time() + 240
+    while not (out / "ckpt.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = checkpoint.load(out)["step"]
+    assert saved >= 10 and saved % 10 == 0
+    resumed = _cli("ldlm.train", "--out", str(out), "--resume", "--no-progress", f"max_steps={saved + 10}")
+    stdout, stderr = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, stderr
+    assert json.loads(stdout)["step"] == saved + 10
+    assert checkpoint.load(out)["step"] == saved + 10
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == saved + 10
+
+
+def test_cli_errors_are_clear(tmp_path, smoke_run, capsys):
+    out, _ = smoke_run
+    assert train_main(["--preset", "smoke", "--out", str(tmp_path / "x"), "bogus_key=1"]) == 2
+    assert "bogus_key" in capsys.readouterr().err
+    assert train_main(["--preset", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "preset" in capsys.readouterr().err
+    assert train_main(["--preset", "smoke", "--dataset", "text:/no/such/file.txt", "--out", str(tmp_path / "y")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert train_main(["--preset", "smoke", "--out", str(out)]) == 2  # would overwrite a run
+    assert "--resume" in capsys.readouterr().err
+    assert train_main(["--out", str(out), "--resume", "seq_len=16"]) == 2  # resume with another model
+    assert "seq_len" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_left_alone(tmp_path, capsys):
+    bad = tmp_path / "run"
+    bad.mkdir()
+    (bad / "ckpt.pt").write_bytes(b"not a checkpoint")
+    assert sample_main(["--run", str(bad), "--out", str(tmp_path / "s.jsonl")]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert train_main(["--out", str(bad), "--resume"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert (bad / "ckpt.pt").read_bytes() == b"not a checkpoint"
+    assert not (tmp_path / "s.jsonl").exists()
+    assert sample_main(["--run", str(tmp_path / "none"), "--out", str(tmp_path / "s.jsonl")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_mismatched_checkpoint_is_a_clear_error(smoke_run, tmp_path):
+    out, _ = smoke_run
+    state = checkpoint.load(out)
+    state["config"]["latent_dim"] = 8  # the weights no longer fit the config
+    torch.save(state, tmp_path / "mismatch.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="does not match"):
+        load_run(tmp_path / "mismatch.pt")
