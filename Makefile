@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 TORCH_SPEC := torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast reproduce params clean-venv
+.PHONY: help setup test test-fast reproduce smoke figures clean-results params tiny-run clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,9 +35,61 @@ test-fast: $(VENV)/.installed  ## tests without the slow ones
 params: $(VENV)/.installed  ## parameter counts of PRESET (default tiny) vs the paper
 	$(PY) -m ldlm.params --preset $(PRESET)
 
-reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny)
-	@echo "make reproduce: the notebook pipeline is not yet available (see the open issue);"
-	@echo "for now train and sample one run:  make tiny-run"
+# ---- the notebook pipeline ------------------------------------------------------------------
+# Stamps live in runs/ (not in git), so a fresh clone runs everything once; afterwards a notebook
+# re-runs only when it, its parameter file or the library changed. Inside a notebook, finished
+# training runs (same resolved config) and existing sample files are reused, and an interrupted
+# run resumes from its checkpoint.
+RESULTS  ?= results
+FIGURES  ?= figures
+DATASETS_smoke := wiki news
+DATASETS_tiny  := wiki news
+DATASETS_lm1b  := lm1b
+DATASETS_owt   := openwebtext
+DATASETS ?= $(DATASETS_$(PRESET))
+MAIN_DATASET := $(firstword $(DATASETS))
+OFFLINE  := $(if $(filter smoke tiny,$(PRESET)),1,0)
+STAMPS   := runs/stamps/$(PRESET)$(subst /,_,$(RESULTS))
+SRC      := $(wildcard ldlm/*.py) pyproject.toml
+PAPERMILL = HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m papermill --cwd $(CURDIR) -k python3 --log-output \
+            -f params/$(PRESET).yaml -p results_dir $(RESULTS)
+
+$(STAMPS)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
+	@mkdir -p $(@D) $(RESULTS)/executed
+	$(PAPERMILL) -p dataset $* $< $(RESULTS)/executed/20_main_$*.ipynb
+	touch $@
+
+$(STAMPS)/ablation: notebooks/10_ablation.ipynb params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
+	@mkdir -p $(@D) $(RESULTS)/executed
+	$(PAPERMILL) -p dataset $(lastword $(DATASETS)) $< $(RESULTS)/executed/10_ablation.ipynb
+	touch $@
+
+$(STAMPS)/speed: notebooks/30_speed.ipynb $(STAMPS)/main_$(MAIN_DATASET) | $(VENV)/.installed
+	$(PAPERMILL) -p dataset $(MAIN_DATASET) $< $(RESULTS)/executed/30_speed.ipynb
+	touch $@
+
+$(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/main_$(MAIN_DATASET) | $(VENV)/.installed
+	$(PAPERMILL) -p dataset $(MAIN_DATASET) $< $(RESULTS)/executed/40_latents.ipynb
+	touch $@
+
+$(STAMPS)/figures: notebooks/90_figures.ipynb $(addprefix $(STAMPS)/main_,$(DATASETS)) $(STAMPS)/ablation \
+                   $(STAMPS)/speed $(STAMPS)/latents | $(VENV)/.installed
+	$(PAPERMILL) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
+	touch $@
+
+reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny) into results/ and figures/
+	@start=$$(date +%s); $(MAKE) --no-print-directory $(STAMPS)/figures && \
+	echo "make reproduce (PRESET=$(PRESET)): done in $$(( $$(date +%s) - start )) s"
+
+smoke: $(VENV)/.installed  ## the whole pipeline on the smoke preset, into results/_smoke (minutes)
+	$(MAKE) --no-print-directory reproduce PRESET=smoke RESULTS=results/_smoke FIGURES=results/_smoke/figures
+
+figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
+	$(PAPERMILL) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
+
+clean-results:  ## delete results/, figures/ and the pipeline stamps (keeps trained runs in runs/)
+	rm -rf $(RESULTS)/*.csv $(RESULTS)/*.md $(RESULTS)/*.tex $(RESULTS)/runs $(RESULTS)/samples \
+	       $(RESULTS)/curves $(RESULTS)/executed $(RESULTS)/_smoke $(FIGURES)/*.png $(FIGURES)/*.pdf runs/stamps
 
 tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki

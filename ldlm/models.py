@@ -98,17 +98,44 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def adaptive_cutoffs(vocab: int) -> list[int]:
+    """Cluster edges for the adaptive softmax: the 2k and 8k most frequent classes, then the rest."""
+    return [c for c in (2048, 8192) if c < vocab - 1]
+
+
 class TokenDecoder(nn.Module):
-    """sg(h_hat) [B, T, lm_width] -> token logits [B, T, vocab] (a small transformer + linear head)."""
+    """sg(h_hat) [B, T, lm_width] -> token logits [B, T, vocab] (a small transformer + a head).
+
+    The head is linear (the paper) or, with `adaptive_head`, an adaptive softmax (Grave et al. 2017,
+    `nn.AdaptiveLogSoftmaxWithLoss`): exact log-probabilities over the whole vocabulary, but the
+    training cost of a frequency-ordered head is mostly that of its 2k most frequent classes.
+    """
 
     def __init__(self, lm_width: int, vocab: int, seq_len: int, width: int, layers: int, heads: int,
-                 mlp_ratio: int = 4, dropout: float = 0.0):
+                 mlp_ratio: int = 4, dropout: float = 0.0, adaptive_head: bool = False):
         super().__init__()
         self.in_proj = nn.Linear(lm_width, width)
         self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
         self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, vocab)
+        cutoffs = adaptive_cutoffs(vocab)
+        self.adaptive = adaptive_head and bool(cutoffs)
+        if self.adaptive:
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(width, vocab, cutoffs, div_value=2.0)
+        else:
+            self.head = nn.Linear(width, vocab)
+
+    def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean token cross-entropy of flat features [N, width] against class indices [N]."""
+        if self.adaptive:
+            return self.head(features.float(), targets).loss
+        return F.cross_entropy(self.head(features).float(), targets)
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Most likely class per position of features [..., width]."""
+        if self.adaptive:
+            return self.head.predict(features.flatten(0, -2).float()).view(features.shape[:-1])
+        return self.head(features).argmax(-1)
 
     def features(self, h_hat: torch.Tensor) -> torch.Tensor:
         x = self.in_proj(h_hat) + self.pos[: h_hat.shape[1]]
@@ -117,7 +144,11 @@ class TokenDecoder(nn.Module):
         return self.norm(x)
 
     def forward(self, h_hat: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(h_hat))
+        """Log-probabilities (adaptive head) or logits (linear head) [B, T, vocab]."""
+        x = self.features(h_hat)
+        if self.adaptive:
+            return self.head.log_prob(x.flatten(0, 1).float()).view(*x.shape[:2], -1)
+        return self.head(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,7 +240,8 @@ class LDLM(nn.Module):
         self.encoder = Perceiver(lm_width, cfg.latent_dim, seq, lat_len, cfg.enc_width, cfg.enc_layers, cfg.enc_heads, **kw)
         self.dit = DiT(cfg.latent_dim, lat_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, **kw)
         self.decoder = Perceiver(cfg.latent_dim, lm_width, lat_len, seq, cfg.dec_width, cfg.dec_layers, cfg.dec_heads, **kw)
-        self.token_decoder = TokenDecoder(lm_width, head_vocab + 1, seq, cfg.tok_width, cfg.tok_layers, cfg.tok_heads, **kw)
+        self.token_decoder = TokenDecoder(lm_width, head_vocab + 1, seq, cfg.tok_width, cfg.tok_layers, cfg.tok_heads,
+                                          adaptive_head=cfg.adaptive_head, **kw)
         self.register_buffer("h_mean", torch.zeros(lm_width))
         self.register_buffer("h_std", torch.ones(lm_width))
         self.register_buffer("head_ids", torch.arange(head_vocab))
@@ -237,15 +269,18 @@ class LDLM(nn.Module):
     def token_logits(self, h_hat: torch.Tensor) -> torch.Tensor:
         return self.token_decoder(h_hat)
 
-    def logits_to_tokens(self, logits: torch.Tensor) -> torch.Tensor:
-        """argmax over the head, mapped back to tokenizer ids ("other" -> -1)."""
-        idx = logits.argmax(-1)
-        ids = torch.cat([self.head_ids, self.head_ids.new_full((1,), -1)])
-        return ids[idx]
+    def head_to_tokens(self, idx: torch.Tensor) -> torch.Tensor:
+        """Head class indices -> tokenizer ids ("other" -> -1)."""
+        return torch.cat([self.head_ids, self.head_ids.new_full((1,), -1)])[idx]
+
+    @torch.no_grad()
+    def hidden_to_tokens(self, h_hat: torch.Tensor) -> torch.Tensor:
+        """Most likely tokenizer ids [B, T] for reconstructed states h_hat (argmax decoding)."""
+        return self.head_to_tokens(self.token_decoder.predict(self.token_decoder.features(h_hat)))
 
     @torch.no_grad()
     def latents_to_tokens(self, z: torch.Tensor) -> torch.Tensor:
-        return self.logits_to_tokens(self.token_logits(self.decode(z)))
+        return self.hidden_to_tokens(self.decode(z))
 
 
 def count_parameters(cfg, lm_width: int, vocab_size: int) -> dict[str, int]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
+from .data import special_ids
 from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
 from .io import write_jsonl
 from .models import LDLM
@@ -31,14 +32,28 @@ def load_run(run: str | Path, device="cpu", weights: str = "ema") -> tuple[LDLM,
     return model.to(device).eval(), cfg
 
 
-def tokens_to_text(tokenizer, ids: list[int], pack_mode: str) -> str:
-    """Drop the leading BOS and "other" (-1) tokens; in pad mode stop at the first EOS."""
-    bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:
+    """The sample's text tokens: no BOS, no special tokens, no "other" (-1); in pad mode up to the first EOS."""
+    bos, eos, _ = special_ids(tokenizer)
     ids = ids[1:] if ids and ids[0] == bos else ids
     if pack_mode == "pad" and eos in ids:
         ids = ids[: ids.index(eos)]
-    return tokenizer.decode([i for i in ids if i >= 0], skip_special_tokens=True).strip()
+    special = set(tokenizer.all_special_ids)
+    return [i for i in ids if i >= 0 and i not in special]
+
+
+def sample_rows(model: LDLM, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
+                sampler: str | None = None) -> tuple[list[dict], float]:
+    """n sample rows (text, token_ids = the text's tokens in the model's tokenizer, settings) and seconds."""
+    t0 = time.perf_counter()
+    ids = generate(model, cfg, n, steps, seed, batch_size, sampler)
+    seconds = time.perf_counter() - t0
+    rows = []
+    for row in ids.tolist():
+        content = content_ids(tokenizer, row, cfg.pack_mode)
+        rows.append(dict(text=tokenizer.decode(content).strip(), token_ids=content, n_other=row.count(-1),
+                         steps=steps, seed=seed, sampler=sampler or cfg.sampler, dtype="float32"))
+    return rows, seconds
 
 
 @torch.no_grad()
@@ -76,13 +91,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     steps = args.steps or cfg.sample_steps
-    t0 = time.perf_counter()
-    ids = generate(model, cfg, args.n, steps, args.seed, args.batch_size, args.sampler)
-    seconds = time.perf_counter() - t0
-    rows = [dict(text=tokens_to_text(tokenizer, row, cfg.pack_mode), token_ids=row, steps=steps, seed=args.seed,
-                 sampler=args.sampler or cfg.sampler, dtype="float32", run=str(args.run))
-            for row in ids.tolist()]
-    write_jsonl(args.out, rows)
+    rows, seconds = sample_rows(model, cfg, tokenizer, args.n, steps, args.seed, args.batch_size, args.sampler)
+    write_jsonl(args.out, [dict(r, run=str(args.run)) for r in rows])
     print(f"wrote {len(rows)} samples to {args.out} in {seconds:.1f} s ({len(rows) / seconds:.2f} samples/s)")
     for row in rows[:3]:
         print("-", row["text"][:200])

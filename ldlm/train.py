@@ -77,7 +77,10 @@ def build_model(cfg: Config, lm_width: int, vocab_size: int, head_ids: torch.Ten
 def init_model(cfg: Config, corpus: Corpus, device) -> LDLM:
     """A fresh model whose token head and state statistics come from the training split."""
     vocab_size = int(corpus.lm.model.config.vocab_size)
-    head_ids = torch.as_tensor(np.unique(corpus.tokens.train)) if cfg.corpus_vocab else None
+    head_ids = None
+    if cfg.corpus_vocab:  # ids seen in training, most frequent first (the adaptive head relies on the order)
+        ids, counts = np.unique(corpus.tokens.train, return_counts=True)
+        head_ids = torch.as_tensor(ids[np.argsort(-counts, kind="stable")])
     model = build_model(cfg, corpus.lm.width, vocab_size, head_ids).to(device)
     rows = np.random.default_rng(cfg.seed).choice(len(corpus.tokens.train), min(256, len(corpus.tokens.train)), replace=False)
     h, _, _ = corpus.batch("train", rows, device)
@@ -96,11 +99,15 @@ def lr_lambda(cfg: Config):
 
 
 def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on norms, biases, embeddings of positions/queries)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.endswith(("pos", "queries"))]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and not n.endswith(("pos", "queries")))]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    """AdamW; weight decay on matrices only (not on norms, biases, positions, queries); the token
+    decoder at `tok_lr` if set (the LR schedule scales every group alike)."""
+    groups = {}
+    for name, p in model.named_parameters():
+        decay = p.ndim >= 2 and not name.endswith(("pos", "queries"))
+        lr = cfg.tok_lr if cfg.tok_lr and name.startswith("token_decoder.") else cfg.lr
+        groups.setdefault((decay, lr), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": lr}
+                              for (decay, lr), ps in groups.items()], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
 
 
 @torch.no_grad()
@@ -131,7 +138,7 @@ def evaluate(model: LDLM, corpus: Corpus, cfg: Config, device, batches: int) -> 
         h, tokens, lengths = corpus.batch("valid", rows[i:i + cfg.batch_size], device)
         h_std = model.standardize(h)
         h_hat = model.decode(model.encode(h_std))
-        pred = model.logits_to_tokens(model.token_logits(h_hat))
+        pred = model.hidden_to_tokens(h_hat)
         mask = torch.arange(tokens.shape[1], device=device)[None] < lengths[:, None]
         correct += int(((pred == tokens) & mask).sum())
         total += int(mask.sum())

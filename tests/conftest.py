@@ -1,8 +1,9 @@
 import os
+from pathlib import Path
 
 import pytest
 
-# Tests never touch the hub, and keep their caches out of the user's ~/.cache/ldlm.
+# Tests never touch the hub, and keep their data caches out of the user's ~/.cache/ldlm.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -10,8 +11,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    if "LDLM_TEST_CACHE" in os.environ:  # CI may keep one cache across test files
-        os.environ["LDLM_CACHE"] = os.environ["LDLM_TEST_CACHE"]
-    else:
-        os.environ["LDLM_CACHE"] = str(tmp_path_factory.mktemp("ldlm-cache"))
+    user_cache = Path(os.environ.get("LDLM_CACHE", Path.home() / ".cache" / "ldlm"))
+    test_cache = tmp_path_factory.mktemp("ldlm-cache")
+    # converted judge checkpoints are immutable and slow to make (~30 s): share them with the user cache
+    (user_cache / "models").mkdir(parents=True, exist_ok=True)
+    (test_cache / "models").symlink_to(user_cache / "models", target_is_directory=True)
+    os.environ["LDLM_CACHE"] = str(test_cache)
     yield

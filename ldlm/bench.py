@@ -1,0 +1,125 @@
+"""Speed benchmark: sampling and training throughput, timed the way nanoGPT's bench.py does.
+
+    python -m ldlm.bench --run runs/<run_id> --steps 10 50 100 --batch 1 64 --out results/speed.csv
+
+Warm-up calls are excluded, the device is synchronised around every timed call, and the median of
+`repeats` calls is reported, with hardware, dtype and thread count in every row. Sampling is timed
+end to end: noise -> reverse steps -> decoder -> token decoder -> token ids.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from .results import upsert_rows
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], warmup: int = 1, repeats: int = 3,
+               device: torch.device = torch.device("cpu"), clock=time.perf_counter) -> list[float]:
+    """Seconds of `repeats` calls of fn after `warmup` untimed calls, synchronising around each."""
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        fn()
+        synchronize(device)
+        times.append(clock() - start)
+    return times
+
+
+def hardware(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return dict(device=device.type, hardware=name, threads=torch.get_num_threads(), torch=torch.__version__)
+
+
+def matmul_peak_flops(device: torch.device, n: int = 1024, dtype=torch.float32, repeats: int = 5) -> float:
+    """Achievable FLOP/s of one n x n matrix multiply, measured now (the denominator of utilisation)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    seconds = statistics.median(time_calls(lambda: a @ b, warmup=2, repeats=repeats, device=device))
+    return 2 * n**3 / seconds
+
+
+def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup: int = 1, seed: int = 0) -> list[dict]:
+    """Rows of median latency, samples/s and tokens/s per (batch size, sampling steps)."""
+    from .sample import generate
+
+    device = next(model.parameters()).device
+    rows = []
+    for batch in batch_sizes:
+        for steps in steps_list:
+            times = time_calls(lambda: generate(model, cfg, batch, steps, seed, batch_size=batch),
+                               warmup=warmup, repeats=repeats, device=device)
+            median = statistics.median(times)
+            rows.append(dict(kind="sampling", batch=batch, steps=steps, nfe=steps + 1, seq_len=cfg.seq_len,
+                             seconds=median, samples_per_s=batch / median, tokens_per_s=batch * cfg.seq_len / median,
+                             repeats=repeats, dtype="float32", **hardware(device)))
+    return rows
+
+
+def bench_training(model, cfg, h: torch.Tensor, tokens: torch.Tensor, repeats: int = 5, warmup: int = 2) -> dict:
+    """Median training-step time of the full LDLM objective on one batch; FLOP/s ~ 6 * params * tokens/s."""
+    from .diffusion import make_time_sampler
+    from .losses import ldlm_loss
+
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    sampler = make_time_sampler(cfg)
+    model.train()
+
+    def step():
+        out = ldlm_loss(model, h, tokens, cfg, 1.0, sampler)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+
+    median = statistics.median(time_calls(step, warmup=warmup, repeats=repeats, device=device))
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tokens_per_s = tokens.numel() / median
+    flops = 6 * params * tokens_per_s  # dense-layer estimate (attention scores excluded): a lower bound
+    peak = matmul_peak_flops(device)
+    model.eval()
+    return dict(kind="training", batch=len(tokens), steps=0, nfe=0, seq_len=tokens.shape[1], seconds=median,
+                samples_per_s=len(tokens) / median, tokens_per_s=tokens_per_s, train_flops_per_s=flops,
+                matmul_peak_flops_per_s=peak, utilisation=flops / peak, repeats=repeats, dtype="float32",
+                **hardware(device))
+
+
+def main(argv=None) -> int:
+    from .frozen_lm import default_device
+    from .sample import load_run
+
+    parser = argparse.ArgumentParser(prog="python -m ldlm.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="results/speed.csv")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    device = default_device(args.device)
+    model, cfg = load_run(args.run, device)
+    rows = [dict(r, model="ldlm", run_id=str(args.run)) for r in bench_sampling(model, cfg, args.steps, args.batch, args.repeats)]
+    upsert_rows(args.out, rows, key=["model", "kind", "batch", "steps", "device", "run_id"])
+    for r in rows:
+        print(f"batch {r['batch']:>4} steps {r['steps']:>4}: {r['seconds']:.3f} s  {r['samples_per_s']:.2f} samples/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

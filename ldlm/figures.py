@@ -1,0 +1,154 @@
+"""The paper's figures, drawn from results/ only (no model, no GPU): PNG and PDF into figures/."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+MODEL_STYLE = {"ldlm": dict(marker="o", color="C0"), "mdlm": dict(marker="s", color="C1"),
+               "ar": dict(marker="^", color="C2"), "reference": dict(marker="*", color="k", s=160)}
+
+
+def _save(fig, figures_dir: Path, name: str) -> list[Path]:
+    paths = []
+    for ext in ("png", "pdf"):
+        path = figures_dir / f"{name}.{ext}"
+        with atomic_path(path, suffix=f".{ext}") as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _read(results_dir: Path, pattern: str) -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in sorted(results_dir.glob(pattern))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
+    """Gen PPL (token-weighted) vs entropy, one panel per dataset, points traced by sampling steps."""
+    rows = _read(results_dir, "main_*.csv")
+    if rows.empty:
+        return []
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for model, group in rows[rows["dataset"] == dataset].groupby("model"):
+            group = group.sort_values("steps")
+            style = MODEL_STYLE.get(model, dict(marker="x"))
+            if model == "reference":
+                ax.scatter(group["entropy"], group["gen_ppl_tok"], label="held-out text", zorder=3, **style)
+                continue
+            ax.plot(group["entropy"], group["gen_ppl_tok"], label=model.upper(), marker=style["marker"], color=style.get("color"))
+            for _, r in group.iterrows():
+                ax.annotate(f"{int(r['steps'])}", (r["entropy"], r["gen_ppl_tok"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+        judge = rows["judge"].dropna().iloc[0] if "judge" in rows else "?"
+        ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats) →",
+               ylabel=f"Gen PPL, token-weighted, judge {judge} ↓", yscale="log")
+        ax.legend(fontsize=8)
+    fig.suptitle("Quality–diversity fronts (labels: sampling steps)")
+    return _save(fig, figures_dir, "pareto")
+
+
+def ablation(results_dir: Path, figures_dir: Path) -> list[Path]:
+    path = results_dir / "ablation.csv"
+    if not path.exists():
+        return []
+    rows = pd.read_csv(path)
+    order = [v for v in ["full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive"] if v in set(rows["variant"])]
+    metrics = [m for m in ("gen_ppl_tok", "entropy", "mauve", "recon_acc") if m in rows]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6))
+    for ax, metric in zip(axes, metrics):
+        stats = rows.groupby("variant")[metric].agg(["mean", "std"]).reindex(order)
+        ax.bar(range(len(order)), stats["mean"], yerr=stats["std"].fillna(0), color=["C0"] + ["C7"] * (len(order) - 2) + ["C3"])
+        ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=8)
+        ax.set_title(metric + (" (log)" if metric == "gen_ppl_tok" else ""))
+        if metric == "gen_ppl_tok":
+            ax.set_yscale("log")
+    fig.suptitle(f"Ablation of the four recipe components ({rows['preset'].iloc[0]}, {rows['dataset'].iloc[0]})")
+    fig.tight_layout()
+    return _save(fig, figures_dir, "ablation")
+
+
+def speed_quality(results_dir: Path, figures_dir: Path) -> list[Path]:
+    """Left: sampling throughput vs steps per batch size. Right: Gen PPL vs samples/s (largest batch)."""
+    speed = _read(results_dir, "speed.csv")
+    if speed.empty:
+        return []
+    sampling = speed[speed["kind"] == "sampling"]
+    main = _read(results_dir, "main_*.csv")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for (model, batch), group in sampling.groupby(["model", "batch"]):
+        group = group.sort_values("steps")
+        left.plot(group["steps"], group["samples_per_s"], marker=MODEL_STYLE.get(model, {}).get("marker", "x"),
+                  label=f"{model.upper()}, batch {batch}")
+    left.set(xlabel="sampling steps (NFE − 1)", ylabel="samples / s", xscale="log", yscale="log",
+             title=f"sampling speed ({sampling['hardware'].iloc[0]}, {sampling['threads'].iloc[0]} threads)")
+    left.legend(fontsize=8)
+    big = sampling[sampling["batch"] == sampling["batch"].max()]
+    if not main.empty:
+        merged = main[main["model"] != "reference"].merge(big[["model", "steps", "samples_per_s"]], on=["model", "steps"],
+                                                         suffixes=("_eval", ""))
+        for (model, dataset), group in merged.groupby(["model", "dataset"]):
+            group = group.sort_values("steps")
+            right.plot(group["samples_per_s"], group["gen_ppl_tok"], marker="o", label=f"{model.upper()} {dataset}")
+    right.set(xlabel=f"samples / s (batch {big['batch'].max()})", ylabel="Gen PPL (token-weighted) ↓",
+              xscale="log", yscale="log", title="speed vs quality")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, figures_dir, "speed_quality")
+
+
+def training_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
+    logs = sorted((results_dir / "curves").glob("*.jsonl"))
+    if not logs:
+        return []
+    panels = ["loss_diff", "loss_h", "loss_tok", "ema_recon_acc"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    for log in logs:
+        rows = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
+        for ax, key in zip(axes, panels):
+            if key in rows:
+                part = rows.dropna(subset=[key])
+                ax.plot(part["step"], part[key], label=log.stem[:40], lw=1)
+    for ax, key in zip(axes, panels):
+        ax.set(title=key, xlabel="training step")
+    axes[-1].legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, figures_dir, "training_curves")
+
+
+def latent_views(results_dir: Path, figures_dir: Path) -> list[Path]:
+    pca_path, dims_path = results_dir / "latents_pca.csv", results_dir / "latents_dims.csv"
+    if not (pca_path.exists() and dims_path.exists()):
+        return []
+    pca, dims = pd.read_csv(pca_path), pd.read_csv(dims_path)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for dataset, group in pca.groupby("dataset"):
+        left.scatter(group["pc1"], group["pc2"], s=12, label=dataset)
+    left.set(title="PCA of per-sequence mean latents (held-out)", xlabel="PC1", ylabel="PC2")
+    left.legend(fontsize=8)
+    for dataset, group in dims.groupby("dataset"):
+        right.plot(group["dim"], group["std"].sort_values(ascending=False).to_numpy(), label=dataset)
+    right.set(title="latent dimensions, std (sorted)", xlabel="dimension rank", ylabel="std over positions")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, figures_dir, "latents")
+
+
+FIGURES = [pareto, ablation, speed_quality, training_curves, latent_views]
+
+
+def make_all(results_dir: str | Path = "results", figures_dir: str | Path = "figures") -> list[str]:
+    """Every figure whose inputs exist in results_dir; returns the written paths."""
+    results_dir, figures_dir = Path(results_dir), Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    return [str(p) for make in FIGURES for p in make(results_dir, figures_dir)]

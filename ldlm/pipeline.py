@@ -1,0 +1,83 @@
+"""One experiment = train (or find) a run, sample it at several step counts, evaluate, record.
+
+The notebooks call `run_experiment` and `reference_rows`; everything they do is here, so a
+notebook is orchestration and narrative only. A finished run is found again by its run id (a hash of
+the resolved config) and not retrained; an interrupted one resumes from its checkpoint; existing
+sample files are reused. Result rows go to results/<table>.csv, run records to results/runs/.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import checkpoint
+from .config import make_config
+from .evaluate import evaluate_file, evaluate_reference
+from .frozen_lm import load_tokenizer
+from .io import read_jsonl, write_jsonl, write_text
+from .results import run_id, upsert_rows, write_run_record
+from .sample import load_run, sample_rows
+from .train import train
+
+
+def train_or_resume(cfg, runs_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
+    """The run folder of cfg, trained to the end (resumed if interrupted, skipped if done)."""
+    rid = run_id(cfg.to_dict())
+    run_dir = Path(runs_dir) / rid
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        return run_dir, json.loads(summary_path.read_text())
+    resume = (run_dir / checkpoint.CKPT_NAME).exists()
+    return run_dir, train(cfg, run_dir, resume=resume, progress=progress)
+
+
+def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int = 0, overrides: dict | None = None,
+                   sample_steps=(100,), n_samples: int = 128, judge: str = "smollm2", featurizer: str = "minilm",
+                   table: str = "main", results_dir: str | Path = "results", runs_dir: str | Path = "runs",
+                   sample_batch: int = 128, progress: bool = True) -> pd.DataFrame:
+    """Train one variant, sample it at each step count, evaluate each sample set; returns its rows."""
+    cfg = make_config(preset, dataset=dataset, variant=variant, seed=seed, **(overrides or {}))
+    results_dir = Path(results_dir)
+    run_dir, summary = train_or_resume(cfg, runs_dir, progress)
+    rid = run_dir.name
+    model, cfg = load_run(run_dir)
+    tokenizer = load_tokenizer(cfg.frozen_lm)
+    rows, sample_files = [], {}
+    for steps in sample_steps:
+        path = results_dir / "samples" / f"{rid}-k{steps}-n{n_samples}.jsonl"
+        if not path.exists():
+            samples, seconds = sample_rows(model, cfg, tokenizer, n_samples, steps, seed, sample_batch)
+            write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
+        seconds = read_jsonl(path)[0]["sample_seconds"]
+        metrics = evaluate_file(path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed)
+        rows.append(dict(preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=steps,
+                         judge=metrics["judge"], featurizer=metrics["featurizer"], n_samples=n_samples,
+                         dtype="float32", run_id=rid, model="ldlm", recon_acc=summary["ema_recon_acc"],
+                         train_steps=summary["step"], train_seconds=summary["train_seconds"],
+                         train_tokens_per_s=summary["train_tokens_per_s"], sample_seconds=seconds,
+                         samples_per_s=n_samples / seconds, pack_mode=cfg.pack_mode,
+                         **{k: metrics[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty",
+                                                    "sample_len_tokens", "metrics_version") if k in metrics}))
+        sample_files[steps] = str(path)
+    frame = upsert_rows(results_dir / f"{table}.csv", rows)
+    write_text(results_dir / "curves" / f"{rid}.jsonl", (run_dir / "metrics.jsonl").read_text())  # for the figures
+    write_run_record(results_dir, rid, config=cfg.to_dict(), summary=summary, samples=sample_files,
+                     checkpoint=str(run_dir / checkpoint.CKPT_NAME), metrics_log=str(run_dir / "metrics.jsonl"))
+    return frame[frame["run_id"] == rid]
+
+
+def reference_rows(dataset: str, n: int, length: int, judge: str = "smollm2", featurizer: str = "minilm",
+                   seed: int = 0, preset: str = "tiny", table: str = "main", results_dir: str | Path = "results",
+                   text_tokenizer: str = "minilm") -> pd.DataFrame:
+    """The reference ceiling (held-out real text) as a row of the same table."""
+    metrics = evaluate_reference(dataset, n, length, judge, featurizer, seed=seed,
+                                 text_tokenizer=load_tokenizer(text_tokenizer))
+    row = dict(preset=preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
+               featurizer=metrics["featurizer"], n_samples=n, dtype="float32", run_id=f"reference-{dataset}",
+               model="reference", **{k: metrics[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve",
+                                                             "n_empty", "sample_len_tokens", "metrics_version")
+                                     if k in metrics})
+    frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row])
+    return frame[frame["run_id"] == row["run_id"]]

@@ -1,0 +1,69 @@
+"""Tidy result rows and run records (results/<table>.csv, results/runs/<run_id>.json).
+
+Every row carries what produced it (preset, dataset, variant, seed, steps, judge, featurizer,
+n_samples, dtype, run id); every run record the resolved config, library versions, git commit,
+timings and the paths of its samples and checkpoint. All writes are atomic.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from .io import atomic_path, write_json
+
+ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id"]
+
+
+def run_id(cfg_dict: dict) -> str:
+    """Short stable id of a resolved config (same config -> same id, so finished runs are found again)."""
+    blob = json.dumps({k: v for k, v in sorted(cfg_dict.items()) if k not in ("device", "num_threads")}, sort_keys=True)
+    return f"{cfg_dict.get('preset', 'x')}-{cfg_dict.get('dataset', 'x').replace('/', '_').replace(':', '_')[-20:]}-" \
+           f"{cfg_dict.get('variant', 'x')}-s{cfg_dict.get('seed', 0)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
+    for pkg in ("torch", "transformers", "datasets", "mauve-text", "numpy", "ldlm-kit"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit(root: str | Path = ".") -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_run_record(results_dir: str | Path, rid: str, **record) -> Path:
+    path = Path(results_dir) / "runs" / f"{rid}.json"
+    write_json(path, {"run_id": rid, "versions": versions(), "git_commit": git_commit(), **record})
+    return path
+
+
+def upsert_rows(csv_path: str | Path, rows: list[dict], key: list[str] | None = None) -> pd.DataFrame:
+    """Add rows to a tidy CSV, replacing earlier rows with the same key columns; atomic write."""
+    csv_path = Path(csv_path)
+    new = pd.DataFrame(rows)
+    key = [k for k in (key or ROW_KEYS) if k in new.columns]
+    if csv_path.exists() and csv_path.stat().st_size > 0:
+        old = pd.read_csv(csv_path)
+        if key and set(key) <= set(old.columns):
+            merged = old.merge(new[key].drop_duplicates(), on=key, how="left", indicator=True)
+            old = old[(merged["_merge"] == "left_only").to_numpy()]
+        new = pd.concat([old, new], ignore_index=True)
+    with atomic_path(csv_path, suffix=".csv") as tmp:
+        new.to_csv(tmp, index=False)
+    return new

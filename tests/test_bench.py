@@ -1,0 +1,35 @@
+import itertools
+
+import pytest
+
+from ldlm.bench import time_calls
+
+
+class FakeModel:
+    """Counts calls; each call 'takes' the next duration on a fake clock."""
+
+    def __init__(self, durations):
+        self.calls, self.now, self.durations = 0, 0.0, iter(durations)
+
+    def __call__(self):
+        self.calls += 1
+        self.now += next(self.durations)
+
+    def clock(self):
+        return self.now
+
+
+def test_warmup_calls_are_run_but_not_timed():
+    model = FakeModel([100.0, 100.0, 1.0, 2.0, 3.0])  # two slow warm-up calls (e.g. compilation)
+    times = time_calls(model, warmup=2, repeats=3, clock=model.clock)
+    assert model.calls == 5 and times == [1.0, 2.0, 3.0]
+
+
+def test_each_repeat_is_timed_separately():
+    model = FakeModel(itertools.repeat(0.5))
+    assert time_calls(model, warmup=0, repeats=4, clock=model.clock) == [0.5] * 4
+
+
+def test_repeats_must_be_positive():
+    with pytest.raises(ValueError):
+        time_calls(lambda: None, repeats=0)

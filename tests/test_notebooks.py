@@ -1,0 +1,106 @@
+"""Notebook templates: committed without outputs, executed with papermill on the smoke parameters."""
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SMOKE = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+ROW_COLUMNS = {"preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id",
+               "gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty", "recon_acc"}
+FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents"}
+
+
+def test_templates_are_stripped_and_parameterised():
+    assert {p.name for p in NOTEBOOKS} >= {"01_run.ipynb", "10_ablation.ipynb", "20_main.ipynb", "30_speed.ipynb",
+                                           "40_latents.ipynb", "90_figures.ipynb"}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        first = nb.cells[0]
+        assert first.cell_type == "markdown" and ("Time" in first.source or "seconds" in first.source), path
+        assert "parameters" in nb.cells[1].metadata.get("tags", []), path
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
+
+
+def run(name, tmp, **params):
+    import papermill
+
+    out = tmp / "executed" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(ROOT / "notebooks" / name), str(out), cwd=str(ROOT), kernel_name="python3",
+                               parameters={**SMOKE, "results_dir": str(tmp / "results"), "runs_dir": str(tmp / "runs"),
+                                           **params}, progress_bar=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    for dataset in ("wiki", "news"):
+        run("20_main.ipynb", tmp, dataset=dataset)
+    run("10_ablation.ipynb", tmp, dataset="news", n_samples=4, sample_steps=2)
+    run("30_speed.ipynb", tmp, dataset="wiki")
+    run("40_latents.ipynb", tmp, dataset="wiki")
+    run("01_run.ipynb", tmp, dataset="wiki", variant="naive", sample_steps=[2])
+    return tmp
+
+
+@pytest.mark.slow
+def test_main_notebook_rows(smoke_pipeline):
+    for dataset in ("wiki", "news"):
+        rows = pd.read_csv(smoke_pipeline / "results" / f"main_{dataset}.csv")
+        assert ROW_COLUMNS <= set(rows.columns)
+        ldlm = rows[rows["model"] == "ldlm"]
+        assert sorted(ldlm["steps"]) == sorted(SMOKE["sample_steps"]) and (ldlm["n_samples"] == SMOKE["n_samples"]).all()
+        assert (rows["model"] == "reference").sum() == 1
+        assert (smoke_pipeline / "results" / f"table1_{dataset}.md").exists()
+        for rid in ldlm["run_id"].unique():
+            record = json.loads((smoke_pipeline / "results" / "runs" / f"{rid}.json").read_text())
+            assert record["config"]["preset"] == "smoke" and "torch" in record["versions"]
+            assert Path(record["samples"][str(SMOKE["sample_steps"][0])]).exists()
+
+
+@pytest.mark.slow
+def test_ablation_rows_and_tables(smoke_pipeline):
+    rows = pd.read_csv(smoke_pipeline / "results" / "ablation.csv")
+    assert set(rows["variant"]) == {"full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive"}
+    assert ROW_COLUMNS <= set(rows.columns) and rows["run_id"].nunique() == 6
+    md = (smoke_pipeline / "results" / "ablation_table.md").read_text()
+    assert "naive joint training" in md and "\\begin{table}" in (smoke_pipeline / "results" / "ablation_table.tex").read_text()
+
+
+@pytest.mark.slow
+def test_speed_and_latent_rows(smoke_pipeline):
+    speed = pd.read_csv(smoke_pipeline / "results" / "speed.csv")
+    sampling = speed[speed["kind"] == "sampling"]
+    assert set(sampling["batch"]) == set(SMOKE["batch_sizes"]) and set(sampling["steps"]) == set(SMOKE["steps_list"])
+    assert {"hardware", "threads", "dtype", "samples_per_s"} <= set(speed.columns)
+    assert (speed["kind"] == "training").sum() == 1 and (speed["utilisation"].dropna() > 0).all()
+    pca = pd.read_csv(smoke_pipeline / "results" / "latents_pca.csv")
+    assert len(pca) == SMOKE["n_sentences"] and {"pc1", "pc2"} <= set(pca.columns)
+
+
+@pytest.mark.slow
+def test_rerun_reuses_finished_runs(smoke_pipeline):
+    before = {p: p.stat().st_mtime_ns for p in (smoke_pipeline / "runs").glob("*/ckpt.pt")}
+    run("01_run.ipynb", smoke_pipeline, dataset="wiki", variant="naive", sample_steps=[2])
+    assert before == {p: p.stat().st_mtime_ns for p in (smoke_pipeline / "runs").glob("*/ckpt.pt")}
+
+
+@pytest.mark.slow
+def test_figures_notebook_on_pipeline_results(smoke_pipeline):
+    figures = smoke_pipeline / "figures"
+    run("90_figures.ipynb", smoke_pipeline, figures_dir=str(figures))
+    assert {p.stem for p in figures.glob("*.png")} == FIGURES == {p.stem for p in figures.glob("*.pdf")}
+
+
+def test_figures_notebook_on_fixture(tmp_path):
+    fixture = ROOT / "tests" / "fixtures" / "results"
+    run("90_figures.ipynb", tmp_path, results_dir=str(fixture), figures_dir=str(tmp_path / "figures"))
+    assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == FIGURES
