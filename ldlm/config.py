@@ -141,8 +141,8 @@ PRESETS: dict[str, dict] = {
         adaptive_head=True,                 # ours: a 21k-way linear head costs most of a CPU step
         tok_lr=3e-3,                        # ours: the token decoder is the slowest learner at this budget
         decoder_noise=0.5,                  # ours: sigma=3 needs far longer than 10 CPU minutes to learn
-        warmup_steps=1400, time_ema=0.95,   # ours: gamma reaches 1 at the end of the short budget
-        batch_size=32, max_steps=1400, lr=1e-3, lr_warmup=50, ema_decay=0.995,
+        warmup_steps=1200, time_ema=0.95,   # ours: gamma reaches 1 at the end of the short budget
+        batch_size=32, max_steps=1200, lr=1e-3, lr_warmup=50, ema_decay=0.995,
         log_every=25, eval_every=200, ckpt_every=200, eval_batches=10,
         sample_steps=100,
     ),

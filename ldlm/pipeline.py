@@ -17,6 +17,7 @@ from .config import make_config
 from .evaluate import evaluate_file, evaluate_reference
 from .frozen_lm import load_tokenizer
 from .io import read_jsonl, write_jsonl, write_text
+from .metrics import reference_pieces
 from .results import run_id, upsert_rows, write_run_record
 from .sample import load_run, sample_rows
 from .train import train
@@ -71,13 +72,18 @@ def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int =
 def reference_rows(dataset: str, n: int, length: int, judge: str = "smollm2", featurizer: str = "minilm",
                    seed: int = 0, preset: str = "tiny", table: str = "main", results_dir: str | Path = "results",
                    text_tokenizer: str = "minilm") -> pd.DataFrame:
-    """The reference ceiling (held-out real text) as a row of the same table."""
-    metrics = evaluate_reference(dataset, n, length, judge, featurizer, seed=seed,
-                                 text_tokenizer=load_tokenizer(text_tokenizer))
+    """The reference ceiling (held-out real text) as a row of the same table.
+
+    It needs 2n disjoint held-out pieces (n play the samples, n the MAUVE references); small
+    held-out splits (news: 150 sentences) use as many as they have."""
+    tokenizer = load_tokenizer(text_tokenizer)
+    n = min(n, len(reference_pieces(dataset, length, tokenizer)) // 2)
+    metrics = evaluate_reference(dataset, n, length, judge, featurizer, seed=seed, text_tokenizer=tokenizer)
     row = dict(preset=preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
                featurizer=metrics["featurizer"], n_samples=n, dtype="float32", run_id=f"reference-{dataset}",
                model="reference", **{k: metrics[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve",
-                                                             "n_empty", "sample_len_tokens", "metrics_version")
+                                                             "mauve_train", "n_empty", "sample_len_tokens",
+                                                             "metrics_version")
                                      if k in metrics})
     frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row])
     return frame[frame["run_id"] == row["run_id"]]

