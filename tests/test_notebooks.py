@@ -44,7 +44,7 @@ def smoke_pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     for dataset in ("wiki", "news"):
         run("20_main.ipynb", tmp, dataset=dataset)
-    run("10_ablation.ipynb", tmp, dataset="news", n_samples=4, sample_steps=2)
+    run("10_ablation.ipynb", tmp, dataset="news", n_samples=4)
     run("30_speed.ipynb", tmp, dataset="wiki")
     run("40_latents.ipynb", tmp, dataset="wiki")
     run("01_run.ipynb", tmp, dataset="wiki", variant="naive", sample_steps=[2])
