@@ -117,17 +117,21 @@ def _hub_error(kind: str, name: str, err: Exception, choices: tuple[str, ...]) -
     )
 
 
+def _from_pretrained(auto_model, location: str, kind: str, name: str, choices: tuple[str, ...]):
+    """(tokenizer, fp32 model) from a folder or hub id; a load failure names what works offline."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location), auto_model.from_pretrained(location, dtype=torch.float32)
+    except Exception as err:
+        raise _hub_error(kind, name, err, choices) from err
+
+
 def _build_judge(name: str, device) -> Judge:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     location = str(smollm2_checkpoint()) if name == "smollm2" else name
-    try:
-        tok = AutoTokenizer.from_pretrained(location)
-        lm = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
-    except ModelUnavailable:
-        raise
-    except Exception as err:
-        raise _hub_error("judge", name, err, JUDGES) from err
+    tok, lm = _from_pretrained(AutoModelForCausalLM, location, "judge", name, JUDGES)
     if name == "smollm2":
         # The GGUF's BOS is the chat token <|im_start|> (it expects a role next); <|endoftext|> (id 0)
         # is the document separator SmolLM2 was pre-trained with, the analogue of GPT-2's BOS.
@@ -187,19 +191,13 @@ class Featurizer:
 
 
 def _build_featurizer(name: str, device) -> Featurizer:
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     if name == "minilm":
         location = model_location("minilm")
     else:
         location = str(smollm2_checkpoint()) if name == "smollm2" else name
-    try:
-        tok = AutoTokenizer.from_pretrained(location)
-        model = AutoModel.from_pretrained(location, dtype=torch.float32)
-    except ModelUnavailable:
-        raise
-    except Exception as err:
-        raise _hub_error("featurizer", name, err, FEATURIZERS) from err
+    tok, model = _from_pretrained(AutoModel, location, "featurizer", name, FEATURIZERS)
     if name == "minilm":
         pooling, max_len = "mean", 256          # sentence_bert_config.json of all-MiniLM-L6-v2
     else:

@@ -266,9 +266,6 @@ class LDLM(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def token_logits(self, h_hat: torch.Tensor) -> torch.Tensor:
-        return self.token_decoder(h_hat)
-
     def head_to_tokens(self, idx: torch.Tensor) -> torch.Tensor:
         """Head class indices -> tokenizer ids ("other" -> -1)."""
         return torch.cat([self.head_ids, self.head_ids.new_full((1,), -1)])[idx]

@@ -29,6 +29,7 @@ from .frozen_lm import (FrozenLM, ModelUnavailable, attention_mask, cached_hidde
                         load_frozen_lm, load_tokenizer)
 from .io import read_jsonl, write_json, write_jsonl
 from .losses import ldlm_loss
+from .metrics import token_accuracy
 from .models import LDLM
 
 # Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
@@ -36,7 +37,7 @@ RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_ba
 
 
 @dataclass
-class Corpus:
+class TrainingData:
     """Token blocks and (optionally cached) frozen-LM states for both splits."""
     tokens: TokenData
     lm: FrozenLM
@@ -56,15 +57,15 @@ class Corpus:
         return h, tokens, torch.as_tensor(lengths, device=device)
 
 
-def load_corpus_states(cfg: Config, device) -> Corpus:
+def load_corpus_states(cfg: Config, device) -> TrainingData:
     tokenizer = load_tokenizer(cfg.frozen_lm)
     tokens = build_token_data(cfg, tokenizer, cfg.frozen_lm)
     lm = load_frozen_lm(cfg.frozen_lm, cfg.lm_layer, device)
     if not cfg.cache_hidden:
-        return Corpus(tokens, lm, None, None)
+        return TrainingData(tokens, lm, None, None)
     train_h = cached_hidden_states(lm, cfg.frozen_lm, tokens.train, tokens.train_len)
     valid_h = cached_hidden_states(lm, cfg.frozen_lm, tokens.valid, tokens.valid_len)
-    return Corpus(tokens, lm, train_h, valid_h)
+    return TrainingData(tokens, lm, train_h, valid_h)
 
 
 def build_model(cfg: Config, lm_width: int, vocab_size: int, head_ids: torch.Tensor | None = None) -> LDLM:
@@ -74,7 +75,7 @@ def build_model(cfg: Config, lm_width: int, vocab_size: int, head_ids: torch.Ten
     return model
 
 
-def init_model(cfg: Config, corpus: Corpus, device) -> LDLM:
+def init_model(cfg: Config, corpus: TrainingData, device) -> LDLM:
     """A fresh model whose token head and state statistics come from the training split."""
     vocab_size = int(corpus.lm.model.config.vocab_size)
     head_ids = None
@@ -127,23 +128,23 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model: LDLM, corpus: Corpus, cfg: Config, device, batches: int) -> dict:
+def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: int) -> dict:
     """Held-out reconstruction token accuracy from clean latents (no decoder noise), and losses."""
     model.eval()
     n = len(corpus.tokens.valid)
     rows = np.arange(n)[: batches * cfg.batch_size]
-    correct = total = 0
-    loss_h = 0.0
+    preds, targets, masks, loss_h = [], [], [], 0.0
     for i in range(0, len(rows), cfg.batch_size):
         h, tokens, lengths = corpus.batch("valid", rows[i:i + cfg.batch_size], device)
         h_std = model.standardize(h)
         h_hat = model.decode(model.encode(h_std))
-        pred = model.hidden_to_tokens(h_hat)
-        mask = torch.arange(tokens.shape[1], device=device)[None] < lengths[:, None]
-        correct += int(((pred == tokens) & mask).sum())
-        total += int(mask.sum())
+        preds.append(model.hidden_to_tokens(h_hat).cpu())
+        targets.append(tokens.cpu())
+        masks.append((torch.arange(tokens.shape[1], device=device)[None] < lengths[:, None]).cpu())
         loss_h += float(torch.nn.functional.mse_loss(h_hat, h_std)) * len(h)
-    return {"recon_acc": correct / max(total, 1), "valid_loss_h": loss_h / max(len(rows), 1), "valid_tokens": total}
+    mask = torch.cat(masks)
+    return {"recon_acc": token_accuracy(torch.cat(preds), torch.cat(targets), mask),
+            "valid_loss_h": loss_h / max(len(rows), 1), "valid_tokens": int(mask.sum())}
 
 
 def _check_resume_config(saved: Config, given: dict) -> None:
