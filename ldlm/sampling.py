@@ -2,7 +2,7 @@
 
 `denoise(z_t, t, x0_self_cond) -> x0_hat` is any x0-predicting model; `ts` is a decreasing grid
 from 1 to t_min. Both samplers feed the previous x0 estimate back as self-conditioning and return
-the final x0 estimate. NFE = len(ts) - 1.
+the final x0 estimate (one last denoiser call at t_min). NFE = len(ts) = steps + 1.
 """
 from __future__ import annotations
 
