@@ -12,7 +12,6 @@ error line and exits with status 2 without writing anything.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from .data import DataError
 from .frozen_lm import ModelUnavailable
 from .io import write_json
 from .metrics import EvalError, evaluate_samples, reference_ceiling
+from .results import versions
 
 SAMPLE_META = ("steps", "seed", "dtype", "sampler")
 
@@ -60,8 +60,7 @@ def _meta(rows: list[dict]) -> dict:
 
 
 def _versions() -> dict:
-    pkgs = ("torch", "transformers", "mauve-text")
-    return {f"version_{p.replace('-', '_')}": importlib.metadata.version(p) for p in pkgs}
+    return {f"version_{p.replace('-', '_')}": v for p, v in versions().items() if p in ("torch", "transformers", "mauve-text")}
 
 
 def _clean(row: dict) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .frozen_lm import load_tokenizer
+from .frozen_lm import attention_mask, load_tokenizer
 from .models import normalize_latents
 from .sample import content_ids
 from .sampling import generate_latents
@@ -31,7 +31,7 @@ class LatentView:
 
     def reconstructions(self, k: int = 3) -> pd.DataFrame:
         pred = self.model.latents_to_tokens(self.z[:k])
-        mask = torch.arange(self.tokens.shape[1])[None] < self.lengths[:k, None]
+        mask = attention_mask(self.lengths[:k], self.tokens.shape[1]).bool()
         acc = ((pred == self.tokens[:k]) & mask).sum(1) / mask.sum(1)
         return pd.DataFrame(dict(original=[self.text(t) for t in self.tokens[:k]],
                                  reconstruction=[self.text(p) for p in pred], token_acc=acc.tolist()))

@@ -104,7 +104,8 @@ def adaptive_cutoffs(vocab: int) -> list[int]:
 
 
 class TokenDecoder(nn.Module):
-    """sg(h_hat) [B, T, lm_width] -> token logits [B, T, vocab] (a small transformer + a head).
+    """sg(h_hat) [B, T, lm_width] -> tokens: a small transformer (`features`) and a head used through
+    `loss` (training) and `predict` (argmax decoding).
 
     The head is linear (the paper) or, with `adaptive_head`, an adaptive softmax (Grave et al. 2017,
     `nn.AdaptiveLogSoftmaxWithLoss`): exact log-probabilities over the whole vocabulary, but the
@@ -142,13 +143,6 @@ class TokenDecoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
-
-    def forward(self, h_hat: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (adaptive head) or logits (linear head) [B, T, vocab]."""
-        x = self.features(h_hat)
-        if self.adaptive:
-            return self.head.log_prob(x.flatten(0, 1).float()).view(*x.shape[:2], -1)
-        return self.head(x)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: in
         h_hat = model.decode(model.encode(h_std))
         preds.append(model.hidden_to_tokens(h_hat).cpu())
         targets.append(tokens.cpu())
-        masks.append((torch.arange(tokens.shape[1], device=device)[None] < lengths[:, None]).cpu())
+        masks.append(attention_mask(lengths.cpu(), tokens.shape[1]).bool())
         loss_h += float(torch.nn.functional.mse_loss(h_hat, h_std)) * len(h)
     mask = torch.cat(masks)
     return {"recon_acc": token_accuracy(torch.cat(preds), torch.cat(targets), mask),
