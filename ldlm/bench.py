@@ -72,22 +72,22 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
 
 
 def bench_training(model, cfg, h: torch.Tensor, tokens: torch.Tensor, repeats: int = 5, warmup: int = 2) -> dict:
-    """Median training-step time of the full LDLM objective on one batch; FLOP/s ~ 6 * params * tokens/s."""
+    """Median time of the training loop's own step (`train.train_step`: loss, backward, clipping,
+    AdamW, EMA, time-sampler update) on one batch; FLOP/s ~ 6 * trainable params * tokens/s."""
+    import copy
+
     from .diffusion import make_time_sampler
-    from .losses import ldlm_loss
+    from .train import Objective, lr_lambda, make_optimizer, train_step
 
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    sampler = make_time_sampler(cfg)
-    model.train()
-
-    def step():
-        out = ldlm_loss(model, h, tokens, cfg, 1.0, sampler)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-
-    median = statistics.median(time_calls(step, warmup=warmup, repeats=repeats, device=device))
+    optimizer = make_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    ema, sampler, objective = copy.deepcopy(model).requires_grad_(False), make_time_sampler(cfg), Objective(model, cfg)
+    positions = [range(len(tokens))]
+    step = iter(range(10**9))
+    median = statistics.median(time_calls(
+        lambda: train_step(objective, model, optimizer, scheduler, ema, sampler, [(h, tokens)], positions, cfg,
+                           next(step), device), warmup=warmup, repeats=repeats, device=device))
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tokens_per_s = tokens.numel() / median
     flops = 6 * params * tokens_per_s  # dense-layer estimate (attention scores excluded): a lower bound

@@ -27,8 +27,12 @@ class Config:
     preset: str = "owt"
     variant: str = "full"            # recipe variant, see VARIANTS (full, naive, no_<component>)
     seed: int = 0
-    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    device: str = "auto"             # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
     num_threads: int = 0             # torch CPU threads; 0 = torch's default
+    precision: str = "auto"          # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
+    compile: bool = False            # torch.compile the four modules (GPU; slow to start)
+    num_workers: int = 4             # data-loader worker processes (pinned memory on GPU)
+    micro_batch_size: int = 0        # per-device batch; 0 = batch_size / processes (no accumulation)
 
     # --- data ----------------------------------------------------------------------------------
     dataset: str = "openwebtext"     # wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH
@@ -120,6 +124,7 @@ CHOICES = {
     "time_sampling": ("adaptive", "uniform"),
     "pack_mode": ("wrap", "pad"),
     "sampler": ("ddpm", "ddim"),
+    "precision": ("auto", "bf16", "fp32"),
 }
 
 # The named presets. Values not in the paper are ours; each says why.
@@ -131,7 +136,7 @@ PRESETS: dict[str, dict] = {
     # ours: sized so a whole training run takes <= 10 min on a 2-core CPU (see README, calibration).
     "tiny": dict(
         dataset="wiki", frozen_lm="minilm", cache_hidden=True,  # ours: states computed once, ~80 s
-        seq_len=64,
+        seq_len=64, num_workers=0,          # ours: the token blocks are in memory; workers cost more than they save
         latent_dim=384,                     # ours: = the frozen LM's width, as the paper's 768 = GPT-2's
         enc_width=128, enc_layers=2, enc_heads=4,
         dit_width=128, dit_layers=4, dit_heads=4,
@@ -149,7 +154,7 @@ PRESETS: dict[str, dict] = {
     # ours: seconds per run; for tests, CI and notebook smoke runs.
     "smoke": dict(
         dataset="wiki", frozen_lm="minilm", cache_hidden=True,
-        seq_len=32, max_train_tokens=20_000,
+        seq_len=32, max_train_tokens=20_000, num_workers=0,
         latent_dim=16,
         enc_width=32, enc_layers=1, enc_heads=2,
         dit_width=32, dit_layers=1, dit_heads=2,

@@ -67,9 +67,12 @@ class UniformTimeSampler:
     def __init__(self, t_min: float = 1e-3):
         self.t_min = t_min
 
+    def from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """t = t_min + (1 - t_min) u for u ~ U[0, 1)."""
+        return (self.t_min + (1 - self.t_min) * u.double()).float()
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
-        return (self.t_min + (1 - self.t_min) * u).float()
+        return self.from_uniform(torch.rand(n, generator=generator, dtype=torch.float64))
 
     def update(self, t: torch.Tensor, loss: torch.Tensor) -> None:
         pass
@@ -118,8 +121,11 @@ class AdaptiveTimeSampler:
         frac = ((u - cdf[b]) / width).clamp(0, 1)
         return self.edges[b] + frac * (self.edges[b + 1] - self.edges[b])
 
+    def from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        return self.inverse_cdf(u.cpu()).float().to(u.device)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.inverse_cdf(torch.rand(n, generator=generator, dtype=torch.float64)).float()
+        return self.from_uniform(torch.rand(n, generator=generator, dtype=torch.float64))
 
     @torch.no_grad()
     def update(self, t: torch.Tensor, loss: torch.Tensor) -> None:

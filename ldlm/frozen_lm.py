@@ -105,11 +105,12 @@ class FrozenLM(nn.Module):
         return super().train(False)
 
 
-def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu") -> FrozenLM:
+def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu", dtype=torch.float32) -> FrozenLM:
+    """The frozen LM cut after hidden_states[layer]; bf16 on GPUs (its states are inputs, not targets of a judge)."""
     from transformers import AutoModel
 
     try:
-        model = AutoModel.from_pretrained(model_location(name), dtype=torch.float32)
+        model = AutoModel.from_pretrained(model_location(name), dtype=dtype)
     except ModelUnavailable:
         raise
     except Exception as err:

@@ -6,6 +6,10 @@ The four recipe switches act here, and only here:
 - encoder_warmup the encoder receives gamma(s) * grad L_diff (gamma passed in by the caller).
 - time_sampling  the caller's time sampler (adaptive or uniform) draws t.
 - decoder_noise  sigma_dec, in training only (model.training).
+
+All randomness comes from `noise` (ldlm.noise.SampleNoise), drawn per sample in a fixed order
+(time, decoder noise, diffusion noise, self-conditioning coin), so the loss of a sample does not
+depend on which process or micro-batch computes it.
 """
 from __future__ import annotations
 
@@ -25,13 +29,14 @@ class LossOutput:
     diff_per_sample: torch.Tensor  # detached x0-MSE per sample [B], feeds the adaptive sampler
 
 
-def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, time_sampler) -> LossOutput:
+def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, time_sampler, noise) -> LossOutput:
     """One training loss on frozen-LM states h [B, T, lm_width] and their tokens [B, T]."""
     h = model.standardize(h)
     z0 = model.encode(h)
+    u = noise.uniform(dtype=torch.float64)
 
     # decoder branch: reconstruct the frozen LM's states from noisy latents
-    noisy = z0 + cfg.decoder_noise * torch.randn_like(z0) if model.training and cfg.decoder_noise > 0 else z0
+    noisy = z0 + cfg.decoder_noise * noise.normal(*z0.shape[1:]).to(z0.dtype) if model.training and cfg.decoder_noise > 0 else z0
     h_hat = model.decode(noisy)
     loss_h = F.mse_loss(h_hat, h)
     features = model.token_decoder.features(h_hat.detach() if cfg.decoder_loss == "mse" else h_hat).flatten(0, 1)
@@ -40,11 +45,11 @@ def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, t
 
     # diffusion branch: x0-prediction on z_t = alpha_t z0 + sigma_t eps
     z0_d = scale_encoder_grad(z0, gamma)
-    t = time_sampler.sample(len(z0)).to(z0.device)
+    t = time_sampler.from_uniform(u).to(z0.device)
     alpha, sigma = (s[:, None, None] for s in tangent_alpha_sigma(t, cfg.schedule_d))
-    z_t = alpha * z0_d + sigma * torch.randn_like(z0_d)
+    z_t = alpha * z0_d + sigma * noise.normal(*z0_d.shape[1:]).to(z0_d.dtype)
     self_cond = None
-    if torch.rand(()) < cfg.self_cond_prob:  # self-conditioning: a first pass without gradient
+    if noise.coin(cfg.self_cond_prob):  # self-conditioning: a first pass without gradient
         with torch.no_grad():
             self_cond = model.dit(z_t, t)
     x0_hat = model.dit(z_t, t, self_cond)

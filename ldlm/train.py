@@ -2,6 +2,11 @@
 
     python -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki [key=value ...]
     python -m ldlm.train --out runs/tiny-wiki --resume          # continue after a kill
+    torchrun --nproc_per_node 8 -m ldlm.train --preset owt --out runs/owt   # DDP, one process per GPU
+
+`batch_size` is the global batch: each of N processes takes batch_size / N rows, in micro-batches
+of `micro_batch_size` (gradient accumulation) when that is set. Every sample's noise is keyed by
+(seed, step, position in the global batch), so N processes reproduce one process (ldlm.noise).
 
 A run folder holds config.json (the resolved config), data.json (dataset statistics),
 metrics.jsonl (one line per log step and per evaluation), ckpt.pt (the last checkpoint, written
@@ -10,9 +15,11 @@ atomically) and summary.json (final metrics, wall time, throughput).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,20 +27,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import Config, ConfigError, config_from_dict, make_config
 from .data import DataError, TokenData, build_token_data
 from .diffusion import make_time_sampler, warmup_gamma
+from .distributed import DistEnv, all_gather_cat, all_reduce_sum, barrier, shard
 from .frozen_lm import (FrozenLM, ModelUnavailable, attention_mask, cached_hidden_states, default_device,
                         load_frozen_lm, load_tokenizer)
 from .io import read_jsonl, write_json, write_jsonl
-from .losses import ldlm_loss
-from .metrics import token_accuracy
+from .losses import LossOutput, ldlm_loss
 from .models import LDLM
+from .noise import SampleNoise
 
 # Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
-RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads"}
+RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",
+                  "precision", "compile", "num_workers", "micro_batch_size"}
 
 
 @dataclass
@@ -44,28 +56,78 @@ class TrainingData:
     train_h: np.ndarray | None  # [N, T, lm_width] float16, or None to compute per batch
     valid_h: np.ndarray | None
 
-    def batch(self, split: str, idx: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(h [B, T, W] float32, tokens [B, T], lengths [B]) for rows `idx` of a split."""
-        blocks = getattr(self.tokens, split)[idx]
-        lengths = getattr(self.tokens, f"{split}_len")[idx]
-        tokens = torch.as_tensor(blocks, dtype=torch.long, device=device)
+    def rows(self, split: str, idx: np.ndarray) -> dict:
+        """CPU tensors of rows `idx`: tokens [B, T], lengths [B] and cached states [B, T, W] (float16) if any."""
         cached = self.train_h if split == "train" else self.valid_h
+        out = dict(tokens=torch.as_tensor(np.asarray(getattr(self.tokens, split)[idx]), dtype=torch.long),
+                   lengths=torch.as_tensor(np.asarray(getattr(self.tokens, f"{split}_len")[idx])))
         if cached is not None:
-            h = torch.as_tensor(np.asarray(cached[idx]), device=device).float()
+            out["h"] = torch.as_tensor(np.asarray(cached[idx]))
+        return out
+
+    def to_device(self, rows: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h [B, T, W] float32, tokens [B, T], lengths [B]) on `device`; runs the frozen LM if not cached."""
+        tokens = rows["tokens"].to(device, non_blocking=True)
+        lengths = rows["lengths"].to(device, non_blocking=True)
+        if "h" in rows:
+            h = rows["h"].to(device, non_blocking=True).float()
         else:
-            h = self.lm(tokens, attention_mask(lengths, tokens.shape[1]).to(device)).float()
-        return h, tokens, torch.as_tensor(lengths, device=device)
+            with torch.no_grad():
+                h = self.lm(tokens, attention_mask(lengths.cpu(), tokens.shape[1]).to(device)).float()
+        return h, tokens, lengths
+
+    def batch(self, split: str, idx: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.to_device(self.rows(split, idx), device)
 
 
-def load_corpus_states(cfg: Config, device) -> TrainingData:
+class StepBatches(torch.utils.data.Dataset):
+    """Item `step` = this rank's micro-batches of training step `step` (a DataLoader runs it in workers)."""
+
+    def __init__(self, corpus: TrainingData, cfg: Config, positions: list[range]):
+        self.corpus, self.cfg, self.positions = corpus, cfg, positions
+
+    def __len__(self) -> int:
+        return self.cfg.max_steps
+
+    def __getitem__(self, step: int) -> list[dict]:
+        rows = batch_indices(len(self.corpus.tokens.train), self.cfg.batch_size, step, self.cfg.seed)
+        return [self.corpus.rows("train", rows[list(pos)]) for pos in self.positions]
+
+
+def step_loader(corpus: TrainingData, cfg: Config, positions: list[range], first: int, last: int, pin: bool):
+    """Micro-batches of steps first..last-1, prepared by `cfg.num_workers` worker processes."""
+    workers = cfg.num_workers if last > first else 0
+    return torch.utils.data.DataLoader(
+        StepBatches(corpus, cfg, positions), sampler=range(first, last), batch_size=None, num_workers=workers,
+        pin_memory=pin, persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def load_corpus_states(cfg: Config, device, env: DistEnv = DistEnv()) -> TrainingData:
+    """Token blocks and frozen LM (and cached states); under torchrun rank 0 builds the caches first."""
+    if not env.is_main:
+        barrier(env)
     tokenizer = load_tokenizer(cfg.frozen_lm)
     tokens = build_token_data(cfg, tokenizer, cfg.frozen_lm)
-    lm = load_frozen_lm(cfg.frozen_lm, cfg.lm_layer, device)
-    if not cfg.cache_hidden:
-        return TrainingData(tokens, lm, None, None)
-    train_h = cached_hidden_states(lm, cfg.frozen_lm, tokens.train, tokens.train_len)
-    valid_h = cached_hidden_states(lm, cfg.frozen_lm, tokens.valid, tokens.valid_len)
+    lm = load_frozen_lm(cfg.frozen_lm, cfg.lm_layer, device, dtype=autocast_dtype(cfg, device) or torch.float32)
+    train_h = valid_h = None
+    if cfg.cache_hidden:
+        train_h = cached_hidden_states(lm, cfg.frozen_lm, tokens.train, tokens.train_len)
+        valid_h = cached_hidden_states(lm, cfg.frozen_lm, tokens.valid, tokens.valid_len)
+    if env.is_main:
+        barrier(env)
     return TrainingData(tokens, lm, train_h, valid_h)
+
+
+def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """bf16 under `precision=bf16`, or `auto` on a GPU; None = full fp32."""
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast(cfg: Config, device: torch.device):
+    dtype = autocast_dtype(cfg, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def build_model(cfg: Config, lm_width: int, vocab_size: int, head_ids: torch.Tensor | None = None) -> LDLM:
@@ -128,23 +190,70 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: int) -> dict:
-    """Held-out reconstruction token accuracy from clean latents (no decoder noise), and losses."""
+def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: int, env: DistEnv = DistEnv()) -> dict:
+    """Held-out reconstruction token accuracy from clean latents (no decoder noise), and L_h.
+
+    The first `batches * batch_size` held-out rows, sharded over the ranks; counts are summed."""
     model.eval()
-    n = len(corpus.tokens.valid)
-    rows = np.arange(n)[: batches * cfg.batch_size]
-    preds, targets, masks, loss_h = [], [], [], 0.0
-    for i in range(0, len(rows), cfg.batch_size):
-        h, tokens, lengths = corpus.batch("valid", rows[i:i + cfg.batch_size], device)
-        h_std = model.standardize(h)
-        h_hat = model.decode(model.encode(h_std))
-        preds.append(model.hidden_to_tokens(h_hat).cpu())
-        targets.append(tokens.cpu())
-        masks.append(attention_mask(lengths.cpu(), tokens.shape[1]).bool())
-        loss_h += float(torch.nn.functional.mse_loss(h_hat, h_std)) * len(h)
-    mask = torch.cat(masks)
-    return {"recon_acc": token_accuracy(torch.cat(preds), torch.cat(targets), mask),
-            "valid_loss_h": loss_h / max(len(rows), 1), "valid_tokens": int(mask.sum())}
+    rows = np.arange(len(corpus.tokens.valid))[: batches * cfg.batch_size]
+    mine = rows[list(shard(len(rows), env))]
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # correct, tokens, sum of L_h, rows
+    step = cfg.micro_batch_size or cfg.batch_size
+    for i in range(0, len(mine), step):
+        h, tokens, lengths = corpus.batch("valid", mine[i:i + step], device)
+        with autocast(cfg, device):
+            h_std = model.standardize(h)
+            h_hat = model.decode(model.encode(h_std)).float()
+            preds = model.hidden_to_tokens(h_hat)
+        mask = attention_mask(lengths.cpu(), tokens.shape[1]).bool().to(device)
+        totals += torch.stack([((preds == tokens) & mask).sum().double(), mask.sum().double(),
+                               F.mse_loss(h_hat, h_std).double() * len(h), torch.tensor(float(len(h)), device=device)])
+    correct, count, loss_h, n = all_reduce_sum(totals, env).tolist()
+    return {"recon_acc": correct / max(count, 1), "valid_loss_h": loss_h / max(n, 1), "valid_tokens": int(count)}
+
+
+class Objective(nn.Module):
+    """The model and its training loss as one module, so that DDP sees the whole forward pass."""
+
+    def __init__(self, model: LDLM, cfg: Config):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, h, tokens, gamma: float, time_sampler, noise: SampleNoise) -> LossOutput:
+        return ldlm_loss(self.model, h, tokens, self.cfg, gamma, time_sampler, noise)
+
+
+def train_step(objective: nn.Module, model: LDLM, optimizer, scheduler, ema: LDLM, time_sampler,
+               micro_batches: list[tuple], positions: list[range], cfg: Config, step: int, device,
+               env: DistEnv = DistEnv()) -> dict:
+    """One optimiser step on the global batch: gradient accumulation over this rank's micro-batches
+    (DDP averages over ranks on the last one), clipping, AdamW, LR schedule, EMA, and the adaptive
+    time sampler's update from every sample of the global batch (gathered in global order)."""
+    gamma = warmup_gamma(step, cfg.warmup_steps, cfg.gamma_min, cfg.warmup_k, cfg.warmup_c) if cfg.encoder_warmup else 1.0
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    parts, ts, losses = {}, [], []
+    for a, ((h, tokens), pos) in enumerate(zip(micro_batches, positions)):
+        last = a == len(micro_batches) - 1
+        with (objective.no_sync() if env.enabled and not last else contextlib.nullcontext()):
+            with autocast(cfg, device):
+                out = objective(h, tokens, gamma, time_sampler, SampleNoise(cfg.seed, step, pos, device))
+            (out.loss / len(micro_batches)).backward()
+        for k, v in out.parts.items():
+            parts[k] = parts.get(k, 0.0) + v / len(micro_batches)
+        ts.append(out.t)
+        losses.append(out.diff_per_sample)
+    for p in model.parameters():  # a parameter no sample used (an adaptive-softmax tail) steps with zero grad
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    update_ema(ema, model, cfg.ema_decay)
+    time_sampler.update(all_gather_cat(torch.cat(ts), env).cpu(), all_gather_cat(torch.cat(losses), env).cpu())
+    names = sorted(parts)
+    means = all_reduce_sum(torch.tensor([parts[k] for k in names], dtype=torch.float64, device=device), env) / env.world
+    return dict(zip(names, means.tolist()), grad_norm=float(grad_norm))
 
 
 def _check_resume_config(saved: Config, given: dict) -> None:
@@ -159,8 +268,9 @@ def _check_resume_config(saved: Config, given: dict) -> None:
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
     """Train (or continue) the run in folder `out`; returns the summary dict.
 
-    `stop_at` ends this call early at that step with a checkpoint (the schedule still runs to
-    cfg.max_steps), as if the job had been killed right after saving; `resume=True` continues."""
+    Runs as one process or under torchrun (DDP; every rank calls this, rank 0 writes). `stop_at` ends
+    this call early at that step with a checkpoint (the schedule still runs to cfg.max_steps), as if
+    the job had been killed right after saving; `resume=True` continues."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -169,11 +279,15 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = default_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    env, device = distributed.setup(cfg.device)
+    micro, accum = distributed.batch_plan(cfg.batch_size, cfg.micro_batch_size, env.world)
+    positions = distributed.micro_positions(cfg.batch_size, micro, accum, env)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     np.random.seed(cfg.seed)
 
-    corpus = load_corpus_states(cfg, device)
+    corpus = load_corpus_states(cfg, device, env)
     model = init_model(cfg, corpus, device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = make_optimizer(cfg, model)
@@ -188,44 +302,48 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         time_sampler.load_state_dict(state["time_sampler"])
-        checkpoint.set_rng_state(state["rng"])
         step, elapsed = state["step"], state.get("elapsed", 0.0)
         # drop log lines written after the checkpoint: the resumed run writes them again
-        if (out / "metrics.jsonl").exists():
+        if env.is_main and (out / "metrics.jsonl").exists():
             write_jsonl(out / "metrics.jsonl", [r for r in read_jsonl(out / "metrics.jsonl") if r["step"] <= step])
-    else:
+    elif env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", cfg.to_dict())
         write_json(out / "data.json", corpus.tokens.stats)
+    barrier(env)
+
+    objective = Objective(model, cfg)
+    if cfg.compile:
+        for module in (model.encoder, model.dit, model.decoder, model.token_decoder):
+            module.compile()  # in place: state_dict keys stay as they are
+    if env.enabled:  # adaptive-softmax tails may go unused in a micro-batch
+        objective = DDP(objective, device_ids=[device] if device.type == "cuda" else None,
+                        find_unused_parameters=cfg.adaptive_head)
 
     def save_checkpoint():
-        checkpoint.save(ckpt_path, config=cfg.to_dict(), step=step, elapsed=elapsed, model=model.state_dict(),
-                        ema=ema.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        time_sampler=time_sampler.state_dict(), rng=checkpoint.rng_state(),
-                        lm_width=corpus.lm.width, vocab_size=len(model.to_head), head_vocab=len(model.head_ids))
+        if env.is_main:
+            checkpoint.save(ckpt_path, config=cfg.to_dict(), step=step, elapsed=elapsed, model=model.state_dict(),
+                            ema=ema.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            time_sampler=time_sampler.state_dict(), rng=checkpoint.rng_state(),
+                            lm_width=corpus.lm.width, vocab_size=len(model.to_head), head_vocab=len(model.head_ids))
+        barrier(env)
 
-    log = open(out / "metrics.jsonl", "a")
+    log = open(out / "metrics.jsonl", "a") if env.is_main else None
     def write_log(row: dict):
-        log.write(json.dumps(row) + "\n")
-        log.flush()
+        if log:
+            log.write(json.dumps(row) + "\n")
+            log.flush()
 
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
-    window_t, window_steps = time.perf_counter(), 0
     last = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
-    while step < last:
-        model.train()
+    loader = step_loader(corpus, cfg, positions, step, last, pin=device.type == "cuda")
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not (progress and env.is_main), dynamic_ncols=True)
+    window_t, window_steps = time.perf_counter(), 0
+    for rows in loader:
         t0 = time.perf_counter()
-        gamma = warmup_gamma(step, cfg.warmup_steps, cfg.gamma_min, cfg.warmup_k, cfg.warmup_c) if cfg.encoder_warmup else 1.0
-        h, tokens, _ = corpus.batch("train", batch_indices(len(corpus.tokens.train), cfg.batch_size, step, cfg.seed), device)
-        result = ldlm_loss(model, h, tokens, cfg, gamma, time_sampler)
-        optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        update_ema(ema, model, cfg.ema_decay)
-        time_sampler.update(result.t, result.diff_per_sample)
+        micro_batches = [corpus.to_device(r, device)[:2] for r in rows]
+        parts = train_step(objective, model, optimizer, scheduler, ema, time_sampler, micro_batches, positions,
+                           cfg, step, device, env)
         step += 1
         elapsed += time.perf_counter() - t0
         window_steps += 1
@@ -233,27 +351,32 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
 
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             now = time.perf_counter()
-            row = dict(step=step, **result.parts, grad_norm=float(grad_norm), lr=scheduler.get_last_lr()[0],
+            row = dict(step=step, **parts, lr=scheduler.get_last_lr()[0],
                        tokens_per_s=window_steps * tokens_per_step / (now - window_t), **time_sampler.summary())
             write_log(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", diff=f"{row['loss_diff']:.3f}", acc=f"{row['train_tok_acc']:.2f}")
             window_t, window_steps = time.perf_counter(), 0
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            write_log(dict(step=step, **{f"ema_{k}": v for k, v in evaluate(ema, corpus, cfg, device, cfg.eval_batches).items()}))
+            metrics = evaluate(ema, corpus, cfg, device, cfg.eval_batches, env)
+            write_log(dict(step=step, **{f"ema_{k}": v for k, v in metrics.items()}))
             window_t = time.perf_counter()  # evaluation time is not training throughput
         if step % cfg.ckpt_every == 0 or step == last:
             save_checkpoint()
             window_t = time.perf_counter()
     bar.close()
-    log.close()
+    if log:
+        log.close()
     if not ckpt_path.exists():  # max_steps == 0
         save_checkpoint()
 
-    final = evaluate(ema, corpus, cfg, device, batches=len(corpus.tokens.valid) // cfg.batch_size + 1)
+    final = evaluate(ema, corpus, cfg, device, batches=len(corpus.tokens.valid) // cfg.batch_size + 1, env=env)
     summary = dict(step=step, train_seconds=elapsed, train_tokens=step * tokens_per_step,
-                   train_tokens_per_s=step * tokens_per_step / max(elapsed, 1e-9),
+                   train_tokens_per_s=step * tokens_per_step / max(elapsed, 1e-9), processes=env.world,
+                   micro_batch_size=micro, grad_accum=accum, precision="bf16" if autocast_dtype(cfg, device) else "fp32",
                    **{f"ema_{k}": v for k, v in final.items()})
-    write_json(out / "summary.json", summary)
+    if env.is_main:
+        write_json(out / "summary.json", summary)
+    barrier(env)
     return summary
 
 
@@ -282,7 +405,10 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, ModelUnavailable, checkpoint.CheckpointError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2))
+    finally:
+        distributed.teardown()
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -6,6 +6,7 @@ from ldlm.config import make_config
 from ldlm.diffusion import AdaptiveTimeSampler, UniformTimeSampler, make_time_sampler
 from ldlm.losses import ldlm_loss
 from ldlm.models import LDLM, count_parameters
+from ldlm.noise import SampleNoise
 from ldlm.params import main as params_main
 
 LM_WIDTH, VOCAB = 24, 50
@@ -24,11 +25,14 @@ def batch(seed=0, n=6, seq=12):
     return table[tokens] + 0.1 * torch.randn(n, seq, LM_WIDTH, generator=g), tokens
 
 
+def noise(n=6, step=0):
+    return SampleNoise(seed=0, step=step, positions=range(n))
+
+
 def encoder_grad(model, cfg, gamma, seed=0):
     model.zero_grad()
     h, tokens = batch()
-    torch.manual_seed(seed)
-    ldlm_loss(model, h, tokens, cfg, gamma, UniformTimeSampler(cfg.t_min)).loss.backward()
+    ldlm_loss(model, h, tokens, cfg, gamma, UniformTimeSampler(cfg.t_min), noise()).loss.backward()
     return torch.cat([p.grad.flatten() for p in model.encoder.parameters() if p.grad is not None])
 
 
@@ -47,8 +51,7 @@ def test_warmup_leaves_the_dit_gradient_unscaled():
     for gamma in (1.0, 1e-3):
         model.zero_grad()
         h, tokens = batch()
-        torch.manual_seed(0)
-        ldlm_loss(model, h, tokens, cfg, gamma, UniformTimeSampler()).loss.backward()
+        ldlm_loss(model, h, tokens, cfg, gamma, UniformTimeSampler(), noise()).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.dit.parameters() if p.grad is not None]))
     # the DiT sees the same inputs and targets: its gradient does not depend on gamma
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
@@ -76,8 +79,7 @@ def capture_decoder_input(model, cfg, train: bool):
     model.encode = lambda h: (seen.setdefault("z0", enc(h)), seen["z0"])[1]
     model.train(train)
     h, tokens = batch()
-    torch.manual_seed(0)
-    ldlm_loss(model, h, tokens, cfg, 1.0, UniformTimeSampler())
+    ldlm_loss(model, h, tokens, cfg, 1.0, UniformTimeSampler(), noise())
     return seen["z"] - seen["z0"]
 
 
@@ -99,10 +101,30 @@ def test_adaptive_time_sampler_receives_per_sample_losses():
     model, cfg = small_model()
     sampler = AdaptiveTimeSampler(cfg.time_bins, cfg.time_ema, cfg.t_min)
     h, tokens = batch()
-    out = ldlm_loss(model, h, tokens, cfg, 1.0, sampler)
+    out = ldlm_loss(model, h, tokens, cfg, 1.0, sampler, noise())
     assert out.t.shape == out.diff_per_sample.shape == (len(h),)
     sampler.update(out.t, out.diff_per_sample)
     assert sampler.seen.sum() == len(h)
+
+
+def test_noise_of_a_sample_does_not_depend_on_the_split():
+    whole = SampleNoise(3, 7, range(8))
+    halves = [SampleNoise(3, 7, range(0, 4)), SampleNoise(3, 7, range(4, 8))]
+    for draw in (lambda n: n.uniform(), lambda n: n.normal(5, 2)):
+        assert torch.equal(draw(whole), torch.cat([draw(n) for n in halves]))
+    assert whole.coin(0.5) == halves[0].coin(0.5) == halves[1].coin(0.5)
+    assert not torch.equal(SampleNoise(3, 8, range(8)).normal(5), SampleNoise(3, 7, range(8)).normal(5))
+
+
+def test_per_sample_loss_does_not_depend_on_the_batch_split():
+    model, cfg = small_model()
+    model.train()
+    h, tokens = batch(n=6)
+    whole = ldlm_loss(model, h, tokens, cfg, 0.5, UniformTimeSampler(), noise(6, step=3))
+    parts = [ldlm_loss(model, h[s], tokens[s], cfg, 0.5, UniformTimeSampler(), SampleNoise(0, 3, range(6)[s]))
+             for s in (slice(0, 2), slice(2, 6))]
+    assert torch.equal(whole.t, torch.cat([p.t for p in parts]))
+    assert torch.allclose(whole.diff_per_sample, torch.cat([p.diff_per_sample for p in parts]), atol=1e-6)
 
 
 def test_latents_have_fixed_scale():
@@ -117,10 +139,9 @@ def test_overfits_one_batch():
     h, tokens = batch(n=8)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     sampler = UniformTimeSampler()
-    torch.manual_seed(0)
     first = None
-    for _ in range(150):
-        out = ldlm_loss(model, h, tokens, cfg, 1.0, sampler)
+    for step in range(150):
+        out = ldlm_loss(model, h, tokens, cfg, 1.0, sampler, noise(8, step))
         opt.zero_grad()
         out.loss.backward()
         opt.step()

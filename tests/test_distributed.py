@@ -1,0 +1,120 @@
+"""DDP under torchrun (gloo on CPU): 2 processes reproduce 1 process, and kill-and-resume works."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ldlm import checkpoint
+from ldlm.config import ConfigError
+from ldlm.distributed import DistEnv, batch_plan, micro_positions, shard
+from ldlm.io import read_jsonl
+
+from .test_train import ROOT
+
+STEPS = ["--preset", "smoke", "--no-progress", "max_steps=6", "log_every=1", "eval_every=3", "ckpt_every=3",
+         "batch_size=16", "device=cpu", "num_threads=1"]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def run(out, *args, nproc: int = 1, **kw):
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "ldlm.train"]
+    else:  # torchrun's own module, so the test does not depend on the venv's bin/ on PATH
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "ldlm.train"]
+    return subprocess.Popen([*cmd, "--out", str(out), *args], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts each worker in its own session, out of its group)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def finish(proc, timeout=300):
+    stdout, stderr = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def losses(out):
+    return [r for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]
+
+
+def test_batch_plan_and_positions():
+    assert batch_plan(16, 0, 2) == (8, 1)
+    assert batch_plan(16, 4, 2) == (4, 2)
+    with pytest.raises(ConfigError, match="divisible"):
+        batch_plan(15, 0, 2)
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        batch_plan(16, 3, 2)
+    # every global position is owned by exactly one (rank, micro-batch)
+    owned = [p for r in range(2) for pos in micro_positions(16, 4, 2, DistEnv(r, 2)) for p in pos]
+    assert sorted(owned) == list(range(16))
+    assert [len(shard(7, DistEnv(r, 3))) for r in range(3)] == [2, 2, 3]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    single = run(tmp_path / "one", *STEPS)
+    finish(single)
+    double = run(tmp_path / "two", *STEPS, nproc=2)
+    stdout = finish(double)
+    summary = json.loads(stdout[stdout.index("{"):])
+    accum = run(tmp_path / "accum", *STEPS, "micro_batch_size=4")
+    finish(accum)
+    one, two, acc = losses(tmp_path / "one"), losses(tmp_path / "two"), losses(tmp_path / "accum")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == list(range(1, 7))
+    for a, b, c in zip(one, two, acc):
+        for key in ("loss", "loss_diff", "loss_h", "loss_tok", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
+            assert c[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
+    assert summary["processes"] == 2 and summary["micro_batch_size"] == 8
+    # the weights after 6 steps agree too, and only rank 0 wrote files
+    w1, w2 = checkpoint.load(tmp_path / "one")["model"], checkpoint.load(tmp_path / "two")["model"]
+    for key in w1:
+        assert torch.allclose(w1[key].float(), w2[key].float(), rtol=1e-3, atol=1e-5), key
+    assert len(losses(tmp_path / "two")) == 6  # one log line per step, not one per rank
+
+
+@pytest.mark.slow
+def test_kill_and_resume_under_torchrun(tmp_path):
+    out = tmp_path / "killed"
+    args = ["--preset", "smoke", "--no-progress", "max_steps=100000", "ckpt_every=10", "eval_every=100000",
+            "log_every=5", "device=cpu", "num_threads=1"]
+    proc = run(out, *args, nproc=2)
+    deadline = time.time() + 240
+    while not (out / "ckpt.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for pid in [*descendants(proc.pid), proc.pid]:  # both workers and torchrun, as a lost node would
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    saved = checkpoint.load(out)["step"]
+    assert saved >= 10 and saved % 10 == 0
+    stdout = finish(run(out, "--resume", "--no-progress", f"max_steps={saved + 10}", nproc=2))
+    assert json.loads(stdout[stdout.index("{"):])["step"] == saved + 10
+    assert checkpoint.load(out)["step"] == saved + 10
+    steps = [r["step"] for r in losses(out)]
+    assert steps == sorted(set(steps)) and steps[-1] == saved + 10
