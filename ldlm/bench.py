@@ -84,9 +84,10 @@ def bench_training(model, cfg, h: torch.Tensor, tokens: torch.Tensor, repeats: i
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema, sampler, objective = copy.deepcopy(model).requires_grad_(False), make_time_sampler(cfg), Objective(model, cfg)
     positions = [range(len(tokens))]
+    lengths = torch.full((len(tokens),), tokens.shape[1], device=device)
     step = iter(range(10**9))
     median = statistics.median(time_calls(
-        lambda: train_step(objective, model, optimizer, scheduler, ema, sampler, [(h, tokens)], positions, cfg,
+        lambda: train_step(objective, model, optimizer, scheduler, ema, sampler, [(h, tokens, lengths)], positions, cfg,
                            next(step), device), warmup=warmup, repeats=repeats, device=device))
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tokens_per_s = tokens.numel() / median

@@ -48,6 +48,7 @@ class Config:
     cache_hidden: bool = False       # keep the frozen LM's states on disk across runs
 
     # --- model -----------------------------------------------------------------------------------
+    model: str = "ldlm"              # ldlm | mdlm | ar (the baselines: backbone sized from the dit_* keys)
     latent_dim: int = 768            # [S]
     latent_len: int = 0              # 0 = one latent per token [R]; the paper's value is unknown
     enc_width: int = 768
@@ -125,6 +126,7 @@ CHOICES = {
     "pack_mode": ("wrap", "pad"),
     "sampler": ("ddpm", "ddim"),
     "precision": ("auto", "bf16", "fp32"),
+    "model": ("ldlm", "mdlm", "ar"),
 }
 
 # The named presets. Values not in the paper are ours; each says why.

@@ -152,6 +152,6 @@ class AdaptiveTimeSampler:
 
 
 def make_time_sampler(cfg):
-    if cfg.time_sampling == "adaptive":
+    if cfg.time_sampling == "adaptive" and cfg.model == "ldlm":  # the baselines sample t themselves
         return AdaptiveTimeSampler(cfg.time_bins, cfg.time_ema, cfg.t_min)
     return UniformTimeSampler(cfg.t_min)

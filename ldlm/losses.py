@@ -64,3 +64,10 @@ def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, t
     parts = dict(loss=loss.item(), loss_diff=loss_diff.item(), loss_h=loss_h.item(), loss_tok=loss_tok.item(),
                  train_tok_acc=acc.item(), gamma=gamma)
     return LossOutput(loss, parts, t.detach(), diff_per_sample.detach())
+
+
+def baseline_loss(model, tokens: torch.Tensor, lengths: torch.Tensor, cfg, noise) -> LossOutput:
+    """MDLM's NELBO or the GPT's next-token loss (ldlm.baselines) on the same token blocks, padding masked."""
+    valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+    loss, t, per_sample = model.loss(tokens, valid, noise, cfg.t_min)
+    return LossOutput(loss, dict(loss=loss.item()), t.detach(), per_sample)

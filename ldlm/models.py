@@ -103,6 +103,30 @@ def adaptive_cutoffs(vocab: int) -> list[int]:
     return [c for c in (2048, 8192) if c < vocab - 1]
 
 
+def vocab_head(width: int, vocab: int, adaptive: bool) -> nn.Module:
+    """Linear head, or (with `adaptive` and a vocabulary large enough to cut) an adaptive softmax
+    (Grave et al. 2017) over frequency-ordered classes: exact log-probabilities, but training costs
+    mostly what its 2k most frequent classes cost."""
+    cutoffs = adaptive_cutoffs(vocab)
+    if adaptive and cutoffs:
+        return nn.AdaptiveLogSoftmaxWithLoss(width, vocab, cutoffs, div_value=2.0)
+    return nn.Linear(width, vocab)
+
+
+def head_nll(head: nn.Module, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-log p(target) per row of flat features [N, width], float32."""
+    if isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
+        return -head(features.float(), targets).output
+    return F.cross_entropy(head(features).float(), targets, reduction="none")
+
+
+def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Unnormalised log-probabilities [..., vocab] (the adaptive head gives normalised ones)."""
+    if isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
+        return head.log_prob(features.flatten(0, -2).float()).view(*features.shape[:-1], -1)
+    return head(features)
+
+
 class TokenDecoder(nn.Module):
     """sg(h_hat) [B, T, lm_width] -> tokens: a small transformer (`features`) and a head used through
     `loss` (training) and `predict` (argmax decoding).
@@ -119,18 +143,12 @@ class TokenDecoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
         self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
-        cutoffs = adaptive_cutoffs(vocab)
-        self.adaptive = adaptive_head and bool(cutoffs)
-        if self.adaptive:
-            self.head = nn.AdaptiveLogSoftmaxWithLoss(width, vocab, cutoffs, div_value=2.0)
-        else:
-            self.head = nn.Linear(width, vocab)
+        self.head = vocab_head(width, vocab, adaptive_head)
+        self.adaptive = isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss)
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean token cross-entropy of flat features [N, width] against class indices [N]."""
-        if self.adaptive:
-            return self.head(features.float(), targets).loss
-        return F.cross_entropy(self.head(features).float(), targets)
+        return head_nll(self.head, features, targets).mean()
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         """Most likely class per position of features [..., width]."""
@@ -217,16 +235,37 @@ def normalize_latents(z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z, dim=-1) * math.sqrt(z.shape[-1])
 
 
-class LDLM(nn.Module):
+class VocabMap(nn.Module):
+    """The token classes a model predicts: `head_ids` [V'] lists the tokenizer ids of the head (with
+    corpus_vocab, the ids seen in training, most frequent first); `to_head` maps tokenizer ids to
+    classes, and an id outside them to an extra "other" class V' that never matches a real token."""
+
+    def __init__(self, vocab_size: int, head_vocab: int | None = None):
+        super().__init__()
+        self.register_buffer("head_ids", torch.arange(head_vocab or vocab_size))
+        self.register_buffer("to_head", torch.arange(vocab_size))
+
+    def set_vocab(self, head_ids: torch.Tensor) -> None:
+        """Restrict the head to `head_ids`; other tokenizer ids map to the "other" class."""
+        assert len(head_ids) == len(self.head_ids), "head size is fixed at construction"
+        self.head_ids.copy_(head_ids)
+        self.to_head.fill_(len(head_ids))
+        self.to_head[head_ids] = torch.arange(len(head_ids), device=head_ids.device)
+
+    def head_to_tokens(self, idx: torch.Tensor) -> torch.Tensor:
+        """Head class indices -> tokenizer ids ("other" -> -1)."""
+        return torch.cat([self.head_ids, self.head_ids.new_full((1,), -1)])[idx]
+
+
+class LDLM(VocabMap):
     """Encoder, DiT, decoder, token decoder, plus the frozen LM's state statistics and the token map.
 
     Buffers: `h_mean`, `h_std` standardise the frozen LM's states (the MSE target and the encoder
-    input); `head_ids` [V'] lists the tokenizer ids the token head predicts (with corpus_vocab, the
-    ids seen in training; a target outside them maps to an extra "other" class that never matches).
+    input); `head_ids` / `to_head` (VocabMap) say which tokenizer ids the token head predicts.
     """
 
     def __init__(self, cfg, lm_width: int, vocab_size: int, head_vocab: int | None = None):
-        super().__init__()
+        super().__init__(vocab_size, head_vocab)
         self.cfg = cfg
         seq, lat_len = cfg.seq_len, cfg.latent_len or cfg.seq_len
         head_vocab = head_vocab or vocab_size
@@ -238,15 +277,6 @@ class LDLM(nn.Module):
                                           adaptive_head=cfg.adaptive_head, **kw)
         self.register_buffer("h_mean", torch.zeros(lm_width))
         self.register_buffer("h_std", torch.ones(lm_width))
-        self.register_buffer("head_ids", torch.arange(head_vocab))
-        self.register_buffer("to_head", torch.arange(vocab_size))
-
-    def set_vocab(self, head_ids: torch.Tensor) -> None:
-        """Restrict the head to `head_ids` (sorted tokenizer ids); others map to the "other" class."""
-        assert len(head_ids) == len(self.head_ids), "head size is fixed at construction"
-        self.head_ids.copy_(head_ids)
-        self.to_head.fill_(len(head_ids))
-        self.to_head[head_ids] = torch.arange(len(head_ids), device=head_ids.device)
 
     def set_h_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.h_mean.copy_(mean), self.h_std.copy_(std.clamp(min=1e-4))
@@ -259,10 +289,6 @@ class LDLM(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
-
-    def head_to_tokens(self, idx: torch.Tensor) -> torch.Tensor:
-        """Head class indices -> tokenizer ids ("other" -> -1)."""
-        return torch.cat([self.head_ids, self.head_ids.new_full((1,), -1)])[idx]
 
     @torch.no_grad()
     def hidden_to_tokens(self, h_hat: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 
-def _seed(*key: int) -> int:
+def seed_for(*key: int) -> int:
+    """A 64-bit seed from a tuple of ints (NumPy SeedSequence: well-mixed, no collisions in practice)."""
     return int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0])
 
 
@@ -27,7 +28,7 @@ class SampleNoise:
 
     def __init__(self, seed: int, step: int, positions: Sequence[int], device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.generators = [torch.Generator(self.device).manual_seed(_seed(seed, step, int(p))) for p in positions]
+        self.generators = [torch.Generator(self.device).manual_seed(seed_for(seed, step, int(p))) for p in positions]
         self.step_rng = np.random.default_rng([seed, step])
 
     def __len__(self) -> int:

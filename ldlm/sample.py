@@ -1,10 +1,14 @@
-"""Unconditional samples from a trained run.
+"""Unconditional samples from a trained run (LDLM, or a baseline: MDLM, GPT).
 
     python -m ldlm.sample --run runs/tiny-wiki --n 16 --steps 100 --out samples.jsonl [--seed 0]
+    torchrun --nproc_per_node 8 -m ldlm.sample --run runs/owt --n 5000 --out samples.jsonl
 
-Reverse process from N(0, I) with `--steps` steps (self-conditioned x0 estimates), then latent
-decoder -> token decoder -> argmax tokens -> text. Uses the EMA weights. Deterministic on CPU for a
-given seed (and batch size). One JSON line per sample: text, token_ids, steps, seed, sampler, dtype.
+LDLM: reverse process from N(0, I) with `--steps` steps (self-conditioned x0 estimates), then latent
+decoder -> token decoder -> argmax tokens -> text. MDLM: `--steps` ancestral unmasking steps. GPT:
+one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). Uses the EMA weights.
+Batch k of `--batch-size` samples draws from a generator seeded by (seed, k), so the samples are the
+same for any number of processes (under torchrun ranks take every world-th batch; rank 0 writes).
+One JSON line per sample: text, token_ids, steps, seed, sampler, dtype.
 """
 from __future__ import annotations
 
@@ -15,19 +19,24 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
+from .baselines.model import Baseline
 from .data import special_ids
-from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
+from .distributed import DistEnv, gather_objects
+from .frozen_lm import ModelUnavailable, load_tokenizer
 from .io import write_jsonl
 from .models import LDLM
+from .noise import seed_for
 from .sampling import SAMPLERS, generate_latents
 
 
-def load_run(run: str | Path, device="cpu", weights: str = "ema") -> tuple[LDLM, object]:
+def load_run(run: str | Path, device="cpu", weights: str = "ema") -> tuple[LDLM | Baseline, object]:
     """(model with the run's EMA (or raw) weights, its config) from a run folder or checkpoint file."""
+    from .train import build_model
+
     state = checkpoint.load(run)
     cfg = checkpoint.load_config(state)
-    model = LDLM(cfg, state["lm_width"], state["vocab_size"], head_vocab=state["head_vocab"])
+    model = build_model(cfg, state["lm_width"], state["vocab_size"], state["head_vocab"])
     checkpoint.load_module(model, state[weights], f"{weights} weights")
     return model.to(device).eval(), cfg
 
@@ -42,30 +51,47 @@ def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:
     return [i for i in ids if i >= 0 and i not in special]
 
 
-def sample_rows(model: LDLM, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-                sampler: str | None = None) -> tuple[list[dict], float]:
+def sampler_name(model, sampler: str | None, cfg) -> str:
+    if isinstance(model, Baseline):
+        return "ancestral" if model.kind == "mdlm" else "nucleus"
+    return sampler or cfg.sampler
+
+
+def sample_rows(model: LDLM | Baseline, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
+                sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> tuple[list[dict], float]:
     """n sample rows (text, token_ids = the text's tokens in the model's tokenizer, settings) and seconds."""
     t0 = time.perf_counter()
-    ids = generate(model, cfg, n, steps, seed, batch_size, sampler)
+    ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env)
     seconds = time.perf_counter() - t0
+    ar = isinstance(model, Baseline) and model.kind == "ar"
     rows = []
     for row in ids.tolist():
         content = content_ids(tokenizer, row, cfg.pack_mode)
         rows.append(dict(text=tokenizer.decode(content).strip(), token_ids=content, n_other=row.count(-1),
-                         steps=steps, seed=seed, sampler=sampler or cfg.sampler, dtype="float32"))
+                         steps=cfg.seq_len - 1 if ar else steps, top_p=top_p if ar else None, seed=seed,
+                         sampler=sampler_name(model, sampler, cfg), dtype="float32"))
     return rows, seconds
 
 
 @torch.no_grad()
-def generate(model: LDLM, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-             sampler: str | None = None) -> torch.Tensor:
-    """Token ids [n, seq_len] of n samples; batches draw from one generator seeded with `seed`."""
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    out = []
-    for start in range(0, n, batch_size):
-        z0 = generate_latents(model, min(batch_size, n - start), steps, cfg, generator, sampler or cfg.sampler)
-        out.append(model.latents_to_tokens(z0).cpu())
-    return torch.cat(out) if out else torch.empty(0, cfg.seq_len, dtype=torch.long)
+def generate(model: LDLM | Baseline, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
+             sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> torch.Tensor:
+    """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under
+    torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order."""
+    device = next(model.parameters()).device
+    mine = []
+    for k, start in enumerate(range(0, n, batch_size)):
+        if k % env.world != env.rank:
+            continue
+        generator = torch.Generator(device=device).manual_seed(seed_for(seed, k))
+        size = min(batch_size, n - start)
+        if isinstance(model, Baseline):
+            ids = model.generate(size, cfg.seq_len, steps, generator, top_p)
+        else:
+            ids = model.latents_to_tokens(generate_latents(model, size, steps, cfg, generator, sampler or cfg.sampler))
+        mine.append((k, ids.cpu()))
+    batches = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
+    return torch.cat([b for _, b in batches]) if batches else torch.empty(0, cfg.seq_len, dtype=torch.long)
 
 
 def main(argv=None) -> int:
@@ -77,21 +103,26 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output JSONL")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default=None)
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="LDLM only")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus p (GPT baseline only)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     if args.n < 1 or (args.steps is not None and args.steps < 1):
         print("error: --n and --steps must be >= 1", file=sys.stderr)
         return 2
     try:
-        device = default_device(args.device)
+        env, device = distributed.setup(args.device)
         model, cfg = load_run(args.run, device)
         tokenizer = load_tokenizer(cfg.frozen_lm)
     except (checkpoint.CheckpointError, ModelUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     steps = args.steps or cfg.sample_steps
-    rows, seconds = sample_rows(model, cfg, tokenizer, args.n, steps, args.seed, args.batch_size, args.sampler)
+    rows, seconds = sample_rows(model, cfg, tokenizer, args.n, steps, args.seed, args.batch_size, args.sampler,
+                                args.top_p, env)
+    distributed.teardown()
+    if not env.is_main:
+        return 0
     write_jsonl(args.out, [dict(r, run=str(args.run)) for r in rows])
     print(f"wrote {len(rows)} samples to {args.out} in {seconds:.1f} s ({len(rows) / seconds:.2f} samples/s)")
     for row in rows[:3]:

@@ -32,16 +32,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint, distributed
+from .baselines.model import Baseline
 from .config import Config, ConfigError, config_from_dict, make_config
-from .data import DataError, TokenData, build_token_data
+from .data import DataError, TokenData, build_token_data, special_ids
 from .diffusion import make_time_sampler, warmup_gamma
 from .distributed import DistEnv, all_gather_cat, all_reduce_sum, barrier, shard
 from .frozen_lm import (FrozenLM, ModelUnavailable, attention_mask, cached_hidden_states, default_device,
                         load_frozen_lm, load_tokenizer)
 from .io import read_jsonl, write_json, write_jsonl
-from .losses import LossOutput, ldlm_loss
+from .losses import LossOutput, baseline_loss, ldlm_loss
 from .models import LDLM
 from .noise import SampleNoise
+
+EVAL_STREAM = 2**40  # the "step" of the noise used by held-out losses: never a training step
 
 # Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
 RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",
@@ -52,7 +55,9 @@ RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_ba
 class TrainingData:
     """Token blocks and (optionally cached) frozen-LM states for both splits."""
     tokens: TokenData
-    lm: FrozenLM
+    lm: FrozenLM | None  # None for the baselines: they read tokens only
+    vocab_size: int      # the tokenizer's
+    bos: int
     train_h: np.ndarray | None  # [N, T, lm_width] float16, or None to compute per batch
     valid_h: np.ndarray | None
 
@@ -71,6 +76,8 @@ class TrainingData:
         lengths = rows["lengths"].to(device, non_blocking=True)
         if "h" in rows:
             h = rows["h"].to(device, non_blocking=True).float()
+        elif self.lm is None:
+            h = None
         else:
             with torch.no_grad():
                 h = self.lm(tokens, attention_mask(lengths.cpu(), tokens.shape[1]).to(device)).float()
@@ -108,14 +115,17 @@ def load_corpus_states(cfg: Config, device, env: DistEnv = DistEnv()) -> Trainin
         barrier(env)
     tokenizer = load_tokenizer(cfg.frozen_lm)
     tokens = build_token_data(cfg, tokenizer, cfg.frozen_lm)
-    lm = load_frozen_lm(cfg.frozen_lm, cfg.lm_layer, device, dtype=autocast_dtype(cfg, device) or torch.float32)
+    lm = None
+    if cfg.model == "ldlm":
+        lm = load_frozen_lm(cfg.frozen_lm, cfg.lm_layer, device, dtype=autocast_dtype(cfg, device) or torch.float32)
     train_h = valid_h = None
-    if cfg.cache_hidden:
+    if cfg.cache_hidden and lm is not None:
         train_h = cached_hidden_states(lm, cfg.frozen_lm, tokens.train, tokens.train_len)
         valid_h = cached_hidden_states(lm, cfg.frozen_lm, tokens.valid, tokens.valid_len)
     if env.is_main:
         barrier(env)
-    return TrainingData(tokens, lm, train_h, valid_h)
+    vocab_size = int(lm.model.config.vocab_size) if lm is not None else len(tokenizer)
+    return TrainingData(tokens, lm, vocab_size, special_ids(tokenizer)[0], train_h, valid_h)
 
 
 def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -130,21 +140,27 @@ def autocast(cfg: Config, device: torch.device):
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def build_model(cfg: Config, lm_width: int, vocab_size: int, head_ids: torch.Tensor | None = None) -> LDLM:
-    model = LDLM(cfg, lm_width, vocab_size, head_vocab=len(head_ids) if head_ids is not None else None)
-    if head_ids is not None:
-        model.set_vocab(head_ids)
-    return model
+def build_model(cfg: Config, lm_width: int | None, vocab_size: int, head_vocab: int | None = None) -> LDLM | Baseline:
+    """The run's model, untrained: LDLM (`model=ldlm`) or a baseline (`mdlm`, `ar`)."""
+    if cfg.model == "ldlm":
+        return LDLM(cfg, lm_width, vocab_size, head_vocab)
+    return Baseline(cfg, vocab_size, head_vocab)
 
 
-def init_model(cfg: Config, corpus: TrainingData, device) -> LDLM:
-    """A fresh model whose token head and state statistics come from the training split."""
-    vocab_size = int(corpus.lm.model.config.vocab_size)
+def init_model(cfg: Config, corpus: TrainingData, device) -> LDLM | Baseline:
+    """A fresh model whose token head (and LDLM's state statistics) come from the training split."""
     head_ids = None
     if cfg.corpus_vocab:  # ids seen in training, most frequent first (the adaptive head relies on the order)
         ids, counts = np.unique(corpus.tokens.train, return_counts=True)
         head_ids = torch.as_tensor(ids[np.argsort(-counts, kind="stable")])
-    model = build_model(cfg, corpus.lm.width, vocab_size, head_ids).to(device)
+    lm_width = corpus.lm.width if corpus.lm is not None else None
+    model = build_model(cfg, lm_width, corpus.vocab_size, len(head_ids) if head_ids is not None else None)
+    if head_ids is not None:
+        model.set_vocab(head_ids)
+    model = model.to(device)
+    if isinstance(model, Baseline):
+        model.bos_class.fill_(int(model.to_head[corpus.bos]))
+        return model
     rows = np.random.default_rng(cfg.seed).choice(len(corpus.tokens.train), min(256, len(corpus.tokens.train)), replace=False)
     h, _, _ = corpus.batch("train", rows, device)
     model.set_h_stats(h.mean(dim=(0, 1)), h.std(dim=(0, 1)))
@@ -191,9 +207,12 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: int, env: DistEnv = DistEnv()) -> dict:
-    """Held-out reconstruction token accuracy from clean latents (no decoder noise), and L_h.
+    """Held-out reconstruction token accuracy from clean latents (no decoder noise), and L_h; for a
+    baseline its held-out loss (MDLM: NELBO bound, fixed noise per row; GPT: NLL) per token.
 
     The first `batches * batch_size` held-out rows, sharded over the ranks; counts are summed."""
+    if isinstance(model, Baseline):
+        return evaluate_baseline(model, corpus, cfg, device, batches, env)
     model.eval()
     rows = np.arange(len(corpus.tokens.valid))[: batches * cfg.batch_size]
     mine = rows[list(shard(len(rows), env))]
@@ -212,6 +231,25 @@ def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: in
     return {"recon_acc": correct / max(count, 1), "valid_loss_h": loss_h / max(n, 1), "valid_tokens": int(count)}
 
 
+@torch.no_grad()
+def evaluate_baseline(model: Baseline, corpus: TrainingData, cfg: Config, device, batches: int, env: DistEnv) -> dict:
+    model.eval()
+    rows = np.arange(len(corpus.tokens.valid))[: batches * cfg.batch_size]
+    mine = rows[list(shard(len(rows), env))]
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # sum of loss * tokens, tokens
+    step = cfg.micro_batch_size or cfg.batch_size
+    for i in range(0, len(mine), step):
+        idx = mine[i:i + step]
+        _, tokens, lengths = corpus.batch("valid", idx, device)
+        valid = attention_mask(lengths.cpu(), tokens.shape[1]).bool().to(device)
+        with autocast(cfg, device):
+            _, _, per_sample = model.loss(tokens, valid, SampleNoise(cfg.seed, EVAL_STREAM, idx, device), cfg.t_min)
+        n = valid.sum(1).double()
+        totals += torch.stack([(per_sample.double() * n).sum(), n.sum()])
+    loss, count = all_reduce_sum(totals, env).tolist()
+    return {"valid_loss": loss / max(count, 1), "valid_tokens": int(count)}
+
+
 class Objective(nn.Module):
     """The model and its training loss as one module, so that DDP sees the whole forward pass."""
 
@@ -219,7 +257,9 @@ class Objective(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
 
-    def forward(self, h, tokens, gamma: float, time_sampler, noise: SampleNoise) -> LossOutput:
+    def forward(self, h, tokens, lengths, gamma: float, time_sampler, noise: SampleNoise) -> LossOutput:
+        if isinstance(self.model, Baseline):
+            return baseline_loss(self.model, tokens, lengths, self.cfg, noise)
         return ldlm_loss(self.model, h, tokens, self.cfg, gamma, time_sampler, noise)
 
 
@@ -233,11 +273,11 @@ def train_step(objective: nn.Module, model: LDLM, optimizer, scheduler, ema: LDL
     model.train()
     optimizer.zero_grad(set_to_none=True)
     parts, ts, losses = {}, [], []
-    for a, ((h, tokens), pos) in enumerate(zip(micro_batches, positions)):
+    for a, ((h, tokens, lengths), pos) in enumerate(zip(micro_batches, positions)):
         last = a == len(micro_batches) - 1
         with (objective.no_sync() if env.enabled and not last else contextlib.nullcontext()):
             with autocast(cfg, device):
-                out = objective(h, tokens, gamma, time_sampler, SampleNoise(cfg.seed, step, pos, device))
+                out = objective(h, tokens, lengths, gamma, time_sampler, SampleNoise(cfg.seed, step, pos, device))
             (out.loss / len(micro_batches)).backward()
         for k, v in out.parts.items():
             parts[k] = parts.get(k, 0.0) + v / len(micro_batches)
@@ -313,9 +353,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     barrier(env)
 
     objective = Objective(model, cfg)
-    if cfg.compile:
-        for module in (model.encoder, model.dit, model.decoder, model.token_decoder):
-            module.compile()  # in place: state_dict keys stay as they are
+    if cfg.compile:  # in place: state_dict keys stay as they are
+        for module in ([model.net] if isinstance(model, Baseline) else [model.encoder, model.dit, model.decoder, model.token_decoder]):
+            module.compile()
     if env.enabled:  # adaptive-softmax tails may go unused in a micro-batch
         objective = DDP(objective, device_ids=[device] if device.type == "cuda" else None,
                         find_unused_parameters=cfg.adaptive_head)
@@ -325,7 +365,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             checkpoint.save(ckpt_path, config=cfg.to_dict(), step=step, elapsed=elapsed, model=model.state_dict(),
                             ema=ema.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                             time_sampler=time_sampler.state_dict(), rng=checkpoint.rng_state(),
-                            lm_width=corpus.lm.width, vocab_size=len(model.to_head), head_vocab=len(model.head_ids))
+                            lm_width=corpus.lm.width if corpus.lm is not None else None,
+                            vocab_size=len(model.to_head), head_vocab=len(model.head_ids))
         barrier(env)
 
     log = open(out / "metrics.jsonl", "a") if env.is_main else None
@@ -341,7 +382,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     window_t, window_steps = time.perf_counter(), 0
     for rows in loader:
         t0 = time.perf_counter()
-        micro_batches = [corpus.to_device(r, device)[:2] for r in rows]
+        micro_batches = [corpus.to_device(r, device) for r in rows]
         parts = train_step(objective, model, optimizer, scheduler, ema, time_sampler, micro_batches, positions,
                            cfg, step, device, env)
         step += 1
@@ -354,7 +395,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
             row = dict(step=step, **parts, lr=scheduler.get_last_lr()[0],
                        tokens_per_s=window_steps * tokens_per_step / (now - window_t), **time_sampler.summary())
             write_log(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", diff=f"{row['loss_diff']:.3f}", acc=f"{row['train_tok_acc']:.2f}")
+            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "loss_diff", "train_tok_acc") if k in row})
             window_t, window_steps = time.perf_counter(), 0
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             metrics = evaluate(ema, corpus, cfg, device, cfg.eval_batches, env)

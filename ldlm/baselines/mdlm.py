@@ -1,0 +1,128 @@
+"""MDLM: masked (absorbing-state) diffusion language model (Sahoo et al. 2024).
+
+Forward process: each token is independently replaced by MASK with probability 1 - alpha_t. The
+denoiser is MDLM's DiT backbone (token embedding, learned positions, `DiTBlock`s conditioned on t,
+adaLN final layer) under the SUBS parameterization: the head has no MASK class (zero masking
+probability) and unmasked tokens are carried over. Carry-over is applied where it matters, not as a
+[B, T, V] `-inf` tensor: the loss is taken at masked positions only, and the sampler never changes
+an unmasked token.
+
+    alpha_t = 1 - (1 - eps) t                                   log-linear schedule
+    L       = E_t [ -alpha_t' / (1 - alpha_t) sum_{i masked} -log p_theta(x_i | x_t) ]   (MDLM eq. 10/11)
+            = E_t [ 1/t sum_{i masked} CE_i ]                   for the log-linear schedule
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..models import DiTBlock, head_logits, head_nll, modulate, timestep_embedding, vocab_head
+from . import sample_categorical
+
+EPS = 1e-3  # alpha_1 = eps: MDLM's log-linear noise schedule
+
+
+def log_linear_alpha(t: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """alpha_t = 1 - (1 - eps) t: the probability that a token is still unmasked at time t."""
+    return 1 - (1 - eps) * t
+
+
+def nelbo_weight(t: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """-alpha_t' / (1 - alpha_t) (MDLM eq. 10), = (1 - eps) / ((1 - eps) t) = 1/t for the log-linear schedule.
+
+    Equal to MDLM's dsigma / expm1(sigma) with sigma_t = -log alpha_t. Infinite at t = 0, where
+    nothing is masked; the caller draws t in (0, 1] (MDLM: t = eps + (1 - eps) u).
+    """
+    return (1 - eps) / (1 - log_linear_alpha(t, eps))
+
+
+def mask_tokens(tokens: torch.Tensor, t: torch.Tensor, mask_u: torch.Tensor, mask_id: int,
+                eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward process q(x_t | x_0): position i is masked iff mask_u_i < 1 - alpha_t. Returns (x_t, masked)."""
+    masked = mask_u < (1 - log_linear_alpha(t, eps))[:, None]
+    return tokens.masked_fill(masked, mask_id), masked
+
+
+class MDLM(nn.Module):
+    """(x_t [B, T] over vocab_size + 1 ids, t [B]) -> logits [B, T, vocab_size] of x_0 (no MASK class).
+
+    The time embedding is of t (MDLM conditions on sigma_t = -log alpha_t, a monotone function of t).
+    """
+
+    def __init__(self, vocab_size: int, seq_len: int, width: int, layers: int, heads: int,
+                 mlp_ratio: int = 4, dropout: float = 0.0, adaptive_head: bool = False):
+        super().__init__()
+        self.vocab_size, self.mask_id = vocab_size, vocab_size  # the last input id is MASK
+        self.embed = nn.Embedding(vocab_size + 1, width)
+        self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.out = vocab_head(width, vocab_size, adaptive_head)  # the same head kind as LDLM's token decoder
+        nn.init.zeros_(self.ada_out[1].weight), nn.init.zeros_(self.ada_out[1].bias)
+        if isinstance(self.out, nn.Linear):  # zero-init (DiT, MDLM): the first prediction is uniform
+            nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
+
+    def features(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x_t) + self.pos[: x_t.shape[1]]
+        c = self.time(timestep_embedding(t, x.shape[-1]))
+        for block in self.blocks:
+            x = block(x, c)
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+        return modulate(self.norm_out(x), shift, scale)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return head_logits(self.out, self.features(x_t, t))
+
+
+def mdlm_loss(model: MDLM, tokens: torch.Tensor, t: torch.Tensor, mask_u: torch.Tensor,
+              valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Continuous-time NELBO (MDLM eq. 11): mean over valid tokens of 1/t * CE at masked positions.
+
+    tokens [B, T] long, t [B] in (0, 1], mask_u [B, T] ~ U[0, 1) (both drawn by the caller, so the loss
+    is a deterministic function of its inputs), valid [B, T] bool (None: all). Unmasked positions
+    contribute 0 (SUBS carry-over: their x_0 is known). Returns (loss, per-sample loss [B], detached).
+    """
+    x_t, masked = mask_tokens(tokens, t, mask_u, model.mask_id)
+    valid = torch.ones_like(tokens, dtype=torch.bool) if valid is None else valid
+    target = masked & valid
+    features = model.features(x_t, t)
+    ce = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
+    ce[target] = head_nll(model.out, features[target], tokens[target])  # masked rows only
+    per_token = nelbo_weight(t.float())[:, None] * ce
+    n_valid = valid.sum(1)
+    loss = per_token.sum() / n_valid.sum().clamp(min=1)  # MDLM: mean over the batch's tokens
+    return loss, (per_token.sum(1) / n_valid.clamp(min=1)).detach()
+
+
+@torch.no_grad()
+def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.Generator | None = None,
+                device: torch.device | str | None = None, dtype: torch.dtype = torch.float64,
+                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Ancestral sampling (MDLM's `_ddpm_update`) on the uniform grid t_k = 1 - k/steps, k = 0..steps.
+
+    From t to s < t, a masked position stays masked with probability (1 - alpha_s) / (1 - alpha_t) and
+    otherwise takes a class drawn from p_theta(x_0 | x_t) (MDLM eq. 7 under SUBS; drawn here as an unmask
+    coin, then the class at the unmasked positions only); unmasked tokens are carried over. alpha_0 = 1,
+    so the last step unmasks everything. Categorical draws in `dtype` (float64, see sample_categorical),
+    all noise from `generator`. NFE = steps (one model call per step, no caching). Call model.eval() first.
+    `callback(k, x)` sees the tokens after step k. Returns tokens [n, seq_len] in [0, vocab_size).
+    """
+    if steps < 1:
+        raise ValueError(f"steps={steps}: need at least one sampling step")
+    device = device or next(model.parameters()).device
+    noise_device = generator.device if generator is not None else device
+    ts = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+    x = torch.full((n, seq_len), model.mask_id, dtype=torch.long, device=device)
+    for k in range(steps):
+        a_t, a_s = log_linear_alpha(ts[k]), log_linear_alpha(ts[k + 1])
+        logits = model(x, ts[k].float().expand(n).to(device))
+        u = torch.rand((n, seq_len), generator=generator, dtype=torch.float64, device=noise_device).to(device)
+        unmask = (x == model.mask_id) & (u < (a_s - a_t) / (1 - a_t))
+        x[unmask] = sample_categorical(logits[unmask].to(dtype).softmax(-1), generator)
+        if callback is not None:
+            callback(k, x)
+    return x
