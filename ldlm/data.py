@@ -12,8 +12,16 @@ Registry (`dataset` config value):
 | `text:PATH`   | a text file, documents separated by blank lines          | last `valid_docs` documents    |
 | `jsonl:PATH`  | one JSON object per line with a "text" field             | last `valid_docs` documents    |
 
-Text is extracted at run time from the installed packages (no corpus text is committed). Token
-blocks are cached under `ldlm.io.cache_dir()` by a key of everything that determines them.
+Text is extracted at run time from the installed packages (no corpus text is committed). Hub
+datasets stay `datasets.Dataset`s (memory-mapped Arrow) all the way; the local corpora are wrapped in
+one, so both take the same path: tokenized by `Dataset.map` in `workers` processes, then packed
+chunk by chunk into `.npy` arrays that are opened memory-mapped (`python -m ldlm.prepare` builds them
+ahead of training). OpenWebText's ~9B GPT-2 tokens are 18 GB as uint16 and are never read into RAM.
+
+Cache entry: a folder `cache_dir()/tokens/<dataset>-<digest>/` (digest of everything that determines
+the arrays) with `train.npy`, `valid.npy` [N, seq_len] (uint16 when the vocabulary fits, else int32),
+`train_len.npy`, `valid_len.npy` [N] (int32) and `meta.json` (pad_id, mode, stats). It is built in
+a temporary sibling folder and renamed into place, so a killed build is never mistaken for a cache.
 
 Packing (`pack_mode`):
 - `wrap`: documents are concatenated with EOS after each, cut into blocks of `seq_len - 2` tokens and
@@ -27,21 +35,31 @@ import bz2
 import hashlib
 import importlib.resources
 import json
+import os
 import re
+import shutil
+import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import atomic_path, cache_dir
+from .io import cache_dir, write_json
 
-DATA_VERSION = 2  # bump when extraction or packing changes, so caches are rebuilt
+DATA_VERSION = 3  # bump when extraction or packing changes, so caches are rebuilt (3: .npy folders, uint16)
 
-# Hub copies stored as parquet (datasets >= 4 dropped loading scripts).
+# Hub copies stored as parquet (datasets >= 4 dropped loading scripts). `revision` pins the dataset
+# repo's commit: fill in the sha on a machine with hub access (huggingface_hub.HfApi().dataset_info(
+# path).sha) and check that no loading script is left at it. None = "main", i.e. whatever the hub
+# serves today. A `dataset_revision` other than "main" in the config overrides the pin.
 HUB_DATASETS = {
-    "openwebtext": dict(path="Skylion007/openwebtext", split="train", valid_docs=100_000),
-    "lm1b": dict(path="dvruette/lm1b", split="train", valid_split="test"),
+    "openwebtext": dict(path="Skylion007/openwebtext", split="train", revision=None),
+    "lm1b": dict(path="dvruette/lm1b", split="train", valid_split="test", revision=None),
 }
+SPLIT_FILES = ("train", "valid", "train_len", "valid_len")
+CHUNK_DOCS = 10_000  # documents per packing chunk: ~10M OpenWebText tokens in memory at a time
 
 
 class DataError(RuntimeError):
@@ -50,14 +68,16 @@ class DataError(RuntimeError):
 
 @dataclass
 class Corpus:
+    """Raw documents; lists for the local corpora, lazy `datasets` columns for the hub ones."""
     name: str
-    train: list[str]
-    valid: list[str]
+    train: Sequence[str]
+    valid: Sequence[str]
 
 
 @dataclass
 class TokenData:
-    """Token blocks [N, seq_len] (int32), their lengths without padding, and what made them."""
+    """Token blocks [N, seq_len] (uint16 or int32, memory-mapped read-only from the cache), their
+    lengths without padding (int32), and what made them."""
     train: np.ndarray
     valid: np.ndarray
     train_len: np.ndarray
@@ -131,15 +151,39 @@ def read_user_corpus(kind: str, path: str) -> list[str]:
     return docs
 
 
-def hub_documents(name: str, revision: str) -> tuple[list[str], list[str] | None]:
+DATASET_DEFAULT_VALID = {"wiki": 6, "openwebtext": 100_000}
+
+
+def held_out_count(name: str, n_docs: int, valid_docs: int) -> int:
+    """How many of the last documents are held out: `valid_docs`, else the dataset's convention."""
+    n_valid = valid_docs if valid_docs >= 0 else DATASET_DEFAULT_VALID.get(name, max(1, n_docs // 20))
+    if n_docs < 2 or not 0 < n_valid < n_docs:
+        raise DataError(
+            f"dataset {name!r} has {n_docs} documents; cannot hold out {n_valid} of them "
+            f"(set valid_docs between 1 and {n_docs - 1})"
+        )
+    return n_valid
+
+
+def hub_revision(name: str, requested: str = "main") -> str:
+    """The revision to load: the config's if it names one, else the pinned one, else "main"."""
+    return requested if requested != "main" else HUB_DATASETS[name]["revision"] or "main"
+
+
+def hub_splits(name: str, valid_docs: int = -1, revision: str = "main"):
+    """(train, valid) `datasets.Dataset`s with a "text" column; never turned into Python lists.
+
+    OpenWebText has one split: its last `valid_docs` (100k) documents are held out with `.select`,
+    which for a contiguous range is a zero-copy view of the memory-mapped Arrow table."""
     spec = HUB_DATASETS[name]
+    revision = hub_revision(name, revision)
     try:
         import datasets
 
-        train = datasets.load_dataset(spec["path"], split=spec["split"], revision=revision)["text"]
+        train = datasets.load_dataset(spec["path"], split=spec["split"], revision=revision)
         valid = None
         if "valid_split" in spec:
-            valid = datasets.load_dataset(spec["path"], split=spec["valid_split"], revision=revision)["text"]
+            valid = datasets.load_dataset(spec["path"], split=spec["valid_split"], revision=revision)
     except Exception as err:  # offline, missing revision, renamed repo: all end the same way
         raise DataError(
             f"dataset {name!r} needs the Hugging Face hub ({spec['path']}@{revision}) and could not be "
@@ -147,10 +191,11 @@ def hub_documents(name: str, revision: str) -> tuple[list[str], list[str] | None
             f"--preset tiny with dataset=wiki (for {name!r}-style long documents) or dataset=news "
             f"(short sentences), or your own dataset=text:PATH."
         ) from err
-    return list(train), (list(valid) if valid is not None else None)
-
-
-DATASET_DEFAULT_VALID = {"wiki": 6, "openwebtext": 100_000}
+    if valid is None:
+        n = len(train)
+        n_valid = held_out_count(name, n, valid_docs)
+        train, valid = train.select(range(n - n_valid)), train.select(range(n - n_valid, n))
+    return train.select_columns(["text"]), valid.select_columns(["text"])
 
 
 def load_corpus(name: str, valid_docs: int = -1, revision: str = "main") -> Corpus:
@@ -158,12 +203,11 @@ def load_corpus(name: str, valid_docs: int = -1, revision: str = "main") -> Corp
     if name == "news":
         train, valid = news_documents()
         return Corpus(name, train, valid)
+    if name in HUB_DATASETS:
+        train, valid = hub_splits(name, valid_docs, revision)
+        return Corpus(name, train["text"], valid["text"])
     if name == "wiki":
         docs = wiki_documents()
-    elif name in HUB_DATASETS:
-        docs, valid = hub_documents(name, revision)
-        if valid is not None:
-            return Corpus(name, docs, valid)
     elif ":" in name and name.split(":", 1)[0] in ("text", "jsonl"):
         kind, path = name.split(":", 1)
         docs = read_user_corpus(kind, path)
@@ -171,17 +215,25 @@ def load_corpus(name: str, valid_docs: int = -1, revision: str = "main") -> Corp
         raise DataError(
             f"unknown dataset {name!r}; choose wiki, news, openwebtext, lm1b, text:PATH or jsonl:PATH"
         )
-    n_valid = valid_docs if valid_docs >= 0 else DATASET_DEFAULT_VALID.get(name, max(1, len(docs) // 20))
-    if len(docs) < 2 or not 0 < n_valid < len(docs):
-        raise DataError(
-            f"dataset {name!r} has {len(docs)} documents; cannot hold out {n_valid} of them "
-            f"(set valid_docs between 1 and {len(docs) - 1})"
-        )
+    n_valid = held_out_count(name, len(docs), valid_docs)
     return Corpus(name, docs[:-n_valid], docs[-n_valid:])
 
 
+def document_splits(name: str, valid_docs: int = -1, revision: str = "main"):
+    """(train, valid) as `datasets.Dataset`s with a "text" column: the hub datasets as loaded, the
+    local corpora wrapped with `Dataset.from_dict`, so that both are tokenized by the same code."""
+    import datasets
+
+    if name in HUB_DATASETS:
+        return hub_splits(name, valid_docs, revision)
+    corpus = load_corpus(name, valid_docs, revision)
+    features = datasets.Features({"text": datasets.Value("string")})
+    wrap = lambda docs: datasets.Dataset.from_dict({"text": list(docs)}, features=features)
+    return wrap(corpus.train), wrap(corpus.valid)
+
+
 # ----------------------------------------------------------------------------------------------
-# packing
+# packing: pure reference functions, and the streaming versions that write into preallocated arrays
 
 
 def pack_wrap(docs_ids: list[list[int]], seq_len: int, bos: int, eos: int) -> np.ndarray:
@@ -211,6 +263,56 @@ def pack_pad(docs_ids: list[list[int]], seq_len: int, bos: int, eos: int, pad: i
     return out, lengths, truncated
 
 
+def wrap_rows(n_tokens: int, n_docs: int, seq_len: int) -> int:
+    """Number of blocks `pack_wrap` makes from n_docs documents of n_tokens tokens in all."""
+    return (n_tokens + n_docs) // (seq_len - 2)
+
+
+def fill_wrap(chunks: Iterable[tuple[np.ndarray, np.ndarray]], out: np.ndarray, bos: int, eos: int) -> int:
+    """`pack_wrap` streamed: documents arrive in chunks of (all their ids, one after another; their
+    lengths) and fill `out` [N, seq_len] row by row until it is full. Returns the rows written."""
+    n_rows, seq_len = out.shape
+    body = seq_len - 2
+    row, carry = 0, np.empty(0, dtype=out.dtype)
+    for ids, lengths in chunks:
+        if row == n_rows:
+            break
+        stream = np.empty(len(ids) + len(lengths), dtype=out.dtype)
+        is_eos = np.zeros(len(stream), dtype=bool)
+        is_eos[np.cumsum(lengths + 1) - 1] = True  # EOS after each document
+        stream[is_eos], stream[~is_eos] = eos, ids
+        stream = np.concatenate([carry, stream])
+        k = min(len(stream) // body, n_rows - row)
+        out[row:row + k, 0], out[row:row + k, -1] = bos, eos
+        out[row:row + k, 1:-1] = stream[: k * body].reshape(k, body)
+        row, carry = row + k, stream[k * body:]
+    return row
+
+
+def fill_pad(chunks: Iterable[tuple[np.ndarray, np.ndarray]], out: np.ndarray, out_len: np.ndarray,
+             bos: int, eos: int, pad: int) -> int:
+    """`pack_pad` streamed: one document per row of `out` [N, seq_len] (lengths into `out_len`) until
+    it is full. Returns the rows written."""
+    n_rows, seq_len = out.shape
+    row = 0
+    for ids, lengths in chunks:
+        if row == n_rows:
+            break
+        k = min(len(lengths), n_rows - row)
+        lengths, ids = lengths[:k], ids[: int(lengths[:k].sum())]
+        block = np.full((k, seq_len), pad, dtype=out.dtype)
+        block[:, 0] = bos
+        doc = np.repeat(np.arange(k), lengths)
+        pos = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # position in its document
+        kept = pos < seq_len - 1  # BOS + seq_len - 1 tokens when truncated (no EOS then)
+        block[doc[kept], 1 + pos[kept]] = ids[kept]
+        fits = lengths + 2 <= seq_len
+        block[np.flatnonzero(fits), lengths[fits] + 1] = eos
+        out[row:row + k], out_len[row:row + k] = block, np.minimum(lengths + 2, seq_len)
+        row += k
+    return row
+
+
 def special_ids(tokenizer) -> tuple[int, int, int]:
     """(bos, eos, pad) for BERT-style ([CLS]/[SEP]/[PAD]) and GPT-style (<|endoftext|>) tokenizers."""
     bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
@@ -221,51 +323,166 @@ def special_ids(tokenizer) -> tuple[int, int, int]:
     return bos, eos, pad
 
 
-def _tokenize(tokenizer, docs: list[str]) -> list[list[int]]:
-    return tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"] if docs else []
+def token_dtype(tokenizer) -> np.dtype:
+    """uint16 when every id fits (GPT-2: 50257, MiniLM/BERT: 30522), else int32."""
+    return np.dtype(np.uint16 if len(tokenizer) <= 1 << 16 else np.int32)
 
 
-def build_token_data(cfg, tokenizer, tokenizer_name: str) -> TokenData:
-    """Token blocks for cfg.dataset, cached on disk by everything that determines them."""
+# ----------------------------------------------------------------------------------------------
+# tokenizing in parallel
+
+
+def tokenize(docs, tokenizer, dtype: np.dtype, workers: int, arrow_file: Path, fingerprint: str):
+    """`datasets.Dataset` of "ids" (no special tokens) and "n" (their count) per document, in order.
+
+    `workers` processes each take a contiguous shard (`Dataset.map(num_proc=...)`) and the shards are
+    read back in order, so the result does not depend on `workers`. Written as Arrow to `arrow_file`
+    (the build folder), never to the shared Hugging Face cache."""
+    import datasets
+
+    def encode(batch):
+        ids = tokenizer(batch["text"], add_special_tokens=False, verbose=False)["input_ids"]
+        return {"ids": ids, "n": [len(x) for x in ids]}
+
+    features = datasets.Features({"ids": datasets.List(datasets.Value(dtype.name)), "n": datasets.Value("int64")})
+    num_proc = min(workers, len(docs))
+    return docs.map(encode, batched=True, num_proc=num_proc if num_proc > 1 else None,
+                    remove_columns=docs.column_names, features=features, cache_file_name=str(arrow_file),
+                    load_from_cache_file=False, new_fingerprint=fingerprint, desc=f"tokenizing {arrow_file.stem}")
+
+
+def token_chunks(tokenized, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids of `batch` documents, one after another; their lengths), straight from the Arrow table."""
+    for table in tokenized.with_format("arrow").iter(batch_size=batch):
+        yield table.column("ids").combine_chunks().flatten().to_numpy(), table.column("n").to_numpy()
+
+
+def pack_split(tokenized, folder: Path, split: str, cfg, ids: tuple[int, int, int], dtype: np.dtype) -> dict:
+    """Pack one tokenized split into folder/{split}.npy and {split}_len.npy; returns its stats."""
+    bos, eos, pad = ids
+    n = tokenized.with_format("numpy")["n"][:]
+    stats = {f"{split}_tokens": int(n.sum())}
+    rows = wrap_rows(int(n.sum()), len(n), cfg.seq_len) if cfg.pack_mode == "wrap" else len(n)
+    if split == "train" and cfg.max_train_tokens > 0:
+        rows = min(rows, max(1, cfg.max_train_tokens // cfg.seq_len))
+    if cfg.pack_mode == "pad":
+        stats[f"{split}_truncated_docs"] = int((n + 2 > cfg.seq_len).sum())
+    if rows == 0:
+        raise DataError(
+            f"dataset {cfg.dataset!r} gives no {split} block of seq_len={cfg.seq_len} tokens "
+            f"({stats[f'{split}_tokens']} tokens); use a larger corpus or a smaller seq_len"
+        )
+    out = np.lib.format.open_memmap(folder / f"{split}.npy", mode="w+", dtype=dtype, shape=(rows, cfg.seq_len))
+    out_len = np.lib.format.open_memmap(folder / f"{split}_len.npy", mode="w+", dtype=np.int32, shape=(rows,))
+    if cfg.pack_mode == "wrap":
+        written = fill_wrap(token_chunks(tokenized, CHUNK_DOCS), out, bos, eos)
+        out_len[:] = cfg.seq_len
+    else:
+        written = fill_pad(token_chunks(tokenized, CHUNK_DOCS), out, out_len, bos, eos, pad)
+    assert written == rows, f"packed {written} of {rows} {split} rows"
+    out.flush(), out_len.flush()
+    stats[f"{split}_blocks"] = rows
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# the cache: one folder of .npy files per key, renamed into place when complete
+
+
+def token_key(cfg, tokenizer, tokenizer_name: str) -> dict:
+    """Everything that determines the token arrays (not `workers`: the arrays do not depend on it)."""
+    revision = hub_revision(cfg.dataset, cfg.dataset_revision) if cfg.dataset in HUB_DATASETS else cfg.dataset_revision
     key = dict(
-        v=DATA_VERSION, dataset=cfg.dataset, revision=cfg.dataset_revision, valid_docs=cfg.valid_docs,
+        v=DATA_VERSION, dataset=cfg.dataset, revision=revision, valid_docs=cfg.valid_docs,
         tokenizer=tokenizer_name, vocab=len(tokenizer), seq_len=cfg.seq_len, mode=cfg.pack_mode,
         max_train_tokens=cfg.max_train_tokens,
     )
     if ":" in cfg.dataset:  # user corpora: the file's size and mtime are part of the key
         source = Path(cfg.dataset.split(":", 1)[1]).expanduser()
         key["source"] = [source.stat().st_size, source.stat().st_mtime_ns] if source.is_file() else None
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / "tokens" / f"{cfg.dataset.replace('/', '_').replace(':', '_')[-40:]}-{digest}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            stats = json.loads(str(z["stats"]))
-            return TokenData(z["train"], z["valid"], z["train_len"], z["valid_len"], int(z["pad_id"]),
-                             cfg.pack_mode, stats)
+    return key
 
-    corpus = load_corpus(cfg.dataset, cfg.valid_docs, cfg.dataset_revision)
-    bos, eos, pad = special_ids(tokenizer)
-    splits, stats = {}, dict(key, train_docs=len(corpus.train), valid_docs_held_out=len(corpus.valid))
-    for split, docs in (("train", corpus.train), ("valid", corpus.valid)):
-        ids = _tokenize(tokenizer, docs)
-        stats[f"{split}_tokens"] = int(sum(map(len, ids)))
-        if cfg.pack_mode == "wrap":
-            blocks = pack_wrap(ids, cfg.seq_len, bos, eos)
-            lengths = np.full(len(blocks), cfg.seq_len, dtype=np.int32)
-        else:
-            blocks, lengths, stats[f"{split}_truncated_docs"] = pack_pad(ids, cfg.seq_len, bos, eos, pad)
-        if split == "train" and cfg.max_train_tokens > 0:
-            keep = max(1, cfg.max_train_tokens // cfg.seq_len)
-            blocks, lengths = blocks[:keep], lengths[:keep]
-        if len(blocks) == 0:
-            raise DataError(
-                f"dataset {cfg.dataset!r} gives no {split} block of seq_len={cfg.seq_len} tokens "
-                f"({stats[f'{split}_tokens']} tokens); use a larger corpus or a smaller seq_len"
-            )
-        splits[split], splits[f"{split}_len"] = blocks, lengths
-        stats[f"{split}_blocks"] = len(blocks)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **splits, pad_id=pad, stats=json.dumps(stats))
-    return TokenData(splits["train"], splits["valid"], splits["train_len"], splits["valid_len"], pad,
-                     cfg.pack_mode, stats)
+
+def token_cache_path(cfg, tokenizer, tokenizer_name: str) -> Path:
+    """The cache folder of cfg's token arrays (it may not exist yet)."""
+    digest = hashlib.sha1(json.dumps(token_key(cfg, tokenizer, tokenizer_name), sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "tokens" / f"{cfg.dataset.replace('/', '_').replace(':', '_')[-40:]}-{digest}"
+
+
+def read_token_cache(folder: Path) -> TokenData | None:
+    """The cached arrays, memory-mapped read-only; None if the folder is missing, incomplete or does
+    not match its meta.json (then it is rebuilt, never trusted)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in SPLIT_FILES}
+        if any(list(arrays[name].shape) != meta["shapes"][name] for name in SPLIT_FILES):
+            return None
+        return TokenData(**arrays, pad_id=int(meta["pad_id"]), mode=meta["mode"], stats=meta["stats"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _build_folder(final: Path) -> Path:
+    """A fresh temporary sibling of `final`, named after this host and process (see _remove_stale)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{final.name}.{socket.gethostname()}-{os.getpid()}.", suffix=".tmp", dir=final.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders; the cache should read like any other folder
+    return Path(tmp)
+
+
+def _remove_stale(final: Path) -> None:
+    """Delete build folders of `final` left by killed processes on this host (OpenWebText: tens of GB each).
+
+    A build folder of a live process, or of another host (shared file systems), is left alone."""
+    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
+        owner = tmp.name[len(final.name) + 2:].rsplit(".", 2)[0]  # "<host>-<pid>"
+        host, _, pid = owner.rpartition("-")
+        if host != socket.gethostname() or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> TokenData:
+    """Token blocks for cfg.dataset, memory-mapped from the cache; built there first if missing.
+
+    `workers` tokenizer processes; the arrays are byte-identical for any number of them."""
+    final = token_cache_path(cfg, tokenizer, tokenizer_name)
+    cached = read_token_cache(final)
+    if cached is not None:
+        return cached
+    if workers < 1:
+        raise DataError(f"workers={workers}: need at least one tokenizer process")
+    _remove_stale(final)
+    key = token_key(cfg, tokenizer, tokenizer_name)
+    tmp = _build_folder(final)
+    try:
+        train_docs, valid_docs = document_splits(cfg.dataset, cfg.valid_docs, cfg.dataset_revision)
+        ids, dtype = special_ids(tokenizer), token_dtype(tokenizer)
+        stats = dict(key, train_docs=len(train_docs), valid_docs_held_out=len(valid_docs), token_dtype=dtype.name)
+        for split, docs in (("train", train_docs), ("valid", valid_docs)):
+            tokenized = tokenize(docs, tokenizer, dtype, workers, tmp / "arrow" / f"{split}.arrow",
+                                 fingerprint=f"{final.name}-{split}")
+            stats.update(pack_split(tokenized, tmp, split, cfg, ids, dtype))
+            del tokenized
+        shutil.rmtree(tmp / "arrow")
+        shapes = {name: list(np.load(tmp / f"{name}.npy", mmap_mode="r").shape) for name in SPLIT_FILES}
+        write_json(tmp / "meta.json", dict(pad_id=ids[2], mode=cfg.pack_mode, shapes=shapes, stats=stats))
+        if read_token_cache(final) is None:  # else another process finished the same build first
+            shutil.rmtree(final, ignore_errors=True)  # an incomplete or tampered entry
+            try:
+                os.replace(tmp, final)
+            except OSError:  # lost a race to another process; its folder is as good as ours
+                pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    data = read_token_cache(final)
+    if data is None:
+        raise DataError(f"token cache {final} could not be written or read back; check the disk (df -h {final.parent})")
+    return data

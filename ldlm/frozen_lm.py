@@ -138,7 +138,9 @@ def compute_hidden_states(lm: FrozenLM, blocks: np.ndarray, lengths: np.ndarray,
 
 def cached_hidden_states(lm: FrozenLM, lm_name: str, blocks: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """States of `blocks` from disk if computed before, else computed once and saved (float16)."""
-    digest = hashlib.sha1(blocks.tobytes() + lengths.tobytes()).hexdigest()[:16]
+    digest = hashlib.sha1(np.ascontiguousarray(blocks))  # hashes the (memory-mapped) buffer without a copy
+    digest.update(np.ascontiguousarray(lengths))
+    digest = digest.hexdigest()[:16]
     safe = lm_name.replace("/", "_")
     path = cache_dir() / "hidden" / f"{safe}-L{lm.index}-{digest}.npy"
     if path.exists():

@@ -1,0 +1,71 @@
+"""Tokenize a dataset once, in parallel, into the memory-mapped token arrays that training reads.
+
+    python -m ldlm.prepare --preset owt --workers 16                   # OpenWebText, GPT-2 tokens, wrapped
+    python -m ldlm.prepare --preset lm1b --workers 16                  # LM1B unwrapped (pack_mode=pad)
+    python -m ldlm.prepare --preset lm1b --workers 16 pack_mode=wrap   # LM1B wrapped
+    python -m ldlm.prepare --preset tiny --dataset wiki --workers 2    # the embedded stand-ins
+
+The arrays go to the token cache (`ldlm.io.cache_dir()/tokens`, see `ldlm.data`) under a key of
+everything that determines them (dataset, revision, held-out documents, tokenizer, seq_len,
+pack_mode, max_train_tokens), so a training run with the same config finds them instead of
+tokenizing in its own single process. `--workers` changes only how long it takes: the arrays are
+byte-identical for any number of workers. Run it once before `torchrun`: there rank 0 would build
+the cache alone while the other ranks wait. Prints the folder, the shapes and token counts, and the
+seconds it took (0 when the arrays were already there).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .config import ConfigError, make_config
+from .data import DataError, build_token_data, read_token_cache, token_cache_path
+from .frozen_lm import ModelUnavailable, load_tokenizer
+
+
+def describe(data, folder, seconds: float, built: bool) -> str:
+    """What `main` prints: where the arrays are, their shapes and token counts, and the time."""
+    s = data.stats
+    lines = [f"tokens: {folder}",
+             f"  dataset={s['dataset']} revision={s['revision']} tokenizer={s['tokenizer']} "
+             f"seq_len={s['seq_len']} pack_mode={data.mode} dtype={data.train.dtype}"]
+    for split in ("train", "valid"):
+        blocks, lengths = getattr(data, split), getattr(data, f"{split}_len")
+        truncated = f", {s[f'{split}_truncated_docs']:,} truncated" if f"{split}_truncated_docs" in s else ""
+        docs = s["train_docs"] if split == "train" else s["valid_docs_held_out"]
+        lines.append(f"  {split}: {blocks.shape[0]:,} x {blocks.shape[1]} blocks, {int(lengths.sum(dtype='int64')):,} "
+                     f"tokens in them; {s[f'{split}_tokens']:,} tokens from {docs:,} documents{truncated}")
+    lines.append(f"  {'built' if built else 'found in the cache'} in {seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ldlm.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", help="smoke | tiny | lm1b | owt (default tiny)")
+    parser.add_argument("--dataset", default=None, help="wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH")
+    parser.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
+    parser.add_argument("overrides", nargs="*", help="config key=value pairs (see ldlm/config.py)")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        print("error: --workers must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        given = {"dataset": args.dataset} if args.dataset is not None else {}
+        cfg = make_config(args.preset, args.overrides, **given)
+        tokenizer = load_tokenizer(cfg.frozen_lm)
+        folder = token_cache_path(cfg, tokenizer, cfg.frozen_lm)
+        built = read_token_cache(folder) is None
+        t0 = time.perf_counter()
+        data = build_token_data(cfg, tokenizer, cfg.frozen_lm, workers=args.workers)
+        seconds = time.perf_counter() - t0
+    except (ConfigError, DataError, ModelUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(describe(data, folder, seconds, built))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
