@@ -24,7 +24,7 @@ from .io import write_json
 from .metrics import EvalError, evaluate_samples, reference_ceiling
 from .results import versions
 
-SAMPLE_META = ("steps", "seed", "dtype", "sampler")
+SAMPLE_META = ("steps", "top_p", "seed", "dtype", "sampler", "sample_seconds")
 
 
 def read_samples(path: str | os.PathLike) -> list[dict]:

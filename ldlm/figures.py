@@ -33,7 +33,8 @@ def _read(results_dir: Path, pattern: str) -> pd.DataFrame:
 
 
 def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
-    """Gen PPL (token-weighted) vs entropy, one panel per dataset, points traced by sampling steps."""
+    """Gen PPL (token-weighted) vs entropy, one panel per dataset; LDLM and MDLM points traced by
+    sampling steps, the GPT's by nucleus p, held-out text as the star."""
     rows = _read(results_dir, "main_*.csv")
     if rows.empty:
         return []
@@ -41,20 +42,22 @@ def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for model, group in rows[rows["dataset"] == dataset].groupby("model"):
-            group = group.sort_values("steps")
+            ar = model == "ar"  # the GPT's points are traced by nucleus p, the diffusion models' by steps
+            group = group.sort_values("top_p" if ar else "steps")
             style = MODEL_STYLE.get(model, dict(marker="x"))
             if model == "reference":
                 ax.scatter(group["entropy"], group["gen_ppl_tok"], label="held-out text", zorder=3, **style)
                 continue
-            ax.plot(group["entropy"], group["gen_ppl_tok"], label=model.upper(), marker=style["marker"], color=style.get("color"))
+            ax.plot(group["entropy"], group["gen_ppl_tok"], label="AR (GPT)" if ar else model.upper(),
+                    marker=style["marker"], color=style.get("color"))
             for _, r in group.iterrows():
-                ax.annotate(f"{int(r['steps'])}", (r["entropy"], r["gen_ppl_tok"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
+                ax.annotate(f"p={r['top_p']:g}" if ar else f"{int(r['steps'])}", (r["entropy"], r["gen_ppl_tok"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7)
         judge = rows["judge"].dropna().iloc[0] if "judge" in rows else "?"
         ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats) →",
                ylabel=f"Gen PPL, token-weighted, judge {judge} ↓", yscale="log")
         ax.legend(fontsize=8)
-    fig.suptitle("Quality–diversity fronts (labels: sampling steps)")
+    fig.suptitle("Quality–diversity fronts (labels: sampling steps; AR: nucleus p)")
     return _save(fig, figures_dir, "pareto")
 
 

@@ -8,6 +8,8 @@ sample files are reused. Result rows go to results/<table>.csv, run records to r
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,53 +17,70 @@ import pandas as pd
 from . import checkpoint
 from .config import make_config
 from .evaluate import evaluate_file, evaluate_reference
-from .frozen_lm import load_tokenizer
-from .io import read_jsonl, write_jsonl, write_text
+from .frozen_lm import default_device, load_tokenizer
+from .io import write_jsonl, write_text
 from .metrics import reference_pieces
 from .results import run_id, upsert_rows, write_run_record
 from .sample import load_run, sample_rows
 from .train import train
 
 
-def train_or_resume(cfg, runs_dir: str | Path, progress: bool = True) -> tuple[Path, dict]:
-    """The run folder of cfg, trained to the end (resumed if interrupted, skipped if done)."""
+def train_or_resume(cfg, runs_dir: str | Path, progress: bool = True, nproc: int = 1) -> tuple[Path, dict]:
+    """The run folder of cfg, trained to the end (resumed if interrupted, skipped if done).
+
+    nproc > 1 launches the training under `torchrun --nproc_per_node nproc` (one process per GPU) and
+    waits for it; a run trained elsewhere (e.g. on several machines) is found by its run id."""
     rid = run_id(cfg.to_dict())
     run_dir = Path(runs_dir) / rid
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return run_dir, json.loads(summary_path.read_text())
     resume = (run_dir / checkpoint.CKPT_NAME).exists()
-    return run_dir, train(cfg, run_dir, resume=resume, progress=progress)
+    if nproc <= 1:
+        return run_dir, train(cfg, run_dir, resume=resume, progress=progress)
+    request = Path(runs_dir) / f"{rid}.config.json"
+    write_text(request, cfg.to_json())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "ldlm.train", "--config", str(request), "--out", str(run_dir), *(["--resume"] if resume else [])]
+    print(" ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return run_dir, json.loads(summary_path.read_text())
 
 
 def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int = 0, overrides: dict | None = None,
                    sample_steps=(100,), n_samples: int = 128, judge: str = "smollm2", featurizer: str = "minilm",
                    table: str = "main", results_dir: str | Path = "results", runs_dir: str | Path = "runs",
-                   sample_batch: int = 128, progress: bool = True) -> pd.DataFrame:
-    """Train one variant, sample it at each step count, evaluate each sample set; returns its rows."""
-    cfg = make_config(preset, dataset=dataset, variant=variant, seed=seed, **(overrides or {}))
+                   sample_batch: int = 128, progress: bool = True, model: str = "ldlm", top_ps=(1.0,),
+                   nproc: int = 1) -> pd.DataFrame:
+    """Train one model/variant, sample it at each setting, evaluate each sample set; returns its rows.
+
+    The settings are the sampling step counts (LDLM, MDLM) or the nucleus p values (`model="ar"`)."""
+    cfg = make_config(preset, dataset=dataset, variant=variant, seed=seed, model=model, **(overrides or {}))
     results_dir = Path(results_dir)
-    run_dir, summary = train_or_resume(cfg, runs_dir, progress)
+    run_dir, summary = train_or_resume(cfg, runs_dir, progress, nproc)
     rid = run_dir.name
-    model, cfg = load_run(run_dir)
+    net, cfg = load_run(run_dir, default_device(cfg.device))
     tokenizer = load_tokenizer(cfg.frozen_lm)
+    settings = [(cfg.seq_len - 1, p) for p in top_ps] if model == "ar" else [(k, 1.0) for k in sample_steps]
     rows, sample_files = [], {}
-    for steps in sample_steps:
-        path = results_dir / "samples" / f"{rid}-k{steps}-n{n_samples}.jsonl"
+    for steps, top_p in settings:
+        setting = f"p{top_p:g}" if model == "ar" else f"k{steps}"
+        path = results_dir / "samples" / f"{rid}-{setting}-n{n_samples}.jsonl"
         if not path.exists():
-            samples, seconds = sample_rows(model, cfg, tokenizer, n_samples, steps, seed, sample_batch)
+            samples, seconds = sample_rows(net, cfg, tokenizer, n_samples, steps, seed, sample_batch, top_p=top_p)
             write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
-        seconds = read_jsonl(path)[0]["sample_seconds"]
         metrics = evaluate_file(path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed)
+        seconds = metrics["sample_seconds"]
+        trained = ({"recon_acc": summary["ema_recon_acc"]} if model == "ldlm" else {"valid_loss": summary["ema_valid_loss"]})
         rows.append(dict(preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=steps,
-                         judge=metrics["judge"], featurizer=metrics["featurizer"], n_samples=n_samples,
-                         dtype="float32", run_id=rid, model="ldlm", recon_acc=summary["ema_recon_acc"],
+                         top_p=top_p if model == "ar" else None, judge=metrics["judge"], featurizer=metrics["featurizer"],
+                         n_samples=n_samples, dtype="float32", run_id=rid, model=model, **trained,
                          train_steps=summary["step"], train_seconds=summary["train_seconds"],
                          train_tokens_per_s=summary["train_tokens_per_s"], sample_seconds=seconds,
                          samples_per_s=n_samples / seconds, pack_mode=cfg.pack_mode,
                          **{k: metrics[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty",
                                                     "sample_len_tokens", "metrics_version") if k in metrics}))
-        sample_files[steps] = str(path)
+        sample_files[setting] = str(path)
     frame = upsert_rows(results_dir / f"{table}.csv", rows)
     write_text(results_dir / "curves" / f"{rid}.jsonl", (run_dir / "metrics.jsonl").read_text())  # for the figures
     write_run_record(results_dir, rid, config=cfg.to_dict(), summary=summary, samples=sample_files,

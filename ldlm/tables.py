@@ -35,10 +35,47 @@ def ablation_table(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     return table
 
 
+def setting_label(model: str, steps, top_p=None) -> str:
+    if model == "reference":
+        return "held-out text (ceiling)"
+    if model == "ar":
+        return f"AR (GPT), nucleus p = {float(top_p):g}"
+    return f"{model.upper()}, {int(steps)} steps"
+
+
 def main_table(rows: pd.DataFrame) -> pd.DataFrame:
-    table = _summarise(rows.assign(model=rows["model"].fillna("ldlm")), ["model", "steps"])
-    table.index = [("held-out text (ceiling)" if m == "reference" else f"{m.upper()}, {s} steps") for m, s in table.index]
+    rows = rows.assign(model=rows["model"].fillna("ldlm"), top_p=rows.get("top_p", pd.Series(index=rows.index)).fillna(1.0))
+    table = _summarise(rows, ["model", "steps", "top_p"])
+    table.index = [setting_label(m, s, p) for m, s, p in table.index]
     return table
+
+
+def quality_matched_speedup(main: pd.DataFrame, speed: pd.DataFrame, batch: int, entropy_tol: float = 0.3,
+                            baselines=("mdlm", "ar")) -> pd.DataFrame:
+    """For each baseline setting: the fewest LDLM sampling steps whose Gen PPL (token-weighted) is at
+    least as good as the baseline's, at an entropy no more than `entropy_tol` nats lower (so a collapsed,
+    repetitive LDLM cannot win on PPL alone), and LDLM's sampling speed-up there: samples/s at `batch`
+    from `speed` (sampling rows of ldlm.bench, timed in one process). "not matched" when no LDLM
+    setting qualifies."""
+    sps = {(r.model, int(r.steps)): r.samples_per_s for r in speed[speed["batch"] == batch].itertuples()}
+    ldlm = main[main["model"] == "ldlm"].sort_values("steps")
+    out = []
+    for r in main[main["model"].isin(baselines)].itertuples():
+        match = ldlm[(ldlm["gen_ppl_tok"] <= r.gen_ppl_tok) & (ldlm["entropy"] >= r.entropy - entropy_tol)]
+        row = {"baseline": setting_label(r.model, r.steps, getattr(r, "top_p", None)),
+               "baseline Gen PPL": f"{r.gen_ppl_tok:.4g}", "baseline entropy": f"{r.entropy:.3g}",
+               "baseline samples/s": f"{sps.get((r.model, int(r.steps)), float('nan')):.3g}"}
+        if match.empty:
+            best = ldlm.loc[ldlm["gen_ppl_tok"].idxmin()] if len(ldlm) else None
+            row.update({"LDLM steps": "not matched", "LDLM Gen PPL": f"{best.gen_ppl_tok:.4g} (best)" if best is not None else "–",
+                        "LDLM entropy": f"{best.entropy:.3g}" if best is not None else "–", "LDLM samples/s": "–", "speed-up": "–"})
+        else:
+            m = match.iloc[0]
+            fast, slow = sps.get(("ldlm", int(m.steps)), float("nan")), sps.get((r.model, int(r.steps)), float("nan"))
+            row.update({"LDLM steps": int(m.steps), "LDLM Gen PPL": f"{m.gen_ppl_tok:.4g}", "LDLM entropy": f"{m.entropy:.3g}",
+                        "LDLM samples/s": f"{fast:.3g}", "speed-up": f"{fast / slow:.2f}x"})
+        out.append(row)
+    return pd.DataFrame(out).set_index("baseline") if out else pd.DataFrame()
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint, distributed
 from .baselines.model import Baseline
-from .config import Config, ConfigError, config_from_dict, make_config
+from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
 from .data import DataError, TokenData, build_token_data, special_ids
 from .diffusion import make_time_sampler, warmup_gamma
 from .distributed import DistEnv, all_gather_cat, all_reduce_sum, barrier, shard
@@ -111,6 +111,7 @@ def step_loader(corpus: TrainingData, cfg: Config, positions: list[range], first
 
 def load_corpus_states(cfg: Config, device, env: DistEnv = DistEnv()) -> TrainingData:
     """Token blocks and frozen LM (and cached states); under torchrun rank 0 builds the caches first."""
+    device = torch.device(device)
     if not env.is_main:
         barrier(env)
     tokenizer = load_tokenizer(cfg.frozen_lm)
@@ -152,7 +153,7 @@ def init_model(cfg: Config, corpus: TrainingData, device) -> LDLM | Baseline:
     head_ids = None
     if cfg.corpus_vocab:  # ids seen in training, most frequent first (the adaptive head relies on the order)
         ids, counts = np.unique(corpus.tokens.train, return_counts=True)
-        head_ids = torch.as_tensor(ids[np.argsort(-counts, kind="stable")])
+        head_ids = torch.as_tensor(ids[np.argsort(-counts, kind="stable")].astype(np.int64))
     lm_width = corpus.lm.width if corpus.lm is not None else None
     model = build_model(cfg, lm_width, corpus.vocab_size, len(head_ids) if head_ids is not None else None)
     if head_ids is not None:
@@ -425,6 +426,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldlm.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None, help="smoke | tiny | lm1b | owt (default tiny)")
+    parser.add_argument("--config", default=None, help="a resolved config JSON (as a run's config.json) instead of --preset")
     parser.add_argument("--dataset", default=None, help="wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH")
     parser.add_argument("--variant", default=None, help="full | naive | no_mse | no_warmup | no_adaptive | no_decoder_noise")
     parser.add_argument("--out", required=True, help="run folder")
@@ -434,7 +436,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         given = {k: v for k, v in (("dataset", args.dataset), ("variant", args.variant)) if v is not None}
-        if args.resume and (Path(args.out) / checkpoint.CKPT_NAME).exists():
+        if args.config:
+            try:
+                values = json.loads(Path(args.config).read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise ConfigError(f"--config {args.config}: not a readable JSON config ({err})") from None
+            cfg = config_from_dict({**values, **given, **parse_overrides(args.overrides)})
+        elif args.resume and (Path(args.out) / checkpoint.CKPT_NAME).exists():
             saved = checkpoint.load_config(checkpoint.load(Path(args.out) / checkpoint.CKPT_NAME))
             asked = make_config(args.preset or saved.preset, args.overrides, **given)  # validates keys and types
             explicit = [*given, *(o.split("=", 1)[0].strip() for o in args.overrides)] + (["preset"] if args.preset else [])

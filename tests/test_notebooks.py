@@ -63,7 +63,13 @@ def test_main_notebook_rows(smoke_pipeline):
         for rid in ldlm["run_id"].unique():
             record = json.loads((smoke_pipeline / "results" / "runs" / f"{rid}.json").read_text())
             assert record["config"]["preset"] == "smoke" and "torch" in record["versions"]
-            assert Path(record["samples"][str(SMOKE["sample_steps"][0])]).exists()
+            assert Path(record["samples"][f"k{SMOKE['sample_steps'][0]}"]).exists()
+        # the baselines: same training budget, MDLM over the same steps, the GPT over nucleus p
+        mdlm, ar = rows[rows["model"] == "mdlm"], rows[rows["model"] == "ar"]
+        assert sorted(mdlm["steps"]) == sorted(SMOKE["sample_steps"]) and len(ar) == 2 and ar["top_p"].notna().all()
+        assert set(mdlm["train_steps"]) == set(ar["train_steps"]) == set(ldlm["train_steps"])
+        assert (rows.loc[rows["model"] != "reference", "valid_loss"].notna() == rows.loc[rows["model"] != "reference", "model"].ne("ldlm")).all()
+        assert "AR (GPT), nucleus p = 0.9" in (smoke_pipeline / "results" / f"table1_{dataset}.md").read_text()
 
 
 @pytest.mark.slow
@@ -79,9 +85,13 @@ def test_ablation_rows_and_tables(smoke_pipeline):
 def test_speed_and_latent_rows(smoke_pipeline):
     speed = pd.read_csv(smoke_pipeline / "results" / "speed.csv")
     sampling = speed[speed["kind"] == "sampling"]
-    assert set(sampling["batch"]) == set(SMOKE["batch_sizes"]) and set(sampling["steps"]) == set(SMOKE["steps_list"])
+    assert set(sampling["batch"]) == set(SMOKE["batch_sizes"]) and set(sampling["model"]) == {"ldlm", "mdlm", "ar"}
+    assert set(sampling.loc[sampling["model"] != "ar", "steps"]) == set(SMOKE["steps_list"])
     assert {"hardware", "threads", "dtype", "samples_per_s"} <= set(speed.columns)
-    assert (speed["kind"] == "training").sum() == 1 and (speed["utilisation"].dropna() > 0).all()
+    training = speed[speed["kind"] == "training"]
+    assert sorted(training["model"]) == ["ar", "ldlm", "mdlm"] and (training["utilisation"] > 0).all()
+    speedup = (smoke_pipeline / "results" / "speedup_wiki.md").read_text()
+    assert "MDLM, 2 steps" in speedup and "AR (GPT)" in speedup
     pca = pd.read_csv(smoke_pipeline / "results" / "latents_pca.csv")
     assert len(pca) == SMOKE["n_sentences"] and {"pc1", "pc2"} <= set(pca.columns)
 
