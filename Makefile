@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 TORCH_SPEC := torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast reproduce smoke figures clean-results params tiny-run clean-venv
+.PHONY: help setup test test-fast reproduce smoke figures clean-results params tiny-run clean-venv gpu-check prepare
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,8 @@ params: $(VENV)/.installed  ## parameter counts of PRESET (default tiny) vs the 
 # run resumes from its checkpoint.
 RESULTS  ?= results
 FIGURES  ?= figures
+# processes (GPUs) per training run: > 1 trains under torchrun (DDP)
+NPROC    ?= 1
 DATASETS_smoke := wiki news
 DATASETS_tiny  := wiki news
 DATASETS_lm1b  := lm1b
@@ -53,19 +55,21 @@ STAMPS   := runs/stamps/$(PRESET)$(subst /,_,$(RESULTS))
 SRC      := $(wildcard ldlm/*.py) pyproject.toml
 PAPERMILL = HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m papermill --cwd $(CURDIR) -k python3 --log-output \
             -f params/$(PRESET).yaml -p results_dir $(RESULTS)
+# for the notebooks that train
+TRAINS    = -p nproc $(NPROC)
 
 $(STAMPS)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
 	@mkdir -p $(@D) $(RESULTS)/executed
-	$(PAPERMILL) -p dataset $* $< $(RESULTS)/executed/20_main_$*.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset $* $< $(RESULTS)/executed/20_main_$*.ipynb
 	touch $@
 
 $(STAMPS)/ablation: notebooks/10_ablation.ipynb params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
 	@mkdir -p $(@D) $(RESULTS)/executed
-	$(PAPERMILL) -p dataset $(lastword $(DATASETS)) $< $(RESULTS)/executed/10_ablation.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset $(lastword $(DATASETS)) $< $(RESULTS)/executed/10_ablation.ipynb
 	touch $@
 
 $(STAMPS)/speed: notebooks/30_speed.ipynb $(STAMPS)/main_$(MAIN_DATASET) | $(VENV)/.installed
-	$(PAPERMILL) -p dataset $(MAIN_DATASET) $< $(RESULTS)/executed/30_speed.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset $(MAIN_DATASET) $< $(RESULTS)/executed/30_speed.ipynb
 	touch $@
 
 $(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/main_$(MAIN_DATASET) | $(VENV)/.installed
@@ -77,7 +81,7 @@ $(STAMPS)/figures: notebooks/90_figures.ipynb $(addprefix $(STAMPS)/main_,$(DATA
 	$(PAPERMILL) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
 	touch $@
 
-reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny) into results/ and figures/
+reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny; NPROC=8 on a GPU box)
 	@start=$$(date +%s); $(MAKE) --no-print-directory $(STAMPS)/figures && \
 	echo "make reproduce (PRESET=$(PRESET)): done in $$(( $$(date +%s) - start )) s"
 
@@ -94,6 +98,12 @@ clean-results:  ## delete results/, figures/ and the pipeline stamps (keeps trai
 tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki/samples.jsonl
+
+prepare: $(VENV)/.installed  ## tokenize PRESET's datasets once into memory-mapped arrays (WORKERS=16 on a big box)
+	$(foreach d,$(DATASETS),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset $(d) --workers $(or $(WORKERS),1) &&) true
+
+gpu-check: $(VENV)/.installed  ## one GPU, < 5 min: owt-shaped model, a few hundred steps, sampling -> results/gpu_check.csv
+	$(PY) -m ldlm.gpu_check $(GPU_CHECK_ARGS)
 
 clean-venv:  ## remove .venv
 	rm -rf $(VENV)

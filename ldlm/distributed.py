@@ -124,3 +124,11 @@ def micro_positions(global_batch: int, micro: int, accum: int, env: DistEnv) -> 
     per_device = micro * accum
     start = env.rank * per_device
     return [range(start + a * micro, start + (a + 1) * micro) for a in range(accum)]
+
+
+def map_sharded(fn, items: list, env: DistEnv) -> list:
+    """fn(part) -> one result per item, run on this rank's contiguous part of `items`; every rank
+    gets all results, in the order of `items` (judge scores and MAUVE features under torchrun)."""
+    part = shard(len(items), env)
+    mine = list(fn(items[part.start:part.stop])) if len(part) else []
+    return gather_objects(mine, env)

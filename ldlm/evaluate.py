@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", help="samples JSONL (one {'text': ...} per line)")
     parser.add_argument("--dataset", required=True, help="wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH")
     parser.add_argument("--judge", default="smollm2", help="smollm2 (offline) | gpt2-large | HF id or folder")
-    parser.add_argument("--featurizer", default="minilm", help="minilm (offline) | gpt2-large | HF id")
+    parser.add_argument("--featurizer", default="minilm",
+                        help="minilm (offline, fast, order-blind) | smollm2-mean (offline, sees word order) | gpt2-large | HF id")
     parser.add_argument("--out", required=True, help="where to write the JSON row")
     parser.add_argument("--reference", action="store_true", help="score held-out real text instead of samples")
     parser.add_argument("--n", type=int, default=128, help="--reference: samples per side")

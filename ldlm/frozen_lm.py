@@ -130,7 +130,7 @@ def compute_hidden_states(lm: FrozenLM, blocks: np.ndarray, lengths: np.ndarray,
     if out is None:
         out = np.empty((*blocks.shape, lm.width), dtype=np.float16)
     for i in tqdm(range(0, len(blocks), batch), desc=desc, unit="batch", disable=len(blocks) <= batch):
-        tokens = torch.as_tensor(blocks[i:i + batch], dtype=torch.long, device=device)
+        tokens = torch.as_tensor(np.array(blocks[i:i + batch], dtype=np.int64), device=device)
         mask = attention_mask(lengths[i:i + batch], blocks.shape[1]).to(device)
         out[i:i + batch] = lm(tokens, mask).float().cpu().numpy().astype(np.float16)
     return out

@@ -18,7 +18,9 @@ Conventions, in one place:
   samples and references, references from the dataset's held-out split cut to the samples' token
   length (SimCTG #7), fixed k-means seed, `num_buckets = mauve_buckets(n)`. With `minilm` features
   MAUVE sees content/topic, not word order (shuffling the words inside each text leaves it at ~1.0);
-  fluency is Gen PPL's job.
+  `smollm2-mean` features see it (ldlm.judges), at ~4x the cost.
+- Under torchrun, judge scoring and MAUVE featurization are sharded over the ranks (contiguous
+  parts, gathered in order), so every rank computes the same row.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .distributed import DistEnv, map_sharded
+
 METRICS_VERSION = "1"
 
 
@@ -38,11 +42,12 @@ class EvalError(ValueError):
 
 
 def _load(judge=None, featurizer=None):
-    """Accept registry names or already loaded objects."""
+    """Accept registry names (loaded on the GPU if there is one) or already loaded objects."""
+    from .frozen_lm import default_device
     from .judges import load_featurizer, load_judge
 
-    j = load_judge(judge) if isinstance(judge, str) else judge
-    f = load_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
+    j = load_judge(judge, default_device()) if isinstance(judge, str) else judge
+    f = load_featurizer(featurizer, default_device()) if isinstance(featurizer, str) else featurizer
     return j, f
 
 
@@ -120,7 +125,8 @@ def per_sample_nll(token_lists: Sequence[Sequence[int]], judge, batch_size: int 
     return nll, ntok, truncated
 
 
-def gen_ppl(texts: Sequence[str], judge, batch_size: int = 16, max_length: int | None = None) -> dict:
+def gen_ppl(texts: Sequence[str], judge, batch_size: int = 16, max_length: int | None = None,
+            env: DistEnv = DistEnv()) -> dict:
     """Generative perplexity of `texts` under `judge`, both conventions (module docstring).
 
     gen_ppl_tok = exp(sum_i NLL_i / sum_i T_i)   (token-weighted; MDLM / Duo)
@@ -128,7 +134,15 @@ def gen_ppl(texts: Sequence[str], judge, batch_size: int = 16, max_length: int |
     By Jensen, gen_ppl_seq >= gen_ppl_tok when all samples have the same length."""
     judge, _ = _load(judge=judge)
     ids = judge_token_ids(texts, judge.tokenizer)
-    nll, ntok, truncated = per_sample_nll(ids, judge, batch_size, max_length)
+
+    def score(part):  # (nll, tokens, truncated) per sample; the part's truncation count rides on its first
+        nll, ntok, truncated = per_sample_nll(part, judge, batch_size, max_length)
+        return [(float(a), int(b), int(truncated) if i == 0 else 0) for i, (a, b) in enumerate(zip(nll, ntok))]
+
+    scored_rows = map_sharded(score, ids, env)
+    nll = np.array([r[0] for r in scored_rows], dtype=np.float64)
+    ntok = np.array([r[1] for r in scored_rows], dtype=np.int64)
+    truncated = sum(r[2] for r in scored_rows)
     scored = ntok > 0
     total = int(ntok.sum())
     return dict(
@@ -227,7 +241,8 @@ def _decode(tokenizer, pieces):
 
 def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | None, dataset: str,
                      judge="smollm2", featurizer="minilm", *, ref_length: int | None = None,
-                     text_tokenizer=None, ref_split: str = "valid", seed: int = 0, batch_size: int = 16) -> dict:
+                     text_tokenizer=None, ref_split: str = "valid", seed: int = 0, batch_size: int = 16,
+                     env: DistEnv = DistEnv()) -> dict:
     """Every metric of one sample set, as one tidy row (dict of scalars).
 
     Lengths are counted in `text_tokenizer`'s tokens if given (pass the model's own tokenizer, e.g.
@@ -252,7 +267,7 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     length = int(ref_length)
     pool = reference_pieces(dataset, length, tok, split=ref_split)  # before the slow part: bad names fail fast
 
-    row = dict(gen_ppl(texts, judge, batch_size), n_samples=len(texts), dataset=dataset,
+    row = dict(gen_ppl(texts, judge, batch_size, env=env), n_samples=len(texts), dataset=dataset,
                judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
                length_tokens=tok_name, sample_len_tokens=float(lengths.mean()), ref_length=length)
     if token_ids is not None:
@@ -264,7 +279,8 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     rng = np.random.default_rng(seed)
     refs = _pick(pool, len(texts), rng)
     keep = np.sort(rng.permutation(len(texts))[: len(refs)])  # all samples unless refs run short
-    row.update(mauve=mauve_score(featurizer.encode([texts[i] for i in keep]), featurizer.encode(_decode(tok, refs))),
+    features = lambda items: np.stack(map_sharded(lambda part: list(featurizer.encode(part)), items, env))
+    row.update(mauve=mauve_score(features([texts[i] for i in keep]), features(_decode(tok, refs))),
                mauve_n=len(refs), mauve_num_buckets=mauve_buckets(len(refs)), mauve_seed=25, ref_seed=seed,
                ref_split=ref_split,
                ref_len_tokens=float(np.mean([len(r) for r in refs])), seconds=round(time.time() - start, 2))
