@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                         help="minilm (offline, fast, order-blind) | smollm2-mean (offline, sees word order) | gpt2-large | HF id")
     parser.add_argument("--out", required=True, help="where to write the JSON row")
     parser.add_argument("--reference", action="store_true", help="score held-out real text instead of samples")
-    parser.add_argument("--n", type=int, default=128, help="--reference: samples per side")
+    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=128, help="--reference: samples per side")
     parser.add_argument("--length", type=int, default=64, help="--reference: tokens per piece")
     parser.add_argument("--ref-length", type=int, default=None,
                         help="MAUVE references cut to this many tokens (default: the samples' median)")

@@ -1,7 +1,7 @@
 """Unconditional samples from a trained run (LDLM, or a baseline: MDLM, GPT).
 
     python -m ldlm.sample --run runs/tiny-wiki --n 16 --steps 100 --out samples.jsonl [--seed 0]
-    torchrun --nproc_per_node 8 -m ldlm.sample --run runs/owt --n 5000 --out samples.jsonl
+    torchrun --nproc_per_node 8 -m ldlm.sample --run-dir runs/owt --num-samples 5000 --out samples.jsonl
 
 LDLM: reverse process from N(0, I) with `--steps` steps (self-conditioned x0 estimates), then latent
 decoder -> token decoder -> argmax tokens -> text. MDLM: `--steps` ancestral unmasking steps. GPT:
@@ -97,8 +97,9 @@ def generate(model: LDLM | Baseline, cfg, n: int, steps: int, seed: int = 0, bat
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldlm.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="run folder (or checkpoint file)")
-    parser.add_argument("--n", type=int, default=16, help="number of samples")
+    # --run-dir / --num-samples: the spellings torchrun lets through (it takes --run and --n for its own options)
+    parser.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (or checkpoint file)")
+    parser.add_argument("--n", "--num-samples", dest="n", type=int, default=16, help="number of samples")
     parser.add_argument("--steps", type=int, default=None, help="reverse steps (default: the run's sample_steps)")
     parser.add_argument("--out", required=True, help="output JSONL")
     parser.add_argument("--seed", type=int, default=0)

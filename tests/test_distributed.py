@@ -118,3 +118,25 @@ def test_kill_and_resume_under_torchrun(tmp_path):
     assert checkpoint.load(out)["step"] == saved + 10
     steps = [r["step"] for r in losses(out)]
     assert steps == sorted(set(steps)) and steps[-1] == saved + 10
+
+
+@pytest.mark.slow
+def test_sampling_and_evaluation_sharded_under_torchrun_match_one_process(tmp_path):
+    finish(run(tmp_path / "run", "--preset", "smoke", "--no-progress", "max_steps=10", "device=cpu"))
+    outs = {}
+    for nproc in (1, 2):
+        samples = tmp_path / f"s{nproc}.jsonl"
+        sample = ["ldlm.sample", "--run-dir", str(tmp_path / "run"), "--num-samples", "10", "--steps", "3", "--batch-size", "3",
+                  "--out", str(samples), "--device", "cpu"]
+        evaluate = ["ldlm.evaluate", "--samples", str(samples), "--dataset", "wiki", "--out", str(tmp_path / f"e{nproc}.json"),
+                    "--text-tokenizer", "minilm"]
+        for args in (sample, evaluate):
+            launcher = [sys.executable, "-m"] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run",
+                                                                  "--standalone", "--nproc_per_node=2", "-m"]
+            done = subprocess.run([*launcher, *args], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, done.stderr[-3000:]
+        outs[nproc] = (read_jsonl(samples), json.loads((tmp_path / f"e{nproc}.json").read_text()))
+    (rows1, eval1), (rows2, eval2) = outs[1], outs[2]
+    assert [r["token_ids"] for r in rows1] == [r["token_ids"] for r in rows2] and len(rows1) == 10
+    for key in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_tokens"):
+        assert eval2[key] == pytest.approx(eval1[key], rel=1e-5), key
