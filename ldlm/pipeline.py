@@ -25,6 +25,12 @@ from .sample import load_run, sample_rows
 from .train import train
 
 
+def budget_overrides(max_steps: int) -> dict:
+    """Config overrides for a shorter (or longer) training budget than the preset's: the encoder
+    warmup S_wu scales with it, so gamma still reaches 1 at the end. {} for max_steps = 0."""
+    return {"max_steps": max_steps, "warmup_steps": max_steps} if max_steps else {}
+
+
 def train_or_resume(cfg, runs_dir: str | Path, progress: bool = True, nproc: int = 1) -> tuple[Path, dict]:
     """The run folder of cfg, trained to the end (resumed if interrupted, skipped if done).
 

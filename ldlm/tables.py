@@ -1,4 +1,8 @@
-"""Paper-style tables (Markdown and LaTeX) from tidy result rows."""
+"""Paper-style tables (Markdown and LaTeX) from tidy result rows.
+
+"Held-out loss" is the baselines' own training objective on held-out blocks, nats per token: the
+GPT's NLL and MDLM's NELBO (an upper bound on its NLL); LDLM has no comparable likelihood here.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +12,7 @@ import pandas as pd
 from .io import write_text
 
 METRIC_COLUMNS = {"gen_ppl_tok": "Gen PPL (tok) ↓", "gen_ppl_seq": "Gen PPL (seq) ↓", "entropy": "Entropy",
-                  "mauve": "MAUVE ↑", "recon_acc": "Recon. acc. ↑", "n_empty": "Empty"}
+                  "mauve": "MAUVE ↑", "recon_acc": "Recon. acc. ↑", "valid_loss": "Held-out loss ↓", "n_empty": "Empty"}
 
 VARIANT_NAMES = {"full": "LDLM (full recipe)", "no_mse": "− MSE decoder loss (CE)", "no_warmup": "− encoder warmup",
                  "no_adaptive": "− adaptive timesteps", "no_decoder_noise": "− decoder noise",
