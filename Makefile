@@ -52,7 +52,7 @@ DATASETS ?= $(DATASETS_$(PRESET))
 MAIN_DATASET := $(firstword $(DATASETS))
 OFFLINE  := $(if $(filter smoke tiny,$(PRESET)),1,0)
 STAMPS   := runs/stamps/$(PRESET)$(subst /,_,$(RESULTS))
-SRC      := $(wildcard ldlm/*.py) pyproject.toml
+SRC      := $(wildcard ldlm/*.py ldlm/*/*.py) pyproject.toml
 # On the 2-core CPU presets the notebooks run JOBS at a time, one thread each (small models scale
 # poorly over threads; time slices do not); the speed benchmark runs alone, after all of them.
 JOBS     ?= $(if $(filter smoke tiny,$(PRESET)),3,1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import statistics
 import sys
 import time
@@ -54,6 +55,22 @@ def matmul_peak_flops(device: torch.device, n: int = 1024, dtype=torch.float32, 
     return 2 * n**3 / seconds
 
 
+PER_SEQUENCE = re.compile(r"(^|\.)(ada|ada_out|time)\.")  # DiT conditioning: runs once per sequence
+
+
+def per_token_parameters(model: torch.nn.Module) -> int:
+    """Trainable parameters that take part in a matrix multiply for every token: not embedding
+    tables (lookups), not the DiT's time/adaLN layers (once per sequence), not the adaptive softmax's
+    tail clusters (only for rare tokens). 6 x this x tokens/s is a lower bound on training FLOP/s."""
+    skip = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding) or PER_SEQUENCE.search(name + "."):
+            skip |= {id(p) for p in module.parameters()}
+        if isinstance(module, torch.nn.AdaptiveLogSoftmaxWithLoss):
+            skip |= {id(p) for p in module.tail.parameters()}
+    return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in skip)
+
+
 def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup: int = 1, seed: int = 0) -> list[dict]:
     """Rows of median latency, samples/s and tokens/s per (batch size, sampling steps)."""
     from .sample import generate
@@ -73,7 +90,7 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
 
 def bench_training(model, cfg, h: torch.Tensor, tokens: torch.Tensor, repeats: int = 5, warmup: int = 2) -> dict:
     """Median time of the training loop's own step (`train.train_step`: loss, backward, clipping,
-    AdamW, EMA, time-sampler update) on one batch; FLOP/s ~ 6 * trainable params * tokens/s."""
+    AdamW, EMA, time-sampler update) on one batch; FLOP/s >= 6 * per-token params * tokens/s."""
     import copy
 
     from .diffusion import make_time_sampler
@@ -89,13 +106,14 @@ def bench_training(model, cfg, h: torch.Tensor, tokens: torch.Tensor, repeats: i
     median = statistics.median(time_calls(
         lambda: train_step(objective, model, optimizer, scheduler, ema, sampler, [(h, tokens, lengths)], positions, cfg,
                            next(step), device), warmup=warmup, repeats=repeats, device=device))
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = per_token_parameters(model)
     tokens_per_s = tokens.numel() / median
-    flops = 6 * params * tokens_per_s  # dense-layer estimate (attention scores excluded): a lower bound
+    flops = 6 * params * tokens_per_s  # attention scores, self-conditioning pass, adaLN excluded: a lower bound
     peak = matmul_peak_flops(device)
     model.eval()
     return dict(kind="training", batch=len(tokens), steps=0, nfe=0, seq_len=tokens.shape[1], seconds=median,
                 samples_per_s=len(tokens) / median, tokens_per_s=tokens_per_s, train_flops_per_s=flops,
+                per_token_params=params,
                 matmul_peak_flops_per_s=peak, utilisation=flops / peak, repeats=repeats, dtype="float32",
                 **hardware(device))
 

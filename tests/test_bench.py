@@ -33,3 +33,21 @@ def test_each_repeat_is_timed_separately():
 def test_repeats_must_be_positive():
     with pytest.raises(ValueError):
         time_calls(lambda: None, repeats=0)
+
+
+def test_per_token_parameters_leave_out_lookups_conditioning_and_rare_clusters():
+    from torch import nn
+
+    from ldlm.bench import per_token_parameters
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(100, 8)               # a lookup: no matmul
+            self.proj = nn.Linear(8, 8)                     # 72: every token
+            self.time = nn.Linear(8, 8)                     # once per sequence
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(8, 100, [20], div_value=2.0)
+
+    model = Tiny()
+    head_cluster = sum(p.numel() for p in model.head.head.parameters())
+    assert per_token_parameters(model) == 72 + head_cluster
