@@ -72,19 +72,26 @@ def per_token_parameters(model: torch.nn.Module) -> int:
 
 
 def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup: int = 1, seed: int = 0) -> list[dict]:
-    """Rows of median latency, samples/s and tokens/s per (batch size, sampling steps)."""
+    """Rows of median latency, samples/s and tokens/s per (batch size, sampling steps), in the run's
+    training precision (`train.autocast`: bf16 on GPUs under precision=auto, fp32 on CPUs)."""
     from .sample import generate
+    from .train import autocast, autocast_dtype
 
     device = next(model.parameters()).device
+    dtype = "bfloat16" if autocast_dtype(cfg, device) else "float32"
+
+    def call(batch, steps):
+        with autocast(cfg, device):
+            generate(model, cfg, batch, steps, seed, batch_size=batch)
+
     rows = []
     for batch in batch_sizes:
         for steps in steps_list:
-            times = time_calls(lambda: generate(model, cfg, batch, steps, seed, batch_size=batch),
-                               warmup=warmup, repeats=repeats, device=device)
+            times = time_calls(lambda: call(batch, steps), warmup=warmup, repeats=repeats, device=device)
             median = statistics.median(times)
             rows.append(dict(kind="sampling", batch=batch, steps=steps, nfe=steps + 1, seq_len=cfg.seq_len,
                              seconds=median, samples_per_s=batch / median, tokens_per_s=batch * cfg.seq_len / median,
-                             repeats=repeats, dtype="float32", **hardware(device)))
+                             repeats=repeats, dtype=dtype, **hardware(device)))
     return rows
 
 

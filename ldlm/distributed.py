@@ -95,14 +95,6 @@ def shard(n: int, env: DistEnv) -> range:
     return range(start, n * (env.rank + 1) // env.world)
 
 
-def broadcast_object(obj, env: DistEnv):
-    if not env.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def batch_plan(global_batch: int, micro_batch: int, world: int) -> tuple[int, int]:
     """(per-device micro batch, gradient-accumulation steps) for a global batch on `world` devices.
 

@@ -118,8 +118,10 @@ def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu", dt
     return FrozenLM(model, layer).to(device)
 
 
-def attention_mask(lengths: np.ndarray, seq_len: int) -> torch.Tensor:
-    return (torch.arange(seq_len)[None, :] < torch.as_tensor(lengths)[:, None]).long()
+def attention_mask(lengths: np.ndarray | torch.Tensor, seq_len: int) -> torch.Tensor:
+    """[B, seq_len] 1/0 mask of the first `lengths` positions, on the device of `lengths`."""
+    lengths = torch.as_tensor(lengths)
+    return (torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]).long()
 
 
 def compute_hidden_states(lm: FrozenLM, blocks: np.ndarray, lengths: np.ndarray, batch: int = 64,

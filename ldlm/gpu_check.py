@@ -68,8 +68,8 @@ GPU (1024^3 fp32 on a CPU). Steady tokens/s is the median over the log windows a
 
 Sampling: the run's EMA model (`ldlm.sample.load_run`) under the training precision (bf16 autocast
 on a GPU; the `ldlm.sample` command itself samples in fp32), timed end to end (noise -> reverse
-steps -> decoder -> token decoder -> ids) with `ldlm.bench.time_calls`: one untimed warm-up per
-batch size, `--repeats` synchronised calls, median -> samples/s and tokens/s, for every
+steps -> decoder -> token decoder -> ids) by `ldlm.bench.bench_sampling`: one untimed warm-up per
+setting, `--repeats` synchronised calls, median -> samples/s and tokens/s, for every
 (--sample-batch, --sample-steps). Three decoded samples are printed, and the held-out reconstruction
 token accuracy of the EMA model (`ema_recon_acc`, after a few hundred steps: a sanity figure, not a
 result) goes in the training row.
@@ -92,7 +92,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .bench import hardware, matmul_peak_flops, time_calls
+from .bench import bench_sampling, hardware, matmul_peak_flops
 from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
 from .data import DataError, build_token_data
 from .frozen_lm import FrozenLM, ModelUnavailable, default_device, load_tokenizer, model_location
@@ -316,32 +316,19 @@ def steady_tokens_per_s(run_dir: Path, overall: float) -> float:
 
 
 def time_sampling(model, cfg: Config, device, batches: list[int], steps_list: list[int], repeats: int) -> list[dict]:
-    """Median seconds per generate() call for every (batch, steps): one warm-up call per batch size."""
-    from .sample import generate
-    from .train import autocast, autocast_dtype
-
-    dtype = "bf16" if autocast_dtype(cfg, device) else "fp32"
+    """`bench.bench_sampling` per batch size, halving a batch that runs out of memory."""
     rows = []
-    for asked in batches:
-        batch = asked
-        for i, steps in enumerate(steps_list):
-            while True:
-                try:
-                    def call():
-                        with autocast(cfg, device):
-                            generate(model, cfg, batch, steps, seed=0, batch_size=batch)
-                    seconds = statistics.median(time_calls(call, warmup=1 if i == 0 or batch != asked else 0,
-                                                           repeats=repeats, device=device))
-                    break
-                except RuntimeError as err:  # torch.OutOfMemoryError is one
-                    if not _is_oom(err) or batch == 1:
-                        raise
-                    _free(device)
-                    batch //= 2
-                    print(f"sampling: out of memory, batch {batch * 2} -> {batch}", file=sys.stderr)
-            rows.append(dict(kind="sampling", batch=batch, steps=steps, nfe=steps + 1, seconds=seconds,
-                             samples_per_s=batch / seconds, tokens_per_s=batch * cfg.seq_len / seconds,
-                             repeats=repeats, dtype=dtype))
+    for batch in batches:
+        while True:
+            try:
+                rows += bench_sampling(model, cfg, steps_list, [batch], repeats)
+                break
+            except RuntimeError as err:  # torch.OutOfMemoryError is one
+                if not _is_oom(err) or batch == 1:
+                    raise
+                _free(device)
+                batch //= 2
+                print(f"sampling: out of memory, batch {batch * 2} -> {batch}", file=sys.stderr)
     return rows
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .diffusion import scale_encoder_grad, tangent_alpha_sigma
+from .frozen_lm import attention_mask
 
 
 @dataclass
@@ -68,6 +69,6 @@ def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, t
 
 def baseline_loss(model, tokens: torch.Tensor, lengths: torch.Tensor, cfg, noise) -> LossOutput:
     """MDLM's NELBO or the GPT's next-token loss (ldlm.baselines) on the same token blocks, padding masked."""
-    valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+    valid = attention_mask(lengths, tokens.shape[1]).bool()
     loss, t, per_sample = model.loss(tokens, valid, noise, cfg.t_min)
     return LossOutput(loss, dict(loss=loss.item()), t.detach(), per_sample)

@@ -60,12 +60,18 @@ def count_empty(texts: Sequence[str]) -> int:
     return sum(not t.strip() for t in texts)
 
 
+def token_matches(pred_ids, target_ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """(number of positions where pred == target and mask is true, number where mask is true), as
+    tensors on the inputs' device, so that shards can be summed before dividing."""
+    pred, target = torch.as_tensor(pred_ids), torch.as_tensor(target_ids)
+    mask = torch.as_tensor(mask, dtype=torch.bool, device=pred.device)
+    return ((pred == target) & mask).sum(), mask.sum()
+
+
 def token_accuracy(pred_ids, target_ids, mask) -> float:
     """Reconstruction token accuracy: mean of (pred == target) over positions where mask is true."""
-    pred, target = torch.as_tensor(pred_ids), torch.as_tensor(target_ids)
-    mask = torch.as_tensor(mask, dtype=torch.bool)
-    n = int(mask.sum())
-    return float(((pred == target) & mask).sum()) / n if n else float("nan")
+    correct, n = token_matches(pred_ids, target_ids, mask)
+    return float(correct) / int(n) if n else float("nan")
 
 
 def unigram_entropy(token_lists: Sequence[Sequence[int]]) -> float:

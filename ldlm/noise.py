@@ -31,9 +31,6 @@ class SampleNoise:
         self.generators = [torch.Generator(self.device).manual_seed(seed_for(seed, step, int(p))) for p in positions]
         self.step_rng = np.random.default_rng([seed, step])
 
-    def __len__(self) -> int:
-        return len(self.generators)
-
     def uniform(self, *shape: int, dtype=torch.float32) -> torch.Tensor:
         """U[0, 1) draws, [B, *shape]."""
         return torch.stack([torch.rand(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])

@@ -41,6 +41,7 @@ from .frozen_lm import (FrozenLM, ModelUnavailable, attention_mask, cached_hidde
                         load_frozen_lm, load_tokenizer)
 from .io import read_jsonl, write_json, write_jsonl
 from .losses import LossOutput, baseline_loss, ldlm_loss
+from .metrics import token_matches
 from .models import LDLM
 from .noise import SampleNoise
 
@@ -80,7 +81,7 @@ class TrainingData:
             h = None
         else:
             with torch.no_grad():
-                h = self.lm(tokens, attention_mask(lengths.cpu(), tokens.shape[1]).to(device)).float()
+                h = self.lm(tokens, attention_mask(lengths, tokens.shape[1])).float()
         return h, tokens, lengths
 
     def batch(self, split: str, idx: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -206,6 +207,14 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
     return perm[pos * batch:(pos + 1) * batch]
 
 
+def held_out_chunks(corpus: TrainingData, cfg: Config, batches: int, env: DistEnv) -> list[np.ndarray]:
+    """This rank's share of the first `batches * batch_size` held-out rows, in micro-batch-sized chunks."""
+    rows = np.arange(len(corpus.tokens.valid))[: batches * cfg.batch_size]
+    mine = rows[list(shard(len(rows), env))]
+    step = cfg.micro_batch_size or cfg.batch_size
+    return [mine[i:i + step] for i in range(0, len(mine), step)]
+
+
 @torch.no_grad()
 def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: int, env: DistEnv = DistEnv()) -> dict:
     """Held-out reconstruction token accuracy from clean latents (no decoder noise), and L_h; for a
@@ -215,19 +224,16 @@ def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: in
     if isinstance(model, Baseline):
         return evaluate_baseline(model, corpus, cfg, device, batches, env)
     model.eval()
-    rows = np.arange(len(corpus.tokens.valid))[: batches * cfg.batch_size]
-    mine = rows[list(shard(len(rows), env))]
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # correct, tokens, sum of L_h, rows
-    step = cfg.micro_batch_size or cfg.batch_size
-    for i in range(0, len(mine), step):
-        h, tokens, lengths = corpus.batch("valid", mine[i:i + step], device)
+    for idx in held_out_chunks(corpus, cfg, batches, env):
+        h, tokens, lengths = corpus.batch("valid", idx, device)
         with autocast(cfg, device):
             h_std = model.standardize(h)
             h_hat = model.decode(model.encode(h_std)).float()
             preds = model.hidden_to_tokens(h_hat)
-        mask = attention_mask(lengths.cpu(), tokens.shape[1]).bool().to(device)
-        totals += torch.stack([((preds == tokens) & mask).sum().double(), mask.sum().double(),
-                               F.mse_loss(h_hat, h_std).double() * len(h), torch.tensor(float(len(h)), device=device)])
+        correct, count = token_matches(preds, tokens, attention_mask(lengths, tokens.shape[1]))
+        totals += torch.stack([correct.double(), count.double(), F.mse_loss(h_hat, h_std).double() * len(h),
+                               torch.tensor(float(len(h)), device=device)])
     correct, count, loss_h, n = all_reduce_sum(totals, env).tolist()
     return {"recon_acc": correct / max(count, 1), "valid_loss_h": loss_h / max(n, 1), "valid_tokens": int(count)}
 
@@ -235,14 +241,10 @@ def evaluate(model: LDLM, corpus: TrainingData, cfg: Config, device, batches: in
 @torch.no_grad()
 def evaluate_baseline(model: Baseline, corpus: TrainingData, cfg: Config, device, batches: int, env: DistEnv) -> dict:
     model.eval()
-    rows = np.arange(len(corpus.tokens.valid))[: batches * cfg.batch_size]
-    mine = rows[list(shard(len(rows), env))]
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # sum of loss * tokens, tokens
-    step = cfg.micro_batch_size or cfg.batch_size
-    for i in range(0, len(mine), step):
-        idx = mine[i:i + step]
+    for idx in held_out_chunks(corpus, cfg, batches, env):
         _, tokens, lengths = corpus.batch("valid", idx, device)
-        valid = attention_mask(lengths.cpu(), tokens.shape[1]).bool().to(device)
+        valid = attention_mask(lengths, tokens.shape[1]).bool()
         with autocast(cfg, device):
             _, _, per_sample = model.loss(tokens, valid, SampleNoise(cfg.seed, EVAL_STREAM, idx, device), cfg.t_min)
         n = valid.sum(1).double()
