@@ -113,17 +113,24 @@ def vocab_head(width: int, vocab: int, adaptive: bool) -> nn.Module:
     return nn.Linear(width, vocab)
 
 
+def no_autocast(like: torch.Tensor):
+    """A region that runs in the tensors' own dtype even inside `torch.autocast`."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
 def head_nll(head: nn.Module, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """-log p(target) per row of flat features [N, width], float32."""
     if isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
-        return -head(features.float(), targets).output
+        with no_autocast(features):  # its index_copy_ needs one dtype; log-probabilities want fp32 anyway
+            return -head(features.float(), targets).output
     return F.cross_entropy(head(features).float(), targets, reduction="none")
 
 
 def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Unnormalised log-probabilities [..., vocab] (the adaptive head gives normalised ones)."""
     if isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
-        return head.log_prob(features.flatten(0, -2).float()).view(*features.shape[:-1], -1)
+        with no_autocast(features):
+            return head.log_prob(features.flatten(0, -2).float()).view(*features.shape[:-1], -1)
     return head(features)
 
 

@@ -7,10 +7,12 @@ sample files are reused. Result rows go to results/<table>.csv, run records to r
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -18,11 +20,34 @@ from . import checkpoint
 from .config import make_config
 from .evaluate import evaluate_file, evaluate_reference
 from .frozen_lm import default_device, load_tokenizer
-from .io import write_jsonl, write_text
-from .metrics import reference_pieces
-from .results import run_id, upsert_rows, write_run_record
+from .io import write_json, write_jsonl, write_text
+from .metrics import METRICS_VERSION, reference_pieces
+from .results import run_id, upsert_rows, versions, write_run_record
 from .sample import load_run, sample_rows
 from .train import train
+
+
+def scores(cache: Path, key: dict, compute: Callable[[], dict]) -> dict:
+    """compute()'s metrics row, reused from `cache` while `key` (everything the numbers depend on: the
+    samples' bytes, judge, featurizer, seed, METRICS_VERSION, library versions) is unchanged. A re-run
+    notebook therefore re-scores only new or changed sample files."""
+    key = json.loads(json.dumps(key))  # the form it takes in the file
+    if cache.exists():
+        try:
+            saved = json.loads(cache.read_text())
+        except json.JSONDecodeError:  # written atomically, so only a hand-edited file gets here
+            saved = {}
+        if saved.get("cache_key") == key:
+            return saved
+    row = dict(compute(), cache_key=key)
+    write_json(cache, row)
+    return row
+
+
+def score_key(**parts) -> dict:
+    versions_ = versions()
+    return dict(parts, metrics_version=METRICS_VERSION,
+                versions={k: versions_[k] for k in ("torch", "transformers", "mauve-text", "numpy")})
 
 
 def budget_overrides(max_steps: int) -> dict:
@@ -75,7 +100,10 @@ def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int =
         if not path.exists():
             samples, seconds = sample_rows(net, cfg, tokenizer, n_samples, steps, seed, sample_batch, top_p=top_p)
             write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
-        metrics = evaluate_file(path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed)
+        key = score_key(samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), dataset=cfg.dataset, judge=judge,
+                        featurizer=featurizer, seed=seed, text_tokenizer=cfg.frozen_lm)
+        metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json", key, lambda: evaluate_file(
+            path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed))
         seconds = metrics["sample_seconds"]
         trained = ({"recon_acc": summary["ema_recon_acc"]} if model == "ldlm" else {"valid_loss": summary["ema_valid_loss"]})
         rows.append(dict(preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=steps,
@@ -96,14 +124,17 @@ def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int =
 
 def reference_rows(dataset: str, n: int, length: int, judge: str = "smollm2", featurizer: str = "minilm",
                    seed: int = 0, preset: str = "tiny", table: str = "main", results_dir: str | Path = "results",
-                   text_tokenizer: str = "minilm") -> pd.DataFrame:
+                   text_tokenizer: str = "minilm", runs_dir: str | Path = "runs") -> pd.DataFrame:
     """The reference ceiling (held-out real text) as a row of the same table.
 
     It needs 2n disjoint held-out pieces (n play the samples, n the MAUVE references); small
     held-out splits (news: 150 sentences) use as many as they have."""
     tokenizer = load_tokenizer(text_tokenizer)
     n = min(n, len(reference_pieces(dataset, length, tokenizer)) // 2)
-    metrics = evaluate_reference(dataset, n, length, judge, featurizer, seed=seed, text_tokenizer=tokenizer)
+    key = score_key(reference=dataset, n=n, length=length, judge=judge, featurizer=featurizer, seed=seed,
+                    text_tokenizer=text_tokenizer)
+    metrics = scores(Path(runs_dir) / "scores" / f"reference-{dataset}-n{n}-len{length}.json", key, lambda: evaluate_reference(
+        dataset, n, length, judge, featurizer, seed=seed, text_tokenizer=tokenizer))
     row = dict(preset=preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
                featurizer=metrics["featurizer"], n_samples=n, dtype="float32", run_id=f"reference-{dataset}",
                model="reference", **{k: metrics[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve",

@@ -98,9 +98,15 @@ def test_speed_and_latent_rows(smoke_pipeline):
 
 @pytest.mark.slow
 def test_rerun_reuses_finished_runs(smoke_pipeline):
-    before = {p: p.stat().st_mtime_ns for p in (smoke_pipeline / "runs").glob("*/ckpt.pt")}
+    def stamps():  # checkpoints and the cached scores of every sample file
+        files = [*(smoke_pipeline / "runs").glob("*/ckpt.pt"), *(smoke_pipeline / "runs" / "scores").glob("*.json")]
+        return {p: p.stat().st_mtime_ns for p in files}
+
+    before = stamps()
+    assert any(p.parent.name == "scores" for p in before)
     run("01_run.ipynb", smoke_pipeline, dataset="wiki", variant="naive", sample_steps=[2])
-    assert before == {p: p.stat().st_mtime_ns for p in (smoke_pipeline / "runs").glob("*/ckpt.pt")}
+    run("20_main.ipynb", smoke_pipeline, dataset="news")  # nothing retrained, resampled or re-scored
+    assert before == stamps()
 
 
 @pytest.mark.slow

@@ -86,6 +86,17 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert steps == sorted(set(steps))  # no step logged twice after the resume
 
 
+@pytest.mark.parametrize("model", ["ldlm", "mdlm"])
+def test_bf16_autocast_trains_and_samples_with_the_adaptive_head(model, tmp_path):
+    """precision=bf16 (the GPU default) also runs on a CPU; the adaptive softmax stays in fp32."""
+    summary = train(smoke(max_steps=3, precision="bf16", model=model, eval_every=100), tmp_path, progress=False)
+    assert summary["precision"] == "bf16" and summary["step"] == 3
+    net, cfg = load_run(tmp_path)
+    assert cfg.adaptive_head
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert generate(net, cfg, 2, 2).shape == (2, cfg.seq_len)
+
+
 def test_batches_depend_only_on_step():
     assert (batch_indices(100, 8, 37, 0) == batch_indices(100, 8, 37, 0)).all()
     epoch = [i for s in range(12) for i in batch_indices(100, 8, s, 0)]

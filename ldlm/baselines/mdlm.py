@@ -108,7 +108,12 @@ def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.
     otherwise takes a class drawn from p_theta(x_0 | x_t) (MDLM eq. 7 under SUBS; drawn here as an unmask
     coin, then the class at the unmasked positions only); unmasked tokens are carried over. alpha_0 = 1,
     so the last step unmasks everything. Categorical draws in `dtype` (float64, see sample_categorical),
-    all noise from `generator`. NFE = steps (one model call per step, no caching). Call model.eval() first.
+    all noise from `generator`. Call model.eval() first.
+
+    Because the unmask coin does not depend on the model, p_theta is needed only where a token unmasks:
+    the head runs on those positions alone (each position once over the whole trajectory, as LDLM's
+    token decoder), and a step where nothing unmasks calls no model at all (exact, unlike MDLM's cache,
+    which reuses a stale p_theta). The draws are those of the full-head sampler. NFE <= steps.
     `callback(k, x)` sees the tokens after step k. Returns tokens [n, seq_len] in [0, vocab_size).
     """
     if steps < 1:
@@ -119,10 +124,11 @@ def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.
     x = torch.full((n, seq_len), model.mask_id, dtype=torch.long, device=device)
     for k in range(steps):
         a_t, a_s = log_linear_alpha(ts[k]), log_linear_alpha(ts[k + 1])
-        logits = model(x, ts[k].float().expand(n).to(device))
         u = torch.rand((n, seq_len), generator=generator, dtype=torch.float64, device=noise_device).to(device)
         unmask = (x == model.mask_id) & (u < (a_s - a_t) / (1 - a_t))
-        x[unmask] = sample_categorical(logits[unmask].to(dtype).softmax(-1), generator)
+        if unmask.any():
+            features = model.features(x, ts[k].float().expand(n).to(device))[unmask]
+            x[unmask] = sample_categorical(head_logits(model.out, features).to(dtype).softmax(-1), generator)
         if callback is not None:
             callback(k, x)
     return x
