@@ -27,15 +27,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_calls(fn: Callable[[], object], warmup: int = 1, repeats: int = 3,
-               device: torch.device = torch.device("cpu"), clock=time.perf_counter) -> list[float]:
-    """Seconds of `repeats` calls of fn after `warmup` untimed calls, synchronising around each."""
+               device: torch.device = torch.device("cpu"), clock=time.perf_counter, min_seconds: float = 0.0,
+               max_repeats: int = 1000) -> list[float]:
+    """Seconds of each timed call of fn after `warmup` untimed calls, synchronising around each: at least
+    `repeats` calls, and more (up to max_repeats) until they add up to `min_seconds`, so that the median
+    of a millisecond call is not one scheduler hiccup."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     for _ in range(warmup):
         fn()
     synchronize(device)
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
         start = clock()
         fn()
         synchronize(device)
@@ -77,9 +80,11 @@ def max_nfe(model, steps: int) -> int:
     return steps if getattr(model, "kind", "ldlm") in ("mdlm", "ar") else steps + 1
 
 
-def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup: int = 1, seed: int = 0) -> list[dict]:
+def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup: int = 1, seed: int = 0,
+                   min_seconds: float = 2.0) -> list[dict]:
     """Rows of median latency, samples/s and tokens/s per (batch size, sampling steps), in the run's
-    training precision (`train.autocast`: bf16 on GPUs under precision=auto, fp32 on CPUs)."""
+    training precision (`train.autocast`: bf16 on GPUs under precision=auto, fp32 on CPUs); each
+    setting timed `repeats` times, or more until min_seconds (`time_calls`)."""
     from .sample import generate
     from .train import autocast, autocast_dtype
 
@@ -95,11 +100,12 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
         for steps in steps_list:
             for _ in range(warmup):  # the same shapes and code paths as the timed calls, at a fraction of their cost
                 call(batch, min(steps, 2))
-            times = time_calls(lambda: call(batch, steps), warmup=0, repeats=repeats, device=device)
+            times = time_calls(lambda: call(batch, steps), warmup=0, repeats=repeats, device=device,
+                               min_seconds=min_seconds)
             median = statistics.median(times)
             rows.append(dict(kind="sampling", batch=batch, steps=steps, nfe=max_nfe(model, steps), seq_len=cfg.seq_len,
                              seconds=median, samples_per_s=batch / median, tokens_per_s=batch * cfg.seq_len / median,
-                             repeats=repeats, dtype=dtype, **hardware(device)))
+                             repeats=len(times), dtype=dtype, **hardware(device)))
     return rows
 
 

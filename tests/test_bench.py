@@ -30,6 +30,16 @@ def test_each_repeat_is_timed_separately():
     assert time_calls(model, warmup=0, repeats=4, clock=model.clock) == [0.5] * 4
 
 
+def test_short_calls_repeat_until_min_seconds():
+    model = FakeModel(itertools.repeat(0.125))  # exact in binary: 8 calls make 1 s
+    times = time_calls(model, warmup=0, repeats=3, min_seconds=1.0, clock=model.clock)
+    assert len(times) == 8 and sum(times) == 1.0
+    slow = FakeModel(itertools.repeat(5.0))  # long calls: just the repeats
+    assert len(time_calls(slow, warmup=0, repeats=3, min_seconds=1.0, clock=slow.clock)) == 3
+    capped = FakeModel(itertools.repeat(0.0))
+    assert len(time_calls(capped, warmup=0, repeats=3, min_seconds=1.0, max_repeats=50, clock=capped.clock)) == 50
+
+
 def test_repeats_must_be_positive():
     with pytest.raises(ValueError):
         time_calls(lambda: None, repeats=0)
