@@ -93,7 +93,7 @@ def speed_quality(results_dir: Path, figures_dir: Path) -> list[Path]:
         group = group.sort_values("steps")
         left.plot(group["steps"], group["samples_per_s"], marker=MODEL_STYLE.get(model, {}).get("marker", "x"),
                   label=f"{model.upper()}, batch {batch}")
-    left.set(xlabel="sampling steps (NFE − 1)", ylabel="samples / s", xscale="log", yscale="log",
+    left.set(xlabel="sampling steps (GPT: one per token)", ylabel="samples / s", xscale="log", yscale="log",
              title=f"sampling speed ({sampling['hardware'].iloc[0]}, {sampling['threads'].iloc[0]} threads)")
     left.legend(fontsize=8)
     big = sampling[sampling["batch"] == sampling["batch"].max()]
