@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import checkpoint
 from .config import make_config
+from .data import load_corpus
 from .evaluate import evaluate_file, evaluate_reference
 from .frozen_lm import default_device, load_tokenizer
 from .io import write_json, write_jsonl, write_text
@@ -44,9 +45,13 @@ def scores(cache: Path, key: dict, compute: Callable[[], dict]) -> dict:
     return row
 
 
-def score_key(**parts) -> dict:
+def score_key(dataset: str, **parts) -> dict:
+    """What a metrics row depends on besides the samples: the held-out text its MAUVE references come
+    from (hashed: a user's text:PATH corpus may change under the same name), the metric code's version
+    and the libraries'."""
     versions_ = versions()
-    return dict(parts, metrics_version=METRICS_VERSION,
+    held_out = hashlib.sha256("\0".join(load_corpus(dataset).valid).encode()).hexdigest()
+    return dict(parts, dataset=dataset, held_out_sha256=held_out, metrics_version=METRICS_VERSION,
                 versions={k: versions_[k] for k in ("torch", "transformers", "mauve-text", "numpy")})
 
 
@@ -100,7 +105,7 @@ def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int =
         if not path.exists():
             samples, seconds = sample_rows(net, cfg, tokenizer, n_samples, steps, seed, sample_batch, top_p=top_p)
             write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
-        key = score_key(samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), dataset=cfg.dataset, judge=judge,
+        key = score_key(cfg.dataset, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), judge=judge,
                         featurizer=featurizer, seed=seed, text_tokenizer=cfg.frozen_lm)
         metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json", key, lambda: evaluate_file(
             path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed))
@@ -131,7 +136,7 @@ def reference_rows(dataset: str, n: int, length: int, judge: str = "smollm2", fe
     held-out splits (news: 150 sentences) use as many as they have."""
     tokenizer = load_tokenizer(text_tokenizer)
     n = min(n, len(reference_pieces(dataset, length, tokenizer)) // 2)
-    key = score_key(reference=dataset, n=n, length=length, judge=judge, featurizer=featurizer, seed=seed,
+    key = score_key(dataset, reference=True, n=n, length=length, judge=judge, featurizer=featurizer, seed=seed,
                     text_tokenizer=text_tokenizer)
     metrics = scores(Path(runs_dir) / "scores" / f"reference-{dataset}-n{n}-len{length}.json", key, lambda: evaluate_reference(
         dataset, n, length, judge, featurizer, seed=seed, text_tokenizer=tokenizer))

@@ -8,7 +8,7 @@ def test_scores_are_reused_until_their_key_changes(tmp_path):
         calls.append(1)
         return {"gen_ppl_tok": 10.0 * len(calls)}
 
-    key = pipeline.score_key(samples_sha256="abc", judge="smollm2", seed=0)
+    key = pipeline.score_key("news", samples_sha256="abc", judge="smollm2", seed=0)
     first = pipeline.scores(cache, key, compute)
     assert pipeline.scores(cache, key, compute) == first and len(calls) == 1
     changed = pipeline.scores(cache, dict(key, samples_sha256="abd"), compute)
@@ -17,6 +17,11 @@ def test_scores_are_reused_until_their_key_changes(tmp_path):
     assert pipeline.scores(cache, key, compute)["gen_ppl_tok"] == 30.0
 
 
-def test_score_key_names_the_metrics_version_and_libraries():
-    key = pipeline.score_key(judge="smollm2")
+def test_score_key_follows_the_held_out_text(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"document {i} with a few words" for i in range(40)))
+    key = pipeline.score_key(f"text:{corpus}", judge="smollm2")
     assert key["metrics_version"] and "torch" in key["versions"]
+    assert pipeline.score_key(f"text:{corpus}", judge="smollm2") == key
+    corpus.write_text(corpus.read_text() + "\n\none more held-out document")
+    assert pipeline.score_key(f"text:{corpus}", judge="smollm2")["held_out_sha256"] != key["held_out_sha256"]
