@@ -80,16 +80,23 @@ def max_nfe(model, steps: int) -> int:
     return steps if getattr(model, "kind", "ldlm") in ("mdlm", "ar") else steps + 1
 
 
+def compute_dtype(cfg, device: torch.device) -> str:
+    """The dtype the run's matmuls use (`train.autocast`), as torch names it: bfloat16 or float32."""
+    from .train import autocast_dtype
+
+    return str(autocast_dtype(cfg, device) or torch.float32).removeprefix("torch.")
+
+
 def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup: int = 1, seed: int = 0,
                    min_seconds: float = 2.0) -> list[dict]:
     """Rows of median latency, samples/s and tokens/s per (batch size, sampling steps), in the run's
     training precision (`train.autocast`: bf16 on GPUs under precision=auto, fp32 on CPUs); each
     setting timed `repeats` times, or more until min_seconds (`time_calls`)."""
     from .sample import generate
-    from .train import autocast, autocast_dtype
+    from .train import autocast
 
     device = next(model.parameters()).device
-    dtype = "bfloat16" if autocast_dtype(cfg, device) else "float32"
+    dtype = compute_dtype(cfg, device)
 
     def call(batch, steps):
         with autocast(cfg, device):
@@ -135,7 +142,7 @@ def bench_training(model, cfg, h: torch.Tensor, tokens: torch.Tensor, repeats: i
     return dict(kind="training", batch=len(tokens), steps=0, nfe=0, seq_len=tokens.shape[1], seconds=median,
                 samples_per_s=len(tokens) / median, tokens_per_s=tokens_per_s, train_flops_per_s=flops,
                 per_token_params=params,
-                matmul_peak_flops_per_s=peak, utilisation=flops / peak, repeats=repeats, dtype="float32",
+                matmul_peak_flops_per_s=peak, utilisation=flops / peak, repeats=repeats, dtype=compute_dtype(cfg, device),
                 **hardware(device))
 
 

@@ -380,7 +380,8 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     nominal = nominal_peak(hw["hardware"]) if device.type == "cuda" else None
     training = dict(
         kind="training", batch=cfg.batch_size, steps=summary["step"], nfe=None, seconds=summary["train_seconds"],
-        samples_per_s=tokens_per_s / cfg.seq_len, tokens_per_s=tokens_per_s, repeats=None, dtype=summary["precision"],
+        samples_per_s=tokens_per_s / cfg.seq_len, tokens_per_s=tokens_per_s, repeats=None,
+        dtype={"bf16": "bfloat16", "fp32": "float32"}[summary["precision"]],  # speed.csv's names
         train_tokens_per_s_overall=summary["train_tokens_per_s"], train_seconds=summary["train_seconds"],
         params_trainable=flops["params_trainable"], flops_per_token=flops["total"], achieved_flops_per_s=achieved,
         matmul_peak_flops_per_s=peak, mfu=achieved / peak, nominal_peak_flops_per_s=nominal,
