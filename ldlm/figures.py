@@ -110,6 +110,16 @@ def speed_quality(results_dir: Path, figures_dir: Path) -> list[Path]:
     return _save(fig, figures_dir, "speed_quality")
 
 
+def run_label(results_dir: Path, rid: str) -> str:
+    """'news, no_mse, 150 steps' from the run record; the run id where there is none."""
+    record = results_dir / "runs" / f"{rid}.json"
+    if not record.exists():
+        return rid[:40]
+    cfg = json.loads(record.read_text())["config"]
+    model = "" if cfg.get("model", "ldlm") == "ldlm" else f"{cfg['model'].upper()}, "
+    return f"{cfg['dataset']}, {model}{cfg['variant']}, {cfg['max_steps']} steps"
+
+
 def training_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
     logs = sorted((results_dir / "curves").glob("*.jsonl"))
     if not logs:
@@ -121,7 +131,7 @@ def training_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
         for ax, key in zip(axes, panels):
             if key in rows:
                 part = rows.dropna(subset=[key])
-                ax.plot(part["step"], part[key], label=log.stem[:40], lw=1)
+                ax.plot(part["step"], part[key], label=run_label(results_dir, log.stem), lw=1)
     for ax, key in zip(axes, panels):
         ax.set(title=key, xlabel="training step")
     axes[-1].legend(fontsize=6)
