@@ -62,13 +62,25 @@ PAPERMILL_ALONE = HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m papermill --cwd $(CURDIR) -
 PAPERMILL = $(ONE_THREAD) $(PAPERMILL_ALONE)
 # for the notebooks that train
 TRAINS    = -p nproc $(NPROC)
+# the judge and featurizer the parameter file names (the notebooks' defaults otherwise)
+JUDGE      = $(or $(shell sed -n 's/^judge: *//p' params/$(PRESET).yaml),smollm2)
+FEATURIZER = $(or $(shell sed -n 's/^featurizer: *//p' params/$(PRESET).yaml),minilm)
+PREPARE    = $(foreach d,$(DATASETS),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset $(d) \
+             --workers $(or $(WORKERS),1) --states --judge $(JUDGE) --featurizer $(FEATURIZER) &&) true
 
-$(STAMPS)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
+# first, with every thread: token arrays, frozen-LM states, the evaluation models' converted weights,
+# so that the notebooks that then run side by side neither wait on these caches nor build them twice
+$(STAMPS)/caches: params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
+	@mkdir -p $(@D)
+	$(PREPARE)
+	touch $@
+
+$(STAMPS)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)/caches | $(VENV)/.installed
 	@mkdir -p $(@D) $(RESULTS)/executed
 	$(PAPERMILL) $(TRAINS) -p dataset $* $< $(RESULTS)/executed/20_main_$*.ipynb
 	touch $@
 
-$(STAMPS)/ablation: notebooks/10_ablation.ipynb params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
+$(STAMPS)/ablation: notebooks/10_ablation.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)/caches | $(VENV)/.installed
 	@mkdir -p $(@D) $(RESULTS)/executed
 	$(PAPERMILL) $(TRAINS) -p dataset $(lastword $(DATASETS)) $< $(RESULTS)/executed/10_ablation.ipynb
 	touch $@
@@ -105,8 +117,8 @@ tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 sampl
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki/samples.jsonl
 
-prepare: $(VENV)/.installed  ## tokenize PRESET's datasets once into memory-mapped arrays (WORKERS=16 on a big box)
-	$(foreach d,$(DATASETS),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset $(d) --workers $(or $(WORKERS),1) &&) true
+prepare: $(VENV)/.installed  ## build PRESET's caches (tokens, states, judge) as make reproduce does first (WORKERS=16 on a big box)
+	$(PREPARE)
 
 gpu-check: $(VENV)/.installed  ## one GPU, < 5 min: owt-shaped model, a few hundred steps, sampling -> results/gpu_check.csv
 	$(PY) -m ldlm.gpu_check $(GPU_CHECK_ARGS)

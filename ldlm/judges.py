@@ -122,7 +122,7 @@ def smollm2_checkpoint() -> Path:
 def _hub_error(kind: str, name: str, err: Exception, choices: tuple[str, ...]) -> ModelUnavailable:
     offline = [c for c in choices if c in ("smollm2", "smollm2-mean", "minilm")]
     return ModelUnavailable(
-        f"{kind} {name!r} could not be loaded ({type(err).__name__}: {str(err)[:200]}). Named {kind}s: "
+        f"{kind} {name!r} could not be loaded ({type(err).__name__}: {' '.join(str(err).split())[:200]}). Named {kind}s: "
         f"{', '.join(choices)}; anything else must be a Hugging Face model id (needs the hub) or a "
         f"local folder. Offline, use {' or '.join(offline)}."
     )

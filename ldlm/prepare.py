@@ -4,6 +4,7 @@
     python -m ldlm.prepare --preset lm1b --workers 16                  # LM1B unwrapped (pack_mode=pad)
     python -m ldlm.prepare --preset lm1b --workers 16 pack_mode=wrap   # LM1B wrapped
     python -m ldlm.prepare --preset tiny --dataset wiki --workers 2    # the embedded stand-ins
+    python -m ldlm.prepare --preset tiny --dataset news --states --judge smollm2 --featurizer minilm
 
 The arrays go to the token cache (`ldlm.io.cache_dir()/tokens`, see `ldlm.data`) under a key of
 everything that determines them (dataset, revision, held-out documents, tokenizer, seq_len,
@@ -12,6 +13,11 @@ tokenizing in its own single process. `--workers` changes only how long it takes
 byte-identical for any number of workers. Run it once before `torchrun`: there rank 0 would build
 the cache alone while the other ranks wait. Prints the folder, the shapes and token counts, and the
 seconds it took (0 when the arrays were already there).
+
+`--states` also caches the frozen LM's hidden states of every block (presets with cache_hidden=on:
+the CPU ones), and `--judge` / `--featurizer` load those evaluation models once, so that their
+weights are converted and cached: `make reproduce` runs this first, so that the notebooks it runs
+side by side neither wait on these caches nor build them twice.
 """
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ import time
 
 from .config import ConfigError, make_config
 from .data import DataError, build_token_data, read_token_cache, token_cache_path
-from .frozen_lm import ModelUnavailable, load_tokenizer
+from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
+from .judges import load_featurizer, load_judge
+from .train import load_corpus_states
 
 
 def describe(data, folder, seconds: float, built: bool) -> str:
@@ -46,6 +54,9 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="tiny", help="smoke | tiny | lm1b | owt (default tiny)")
     parser.add_argument("--dataset", default=None, help="wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH")
     parser.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
+    parser.add_argument("--states", action="store_true", help="also cache the frozen LM's states (cache_hidden presets)")
+    parser.add_argument("--judge", default=None, help="also load (and so cache) this Gen-PPL judge")
+    parser.add_argument("--featurizer", default=None, help="also load (and so cache) this MAUVE featurizer")
     parser.add_argument("overrides", nargs="*", help="config key=value pairs (see ldlm/config.py)")
     args = parser.parse_args(argv)
     if args.workers < 1:
@@ -60,10 +71,22 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         data = build_token_data(cfg, tokenizer, cfg.frozen_lm, workers=args.workers)
         seconds = time.perf_counter() - t0
+        print(describe(data, folder, seconds, built), flush=True)
+        if args.states:
+            t0 = time.perf_counter()
+            if cfg.cache_hidden and cfg.model == "ldlm":
+                load_corpus_states(cfg, default_device(cfg.device))
+                print(f"states: {cfg.frozen_lm} layer {cfg.lm_layer} cached in {time.perf_counter() - t0:.1f} s")
+            else:
+                print("states: not cached for this config (cache_hidden=off: training computes them)")
+        for name, load in ((args.judge, load_judge), (args.featurizer, load_featurizer)):
+            if name:
+                t0 = time.perf_counter()
+                load(name)
+                print(f"{load.__name__.removeprefix('load_')} {name}: ready in {time.perf_counter() - t0:.1f} s")
     except (ConfigError, DataError, ModelUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(describe(data, folder, seconds, built))
     return 0
 
 

@@ -251,6 +251,11 @@ def test_prepare_command(tmp_path, monkeypatch, capsys):
     assert "tokens: " in out and "train: 625 x 32 blocks" in out and "dtype=uint16" in out and "built in" in out
     assert prepare.main(["--preset", "smoke"]) == 0
     assert "found in the cache" in capsys.readouterr().out
+    # what `make reproduce` runs first: the frozen LM's states and the evaluation models, cached
+    assert prepare.main(["--preset", "smoke", "--states", "--featurizer", "minilm"]) == 0
+    out = capsys.readouterr().out
+    assert "states: minilm layer" in out and "featurizer minilm: ready" in out
+    assert len(list((tmp_path / "hidden").glob("*.npy"))) == 2  # train and valid
 
 
 @pytest.mark.parametrize("args, message", [
@@ -258,6 +263,7 @@ def test_prepare_command(tmp_path, monkeypatch, capsys):
     (["--preset", "smoke", "seq_lenn=8"], "unknown config key"),
     (["--preset", "lm1b", "frozen_lm=minilm"], "needs the Hugging Face hub"),
     (["--preset", "smoke", "--workers", "0"], "--workers must be >= 1"),
+    (["--preset", "smoke", "--judge", "no-such-judge"], "judge 'no-such-judge' could not be loaded"),
 ])
 def test_prepare_errors_are_one_line_and_exit_2(capsys, args, message):
     assert prepare.main(args) == 2
