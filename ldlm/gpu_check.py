@@ -92,7 +92,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .bench import bench_sampling, hardware, matmul_peak_flops
+from .bench import bench_sampling, compute_dtype, hardware, matmul_peak_flops
 from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
 from .data import DataError, build_token_data
 from .frozen_lm import FrozenLM, ModelUnavailable, default_device, load_tokenizer, model_location
@@ -380,8 +380,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     nominal = nominal_peak(hw["hardware"]) if device.type == "cuda" else None
     training = dict(
         kind="training", batch=cfg.batch_size, steps=summary["step"], nfe=None, seconds=summary["train_seconds"],
-        samples_per_s=tokens_per_s / cfg.seq_len, tokens_per_s=tokens_per_s, repeats=None,
-        dtype={"bf16": "bfloat16", "fp32": "float32"}[summary["precision"]],  # speed.csv's names
+        samples_per_s=tokens_per_s / cfg.seq_len, tokens_per_s=tokens_per_s, repeats=None, dtype=compute_dtype(cfg, device),
         train_tokens_per_s_overall=summary["train_tokens_per_s"], train_seconds=summary["train_seconds"],
         params_trainable=flops["params_trainable"], flops_per_token=flops["total"], achieved_flops_per_s=achieved,
         matmul_peak_flops_per_s=peak, mfu=achieved / peak, nominal_peak_flops_per_s=nominal,

@@ -99,16 +99,17 @@ def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int =
     tokenizer = load_tokenizer(cfg.frozen_lm)
     settings = [(cfg.seq_len - 1, p) for p in top_ps] if model == "ar" else [(k, 1.0) for k in sample_steps]
     rows, sample_files = [], {}
+    # what every setting's scores depend on besides its samples (loads the held-out text: once per run)
+    key = score_key(cfg.dataset, judge=judge, featurizer=featurizer, seed=seed, text_tokenizer=cfg.frozen_lm)
     for steps, top_p in settings:
         setting = f"p{top_p:g}" if model == "ar" else f"k{steps}"
         path = results_dir / "samples" / f"{rid}-{setting}-n{n_samples}.jsonl"
         if not path.exists():
             samples, seconds = sample_rows(net, cfg, tokenizer, n_samples, steps, seed, sample_batch, top_p=top_p)
             write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
-        key = score_key(cfg.dataset, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest(), judge=judge,
-                        featurizer=featurizer, seed=seed, text_tokenizer=cfg.frozen_lm)
-        metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json", key, lambda: evaluate_file(
-            path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed))
+        metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json",
+                         dict(key, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
+                         lambda: evaluate_file(path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed))
         seconds = metrics["sample_seconds"]
         trained = ({"recon_acc": summary["ema_recon_acc"]} if model == "ldlm" else {"valid_loss": summary["ema_valid_loss"]})
         rows.append(dict(preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=steps,
