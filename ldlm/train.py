@@ -191,9 +191,18 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.AdamW:
                               for (decay, lr), ps in groups.items()], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay of update number step + 1: min(decay, (1 + n) / (10 + n)) with n = step + 1, the
+    warm-up of MDLM's (and score_sde's) ExponentialMovingAverage(use_num_updates=True). After n updates
+    the initial weights keep a share prod (1 - (1 - d_i)) < 9! / n^9 of the average, so a 150-step run's
+    EMA is its own (a fixed 0.995 keeps 47% of the initialisation after 150 steps)."""
+    n = step + 1
+    return min(decay, (1 + n) / (10 + n))
+
+
 @torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - ema_decay_at(step, decay))
 
 
 def batch_indices(n: int, batch: int, step: int, seed: int) -> np.ndarray:
@@ -292,7 +301,7 @@ def train_step(objective: nn.Module, model: LDLM, optimizer, scheduler, ema: LDL
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     scheduler.step()
-    update_ema(ema, model, cfg.ema_decay)
+    update_ema(ema, model, cfg.ema_decay, step)
     time_sampler.update(all_gather_cat(torch.cat(ts), env).cpu(), all_gather_cat(torch.cat(losses), env).cpu())
     names = sorted(parts)
     means = all_reduce_sum(torch.tensor([parts[k] for k in names], dtype=torch.float64, device=device), env) / env.world
@@ -443,6 +452,11 @@ def main(argv=None) -> int:
                 values = json.loads(Path(args.config).read_text())
             except (OSError, json.JSONDecodeError) as err:
                 raise ConfigError(f"--config {args.config}: not a readable JSON config ({err})") from None
+            if args.variant is not None and args.variant != values.get("variant"):
+                # a resolved config carries the recipe switches themselves; a new label would not change them
+                raise ConfigError(f"--variant {args.variant} with --config {args.config} (variant "
+                                  f"{values.get('variant')!r}): the config fixes the recipe switches. Use "
+                                  f"--preset {values.get('preset', 'tiny')} --variant {args.variant}, or edit the config")
             cfg = config_from_dict({**values, **given, **parse_overrides(args.overrides)})
         elif args.resume and (Path(args.out) / checkpoint.CKPT_NAME).exists():
             saved = checkpoint.load_config(checkpoint.load(Path(args.out) / checkpoint.CKPT_NAME))

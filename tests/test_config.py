@@ -68,3 +68,24 @@ def test_config_round_trip():
     with pytest.raises(ConfigError, match="nope"):
         config_from_dict({**cfg.to_dict(), "nope": 1})
     assert isinstance(Config(), Config)
+
+
+def test_encoder_warmup_is_one_fraction_of_every_budget():
+    """S_wu is defined once (warmup_frac of max_steps): presets, notebook budgets and gpu_check agree."""
+    from ldlm.gpu_check import check_config
+    from ldlm.pipeline import budget_overrides
+
+    assert "warmup_steps" not in Config.__dataclass_fields__
+    assert make_config("owt").warmup_steps == 50_000  # the paper's 50k of 200k
+    for name in PRESETS:
+        cfg = make_config(name)
+        assert cfg.warmup_frac == Config.warmup_frac and cfg.warmup_steps == round(0.25 * cfg.max_steps)
+    for steps in (150, 400):
+        assert make_config("tiny", **budget_overrides(steps)).warmup_steps == round(0.25 * steps)
+    assert check_config("owt", 300, "gpt2", {}).warmup_steps == 75
+
+
+def test_runs_saved_with_warmup_steps_still_load():
+    old = {k: v for k, v in make_config("smoke").to_dict().items() if k != "warmup_frac"}
+    cfg = config_from_dict({**old, "warmup_steps": 15, "max_steps": 30})
+    assert cfg.warmup_frac == 0.5 and cfg.warmup_steps == 15

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ldlm import gpu_check
-from ldlm.config import PRESETS
+from ldlm.config import PRESETS, make_config
 from ldlm.gpu_check import CSV_COLUMNS, CheckError, check_config, flops_per_token, nominal_peak, prepare_run_dir
 
 MINILM = dict(params=7_246_464, layers=4, width=384, max_positions=512)  # frozen_lm_shape("minilm", -3)
@@ -67,8 +67,8 @@ def test_owt_check_config():
     assert (cfg.dataset, cfg.seq_len, cfg.batch_size, cfg.frozen_lm, cfg.max_steps) == ("wiki", 1024, 32, "gpt2", 300)
     assert (cfg.enc_width, cfg.dit_width, cfg.enc_layers, cfg.dit_layers, cfg.dec_layers, cfg.tok_layers) == \
         (768, 768, 6, 12, 6, 3)
-    assert cfg.eval_every == cfg.ckpt_every == 300 and cfg.lr_warmup < 50 and cfg.warmup_steps < 300
-    assert cfg.ema_decay == pytest.approx(0.99) and not cfg.cache_hidden
+    assert cfg.eval_every == cfg.ckpt_every == 300 and cfg.lr_warmup < 50 and cfg.warmup_steps == 75
+    assert cfg.ema_decay == make_config("owt").ema_decay and not cfg.cache_hidden  # the EMA warm-up handles 300 steps
     gpt2 = dict(params=10 * 7_087_872, layers=10, width=768, max_positions=1024)  # GPT-2 small cut at layer -3
     flops = flops_per_token(cfg, gpt2, 50257)
     assert 2.0e9 < flops["total"] < 2.3e9 and flops["frozen_lm"] > 1e8  # 6 x 284M would say 1.71e9 + LM

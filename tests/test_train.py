@@ -167,3 +167,27 @@ def test_mismatched_checkpoint_is_a_clear_error(smoke_run, tmp_path):
     torch.save(state, tmp_path / "mismatch.pt")
     with pytest.raises(checkpoint.CheckpointError, match="does not match"):
         load_run(tmp_path / "mismatch.pt")
+
+
+@pytest.mark.parametrize("steps,decay", [(30, make_config("smoke").ema_decay), (150, make_config("tiny").ema_decay),
+                                         (400, make_config("tiny").ema_decay), (300, make_config("owt").ema_decay)])
+def test_short_budget_ema_keeps_under_one_percent_of_the_initial_weights(steps, decay):
+    """The EMA of every budget the kit runs (smoke, the tiny notebooks' 150/400, gpu_check's 300) is the
+    trained weights' average, not the initialisation's: start the EMA at 0, train weights at 1."""
+    from ldlm.train import update_ema
+
+    ema, model = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    torch.nn.init.zeros_(ema.weight), torch.nn.init.zeros_(ema.bias)
+    torch.nn.init.ones_(model.weight), torch.nn.init.ones_(model.bias)
+    for step in range(steps):
+        update_ema(ema, model, decay, step)
+    assert ema.weight.min().item() > 0.99  # the initial weights' share is < 1% (a fixed 0.995: 47% at 150 steps)
+
+
+def test_config_with_another_variant_is_refused(smoke_run, tmp_path, capsys):
+    """--config X --variant V must not relabel X's recipe as V: exit 2, nothing written."""
+    out, _ = smoke_run
+    assert train_main(["--config", str(out / "config.json"), "--variant", "naive", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--variant naive" in err and "--preset smoke --variant naive" in err
+    assert not (tmp_path / "r").exists()
