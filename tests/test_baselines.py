@@ -104,6 +104,17 @@ def test_mdlm_overfits_one_batch():
     assert end < 0.3 * start, (start, end)
 
 
+def test_mdlm_ignores_time_without_time_conditioning():
+    x, t0, t1 = torch.randint(0, V + 1, (3, T), generator=gen(20)), torch.full((3,), 0.1), torch.full((3,), 0.9)
+    for conditioned in (False, True):
+        torch.manual_seed(0)
+        model = MDLM(V, T, W, L, H, time_conditioning=conditioned).eval()
+        with torch.no_grad():  # non-zero adaLN and head, so that t would show if it were used
+            for p in model.parameters():
+                p.normal_(std=0.3)
+        assert torch.equal(model(x, t0), model(x, t1)) != conditioned
+
+
 @pytest.mark.parametrize("steps", [1, 3, 16])
 def test_mdlm_sampler_unmasks_everything(steps):
     model, calls = mdlm(), []

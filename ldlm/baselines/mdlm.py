@@ -52,8 +52,10 @@ class MDLM(nn.Module):
     """
 
     def __init__(self, vocab_size: int, seq_len: int, width: int, layers: int, heads: int,
-                 mlp_ratio: int = 4, dropout: float = 0.0, adaptive_head: bool = False):
+                 mlp_ratio: int = 4, dropout: float = 0.0, adaptive_head: bool = False,
+                 time_conditioning: bool = False):
         super().__init__()
+        self.time_conditioning = time_conditioning
         self.vocab_size, self.mask_id = vocab_size, vocab_size  # the last input id is MASK
         self.embed = nn.Embedding(vocab_size + 1, width)
         self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
@@ -68,6 +70,7 @@ class MDLM(nn.Module):
 
     def features(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x = self.embed(x_t) + self.pos[: x_t.shape[1]]
+        t = t if self.time_conditioning else torch.zeros_like(t)
         c = self.time(timestep_embedding(t, x.shape[-1]))
         for block in self.blocks:
             x = block(x, c)

@@ -22,7 +22,8 @@ class Baseline(VocabMap):
         classes = len(self.head_ids) + 1  # + "other"
         kw = dict(mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, adaptive_head=cfg.adaptive_head)
         if cfg.model == "mdlm":
-            self.net = MDLM(classes, cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, **kw)
+            self.net = MDLM(classes, cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads,
+                            time_conditioning=cfg.mdlm_time_conditioning, **kw)
         elif cfg.model == "ar":
             layers = ar_layers_for(cfg.dit_layers, cfg.dit_width, cfg.dit_heads, cfg.mlp_ratio)
             self.net = GPT(classes, cfg.seq_len, cfg.dit_width, layers, cfg.dit_heads, **kw)
