@@ -160,7 +160,8 @@ def test_mdlm_sampler_unmasks_everything(steps):
 
 
 def full_head_mdlm_sample(model: MDLM, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """MDLM's `_ddpm_update` as written: p_theta at every position at every step."""
+    """The kit's sampler without its shortcuts: p_theta at every position at every step, the same draws
+    in the same order (not the reference's code, which draws differently)."""
     ts = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
     x = torch.full((n, T), model.mask_id, dtype=torch.long)
     for k in range(steps):
@@ -173,8 +174,9 @@ def full_head_mdlm_sample(model: MDLM, n: int, steps: int, generator: torch.Gene
 
 
 @pytest.mark.parametrize("n,steps", [(4, 8), (1, 100)])
-def test_mdlm_sampler_draws_what_the_full_head_sampler_draws(n, steps):
-    """Heads only at unmasking positions, no call on steps where nothing unmasks: the same tokens."""
+def test_mdlm_sampler_draws_what_its_full_head_version_draws(n, steps):
+    """Heads only at unmasking positions, no call on steps where nothing unmasks: the same tokens as the
+    kit's own sampler with the full head at every step."""
     model, calls = mdlm(), []
     with torch.no_grad():
         model.out.weight.normal_(std=0.5)
