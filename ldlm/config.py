@@ -49,6 +49,7 @@ class Config:
 
     # --- model -----------------------------------------------------------------------------------
     model: str = "ldlm"              # ldlm | mdlm | ar (the baselines: backbone sized from the dit_* keys)
+    mdlm_time_conditioning: bool = False  # MDLM backbone sees t; off = the reference default (time_conditioning)
     latent_dim: int = 768            # [S]
     latent_len: int = 0              # 0 = one latent per token [R]; the paper's value is unknown
     enc_width: int = 768

@@ -28,12 +28,20 @@ class SampleNoise:
 
     def __init__(self, seed: int, step: int, positions: Sequence[int], device: torch.device | str = "cpu"):
         self.device = torch.device(device)
+        self.positions = [int(p) for p in positions]
         self.generators = [torch.Generator(self.device).manual_seed(seed_for(seed, step, int(p))) for p in positions]
         self.step_rng = np.random.default_rng([seed, step])
 
     def uniform(self, *shape: int, dtype=torch.float32) -> torch.Tensor:
         """U[0, 1) draws, [B, *shape]."""
         return torch.stack([torch.rand(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
+
+    def stratified(self, strata: int, dtype=torch.float64) -> torch.Tensor:
+        """U[0, 1) draws, [B], one per stratum: position p draws (p mod strata + u_p) / strata, so a
+        global batch of `strata` samples covers every 1/strata interval once (MDLM's antithetic t,
+        taken over the global batch rather than one process's share)."""
+        k = torch.tensor([p % strata for p in self.positions], dtype=dtype, device=self.device)
+        return (k + self.uniform(dtype=dtype)) / strata
 
     def normal(self, *shape: int, dtype=torch.float32) -> torch.Tensor:
         """N(0, 1) draws, [B, *shape]."""

@@ -104,6 +104,51 @@ def test_mdlm_overfits_one_batch():
     assert end < 0.3 * start, (start, end)
 
 
+def test_mdlm_ignores_time_without_time_conditioning():
+    x, t0, t1 = torch.randint(0, V + 1, (3, T), generator=gen(20)), torch.full((3,), 0.1), torch.full((3,), 0.9)
+    for conditioned in (False, True):
+        torch.manual_seed(0)
+        model = MDLM(V, T, W, L, H, time_conditioning=conditioned).eval()
+        with torch.no_grad():  # non-zero adaLN and head, so that t would show if it were used
+            for p in model.parameters():
+                p.normal_(std=0.3)
+        assert torch.equal(model(x, t0), model(x, t1)) != conditioned
+
+
+def mdlm_baseline(batch_size: int):
+    from ldlm.baselines.model import Baseline
+    from ldlm.config import make_config
+
+    torch.manual_seed(0)
+    return Baseline(make_config("smoke", model="mdlm", batch_size=batch_size), V).eval()
+
+
+def test_mdlm_antithetic_t_has_one_sample_per_stratum():
+    from ldlm.noise import SampleNoise
+
+    B, t_min = 8, 1e-3
+    model, tokens = mdlm_baseline(B), torch.randint(0, V, (B, T), generator=gen(21))
+    valid = torch.ones(B, T, dtype=torch.bool)
+    _, t, _ = model.loss(tokens, valid, SampleNoise(0, 5, range(B)), t_min)
+    strata = ((t.double() - t_min) / (1 - t_min) * B).floor()
+    assert torch.equal(strata, torch.arange(B, dtype=torch.float64))  # position i in [i/B, (i+1)/B)
+    _, t_next, _ = model.loss(tokens, valid, SampleNoise(0, 6, range(B)), t_min)
+    assert not torch.equal(t, t_next)  # a fresh draw within each stratum every step
+
+
+def test_mdlm_loss_of_a_sample_does_not_depend_on_the_batch_split():
+    """Antithetic t and masks keyed by global position: 2 processes (or micro-batches) see 1 process's noise."""
+    from ldlm.noise import SampleNoise
+
+    B = 8
+    model, tokens = mdlm_baseline(B), torch.randint(0, V, (B, T), generator=gen(22))
+    valid = torch.ones(B, T, dtype=torch.bool)
+    _, t, per_sample = model.loss(tokens, valid, SampleNoise(0, 5, range(B)), 1e-3)
+    parts = [model.loss(tokens[s], valid[s], SampleNoise(0, 5, range(B)[s]), 1e-3) for s in (slice(0, 3), slice(3, 8))]
+    assert torch.equal(t, torch.cat([p[1] for p in parts]))
+    assert torch.allclose(per_sample, torch.cat([p[2] for p in parts]), atol=1e-6)
+
+
 @pytest.mark.parametrize("steps", [1, 3, 16])
 def test_mdlm_sampler_unmasks_everything(steps):
     model, calls = mdlm(), []
@@ -115,7 +160,8 @@ def test_mdlm_sampler_unmasks_everything(steps):
 
 
 def full_head_mdlm_sample(model: MDLM, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """MDLM's `_ddpm_update` as written: p_theta at every position at every step."""
+    """The kit's sampler without its shortcuts: p_theta at every position at every step, the same draws
+    in the same order (not the reference's code, which draws differently)."""
     ts = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
     x = torch.full((n, T), model.mask_id, dtype=torch.long)
     for k in range(steps):
@@ -128,8 +174,9 @@ def full_head_mdlm_sample(model: MDLM, n: int, steps: int, generator: torch.Gene
 
 
 @pytest.mark.parametrize("n,steps", [(4, 8), (1, 100)])
-def test_mdlm_sampler_draws_what_the_full_head_sampler_draws(n, steps):
-    """Heads only at unmasking positions, no call on steps where nothing unmasks: the same tokens."""
+def test_mdlm_sampler_draws_what_its_full_head_version_draws(n, steps):
+    """Heads only at unmasking positions, no call on steps where nothing unmasks: the same tokens as the
+    kit's own sampler with the full head at every step."""
     model, calls = mdlm(), []
     with torch.no_grad():
         model.out.weight.normal_(std=0.5)

@@ -110,7 +110,7 @@ def test_adaptive_time_sampler_receives_per_sample_losses():
 def test_noise_of_a_sample_does_not_depend_on_the_split():
     whole = SampleNoise(3, 7, range(8))
     halves = [SampleNoise(3, 7, range(0, 4)), SampleNoise(3, 7, range(4, 8))]
-    for draw in (lambda n: n.uniform(), lambda n: n.normal(5, 2)):
+    for draw in (lambda n: n.uniform(), lambda n: n.normal(5, 2), lambda n: n.stratified(8)):
         assert torch.equal(draw(whole), torch.cat([draw(n) for n in halves]))
     assert whole.coin(0.5) == halves[0].coin(0.5) == halves[1].coin(0.5)
     assert not torch.equal(SampleNoise(3, 8, range(8)).normal(5), SampleNoise(3, 7, range(8)).normal(5))

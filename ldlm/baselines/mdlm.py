@@ -1,11 +1,25 @@
 """MDLM: masked (absorbing-state) diffusion language model (Sahoo et al. 2024).
 
 Forward process: each token is independently replaced by MASK with probability 1 - alpha_t. The
-denoiser is MDLM's DiT backbone (token embedding, learned positions, `DiTBlock`s conditioned on t,
-adaLN final layer) under the SUBS parameterization: the head has no MASK class (zero masking
-probability) and unmasked tokens are carried over. Carry-over is applied where it matters, not as a
-[B, T, V] `-inf` tensor: the loss is taken at masked positions only, and the sampler never changes
-an unmasked token.
+denoiser is a DiT backbone (token embedding, learned positions, adaLN `DiTBlock`s, adaLN final
+layer) under the SUBS parameterization: the head has no MASK class (zero masking probability) and
+unmasked tokens are carried over. Carry-over is applied where it matters, not as a [B, T, V] `-inf`
+tensor: the loss is taken at masked positions only, and the sampler never changes an unmasked token.
+
+As the reference (kuleshov-group/mdlm, configs/config.yaml and diffusion.py): no time conditioning
+(`time_conditioning: False`: the backbone's time input is 0, so the adaLN conditioning is a learned
+constant), antithetic t (`_sample_t`: t_i = eps + (1 - eps)(i + u_i)/B), eps = 1e-3 for both t and
+the log-linear schedule, the loss averaged over the batch's tokens. Deviations:
+- the backbone is the kit's DiT (LDLM's blocks, learned positions), not MDLM's DDiT (rotary);
+- the head is the kit's over the corpus vocabulary (+ "other"), adaptive softmax when
+  `adaptive_head` is on, as LDLM's token decoder; the reference has a linear head over all ids;
+- antithetic strata span the global batch (position i of B), not each process's share, so N
+  processes train as one does (ldlm.noise);
+- the sampler draws in float64 (the reference: float32 Gumbel), draws an unmask coin before the
+  class, runs the head only at unmasking positions and calls no network on a step where nothing
+  unmasks; its grid ends at t = 0, where alpha = 1 unmasks every token by sampling (the reference
+  stops at t = 1e-5 and sets the tokens still masked to the argmax, `noise_removal`).
+`mdlm_time_conditioning=on` feeds t to the backbone (the reference's `time_conditioning: True`).
 
     alpha_t = 1 - (1 - eps) t                                   log-linear schedule
     L       = E_t [ -alpha_t' / (1 - alpha_t) sum_{i masked} -log p_theta(x_i | x_t) ]   (MDLM eq. 10/11)
@@ -48,12 +62,16 @@ def mask_tokens(tokens: torch.Tensor, t: torch.Tensor, mask_u: torch.Tensor, mas
 class MDLM(nn.Module):
     """(x_t [B, T] over vocab_size + 1 ids, t [B]) -> logits [B, T, vocab_size] of x_0 (no MASK class).
 
-    The time embedding is of t (MDLM conditions on sigma_t = -log alpha_t, a monotone function of t).
+    Without time conditioning (the reference default) t is replaced by 0, as the reference's
+    `_process_sigma` zeroes sigma. With it the embedding is of t (the reference embeds sigma_t =
+    -log alpha_t, a monotone function of t).
     """
 
     def __init__(self, vocab_size: int, seq_len: int, width: int, layers: int, heads: int,
-                 mlp_ratio: int = 4, dropout: float = 0.0, adaptive_head: bool = False):
+                 mlp_ratio: int = 4, dropout: float = 0.0, adaptive_head: bool = False,
+                 time_conditioning: bool = False):
         super().__init__()
+        self.time_conditioning = time_conditioning
         self.vocab_size, self.mask_id = vocab_size, vocab_size  # the last input id is MASK
         self.embed = nn.Embedding(vocab_size + 1, width)
         self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
@@ -68,6 +86,7 @@ class MDLM(nn.Module):
 
     def features(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x = self.embed(x_t) + self.pos[: x_t.shape[1]]
+        t = t if self.time_conditioning else torch.zeros_like(t)
         c = self.time(timestep_embedding(t, x.shape[-1]))
         for block in self.blocks:
             x = block(x, c)
@@ -102,7 +121,7 @@ def mdlm_loss(model: MDLM, tokens: torch.Tensor, t: torch.Tensor, mask_u: torch.
 def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.Generator | None = None,
                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float64,
                 callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Ancestral sampling (MDLM's `_ddpm_update`) on the uniform grid t_k = 1 - k/steps, k = 0..steps.
+    """Ancestral sampling (the reference's `ddpm_cache` predictor) on the grid t_k = 1 - k/steps, k = 0..steps.
 
     From t to s < t, a masked position stays masked with probability (1 - alpha_s) / (1 - alpha_t) and
     otherwise takes a class drawn from p_theta(x_0 | x_t) (MDLM eq. 7 under SUBS; drawn here as an unmask
@@ -112,8 +131,10 @@ def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.
 
     Because the unmask coin does not depend on the model, p_theta is needed only where a token unmasks:
     the head runs on those positions alone (each position once over the whole trajectory, as LDLM's
-    token decoder), and a step where nothing unmasks calls no model at all (exact, unlike MDLM's cache,
-    which reuses a stale p_theta). The draws are those of the full-head sampler. NFE <= steps.
+    token decoder), and a step where nothing unmasks calls no model at all. Both shortcuts are exact:
+    the tokens are those of the same sampler with the full head at every step (tests). The reference's
+    `ddpm_cache` saves calls differently, reusing p_theta after a step that changed no token, which is
+    exact there because without time conditioning p_theta depends on x_t alone. NFE <= steps.
     `callback(k, x)` sees the tokens after step k. Returns tokens [n, seq_len] in [0, vocab_size).
     """
     if steps < 1:

@@ -22,13 +22,14 @@ class Baseline(VocabMap):
         classes = len(self.head_ids) + 1  # + "other"
         kw = dict(mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, adaptive_head=cfg.adaptive_head)
         if cfg.model == "mdlm":
-            self.net = MDLM(classes, cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, **kw)
+            self.net = MDLM(classes, cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads,
+                            time_conditioning=cfg.mdlm_time_conditioning, **kw)
         elif cfg.model == "ar":
             layers = ar_layers_for(cfg.dit_layers, cfg.dit_width, cfg.dit_heads, cfg.mlp_ratio)
             self.net = GPT(classes, cfg.seq_len, cfg.dit_width, layers, cfg.dit_heads, **kw)
         else:
             raise ValueError(f"model={cfg.model!r} is not a baseline")
-        self.kind = cfg.model
+        self.kind, self.strata = cfg.model, cfg.batch_size  # MDLM: antithetic t over the global batch
         self.register_buffer("bos_class", torch.tensor(0))  # the AR prefix, set from the tokenizer
 
     def loss(self, tokens: torch.Tensor, valid: torch.Tensor, noise, t_min: float):
@@ -37,7 +38,7 @@ class Baseline(VocabMap):
         if self.kind == "ar":
             loss, per_sample = ar_loss(self.net, classes, valid)
             return loss, torch.zeros(len(tokens), device=tokens.device), per_sample
-        t = (t_min + (1 - t_min) * noise.uniform(dtype=torch.float64)).float().to(tokens.device)
+        t = (t_min + (1 - t_min) * noise.stratified(self.strata)).float().to(tokens.device)  # antithetic
         mask_u = noise.uniform(tokens.shape[1]).to(tokens.device)
         loss, per_sample = mdlm_loss(self.net, classes, t, mask_u, valid)
         return loss, t, per_sample
