@@ -6,6 +6,8 @@ timings and the paths of its samples and checkpoint. All writes are atomic.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import platform
@@ -53,17 +55,32 @@ def write_run_record(results_dir: str | Path, rid: str, **record) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on `path`.lock while the block runs: concurrent writers (notebooks side by
+    side, ranks) take turns at a read-modify-write instead of losing each other's rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def upsert_rows(csv_path: str | Path, rows: list[dict], key: list[str] | None = None) -> pd.DataFrame:
-    """Add rows to a tidy CSV, replacing earlier rows with the same key columns; atomic write."""
+    """Add rows to a tidy CSV, replacing earlier rows with the same key columns; atomic write, under a
+    lock so that processes writing the same file at once lose nothing."""
     csv_path = Path(csv_path)
     new = pd.DataFrame(rows)
     key = [k for k in (key or ROW_KEYS) if k in new.columns]
-    if csv_path.exists() and csv_path.stat().st_size > 0:
-        old = pd.read_csv(csv_path)
-        if key and set(key) <= set(old.columns):
-            merged = old.merge(new[key].drop_duplicates(), on=key, how="left", indicator=True)
-            old = old[(merged["_merge"] == "left_only").to_numpy()]
-        new = pd.concat([old, new], ignore_index=True)
-    with atomic_path(csv_path, suffix=".csv") as tmp:
-        new.to_csv(tmp, index=False)
+    with locked(csv_path):
+        if csv_path.exists() and csv_path.stat().st_size > 0:
+            old = pd.read_csv(csv_path)
+            if key and set(key) <= set(old.columns):
+                merged = old.merge(new[key].drop_duplicates(), on=key, how="left", indicator=True)
+                old = old[(merged["_merge"] == "left_only").to_numpy()]
+            new = pd.concat([old, new], ignore_index=True)
+        with atomic_path(csv_path, suffix=".csv") as tmp:
+            new.to_csv(tmp, index=False)
     return new
