@@ -34,30 +34,37 @@ def _read(results_dir: Path, pattern: str) -> pd.DataFrame:
 
 def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
     """Gen PPL (token-weighted) vs entropy, one panel per dataset; LDLM and MDLM points traced by
-    sampling steps, the GPT's by nucleus p, held-out text as the star."""
+    sampling steps, the GPT's by nucleus p, held-out text as the star. Each point is the mean over
+    seeds with ± std bars; the seeds' own points are drawn faintly behind it."""
     rows = _read(results_dir, "main_*.csv")
     if rows.empty:
         return []
+    rows = rows.assign(top_p=rows["top_p"].fillna(1.0) if "top_p" in rows else 1.0)
     datasets = list(dict.fromkeys(rows["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for model, group in rows[rows["dataset"] == dataset].groupby("model"):
             ar = model == "ar"  # the GPT's points are traced by nucleus p, the diffusion models' by steps
-            group = group.sort_values("top_p" if ar else "steps")
             style = MODEL_STYLE.get(model, dict(marker="x"))
             if model == "reference":
                 ax.scatter(group["entropy"], group["gen_ppl_tok"], label="held-out text", zorder=3, **style)
                 continue
-            ax.plot(group["entropy"], group["gen_ppl_tok"], label="AR (GPT)" if ar else model.upper(),
-                    marker=style["marker"], color=style.get("color"))
-            for _, r in group.iterrows():
-                ax.annotate(f"p={r['top_p']:g}" if ar else f"{int(r['steps'])}", (r["entropy"], r["gen_ppl_tok"]),
+            setting = "top_p" if ar else "steps"
+            stats = group.groupby(setting)[["entropy", "gen_ppl_tok"]].agg(["mean", "std"]).sort_index()
+            seeds = group["seed"].nunique() if "seed" in group else 1
+            ax.scatter(group["entropy"], group["gen_ppl_tok"], marker=style["marker"], color=style.get("color"),
+                       alpha=0.25, s=14)
+            ax.errorbar(stats[("entropy", "mean")], stats[("gen_ppl_tok", "mean")], xerr=stats[("entropy", "std")],
+                        yerr=stats[("gen_ppl_tok", "std")], marker=style["marker"], color=style.get("color"),
+                        capsize=2, label=f"{'AR (GPT)' if ar else model.upper()} ({seeds} seed{'s' * (seeds > 1)})")
+            for value, r in stats.iterrows():
+                ax.annotate(f"p={value:g}" if ar else f"{int(value)}", (r[("entropy", "mean")], r[("gen_ppl_tok", "mean")]),
                             textcoords="offset points", xytext=(4, 4), fontsize=7)
         judge = rows["judge"].dropna().iloc[0] if "judge" in rows else "?"
         ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats) →",
                ylabel=f"Gen PPL, token-weighted, judge {judge} ↓", yscale="log")
         ax.legend(fontsize=8)
-    fig.suptitle("Quality–diversity fronts (labels: sampling steps; AR: nucleus p)")
+    fig.suptitle("Quality–diversity fronts: mean ± std over seeds (labels: sampling steps; AR: nucleus p)")
     return _save(fig, figures_dir, "pareto")
 
 
@@ -71,12 +78,17 @@ def ablation(results_dir: Path, figures_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6))
     for ax, metric in zip(axes, metrics):
         stats = rows.groupby("variant")[metric].agg(["mean", "std"]).reindex(order)
-        ax.bar(range(len(order)), stats["mean"], yerr=stats["std"].fillna(0), color=["C0"] + ["C7"] * (len(order) - 2) + ["C3"])
+        ax.bar(range(len(order)), stats["mean"], yerr=stats["std"].fillna(0), color=["C0"] + ["C7"] * (len(order) - 2) + ["C3"],
+               alpha=0.7, capsize=2)
+        position = {v: i for i, v in enumerate(order)}  # each seed's value on its bar
+        ax.scatter(rows["variant"].map(position), rows[metric], color="k", s=8, zorder=3)
         ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=8)
         ax.set_title(metric + (" (log)" if metric == "gen_ppl_tok" else ""))
         if metric == "gen_ppl_tok":
             ax.set_yscale("log")
-    fig.suptitle(f"Ablation of the four recipe components ({rows['preset'].iloc[0]}, {rows['dataset'].iloc[0]})")
+    seeds = rows["seed"].nunique() if "seed" in rows else 1
+    fig.suptitle(f"Ablation of the four recipe components ({rows['preset'].iloc[0]}, {rows['dataset'].iloc[0]}; "
+                 f"bars: mean ± std over {seeds} seeds, dots: seeds)")
     fig.tight_layout()
     return _save(fig, figures_dir, "ablation")
 

@@ -19,21 +19,37 @@ VARIANT_NAMES = {"full": "LDLM (full recipe)", "no_mse": "− MSE decoder loss (
                  "naive": "naive joint training (all four off)", "reference": "held-out text (ceiling)"}
 
 
-def _summarise(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Mean over seeds (and ± std where there are several) of each metric, grouped by `by`."""
+WITHIN_SPREAD = "≈"  # marks a mean whose distance to the compared row is within their seed spread
+
+
+def _summarise(rows: pd.DataFrame, by: list[str], versus=None) -> pd.DataFrame:
+    """Mean over seeds (and ± std where there are several) of each metric, grouped by `by`; with
+    `versus` (a group key), a cell whose mean differs from that group's by less than the sum of the two
+    seed stds ends in WITHIN_SPREAD: the difference is not a finding at this number of seeds."""
     cols = [c for c in METRIC_COLUMNS if c in rows.columns]
     grouped = rows.groupby(by, sort=False)[cols]
     mean, std, n = grouped.mean(), grouped.std(), grouped.size()
     out = mean.copy().astype(object)
     for c in cols:
-        out[c] = [f"{m:.3g}" + (f" ± {s:.2g}" if k > 1 and pd.notna(s) else "") if pd.notna(m) else "–"
-                  for m, s, k in zip(mean[c], std[c], n)]
+        cells = []
+        for key, m, s, k in zip(mean.index, mean[c], std[c], n):
+            if pd.isna(m):
+                cells.append("–")
+                continue
+            cell = f"{m:.3g}" + (f" ± {s:.2g}" if k > 1 and pd.notna(s) else "")
+            if versus is not None and key != versus and versus in mean.index and k > 1 and n[versus] > 1:
+                spread = s + std.loc[versus, c]
+                if pd.notna(spread) and abs(m - mean.loc[versus, c]) <= spread:
+                    cell += f" {WITHIN_SPREAD}"
+            cells.append(cell)
+        out[c] = cells
     out["seeds"] = n
     return out.rename(columns=METRIC_COLUMNS)
 
 
 def ablation_table(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    table = _summarise(rows, ["variant"])
+    """One row per variant: mean ± std over seeds; ≈ where a variant is within the seed spread of the full recipe."""
+    table = _summarise(rows, ["variant"], versus="full")
     table = table.loc[[v for v in order if v in table.index]]
     table.index = [VARIANT_NAMES.get(v, v) for v in table.index]
     return table

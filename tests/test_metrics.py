@@ -331,3 +331,18 @@ def test_evaluate_file_end_to_end(tmp_path, wiki_pieces):
     assert row["mauve_n"] == 41 and row["ref_length"] == 64 and 0 <= row["mauve"] <= 1
     assert row["gen_ppl_seq"] >= row["gen_ppl_tok"] > 1
     assert 3 < row["entropy"] < math.log(64)
+
+
+def test_ablation_table_marks_differences_within_the_seed_spread():
+    import pandas as pd
+    from ldlm.tables import WITHIN_SPREAD, ablation_table
+
+    rows = pd.DataFrame([dict(variant=v, seed=s, gen_ppl_tok=x, entropy=e) for v, s, x, e in [
+        ("full", 0, 100.0, 3.0), ("full", 1, 120.0, 3.2),          # mean 110, std 14.1
+        ("no_mse", 0, 105.0, 2.0), ("no_mse", 1, 125.0, 2.1),      # 115: within the spread
+        ("naive", 0, 900.0, 3.1), ("naive", 1, 1000.0, 3.1)]])     # 950: outside
+    table = ablation_table(rows, ["full", "no_mse", "naive"])
+    ppl, ent = table["Gen PPL (tok) ↓"], table["Entropy"]
+    assert ppl.iloc[1].endswith(WITHIN_SPREAD) and not ppl.iloc[2].endswith(WITHIN_SPREAD)
+    assert not ent.iloc[1].endswith(WITHIN_SPREAD) and ent.iloc[2].endswith(WITHIN_SPREAD)
+    assert not ppl.iloc[0].endswith(WITHIN_SPREAD) and list(table["seeds"]) == [2, 2, 2]
