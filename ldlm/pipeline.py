@@ -111,7 +111,8 @@ def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int =
                          dict(key, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
                          lambda: evaluate_file(path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed))
         seconds = metrics["sample_seconds"]
-        trained = ({"recon_acc": summary["ema_recon_acc"]} if model == "ldlm" else {"valid_loss": summary["ema_valid_loss"]})
+        trained = ({"recon_acc": summary["ema_recon_acc"], "decoder_noise": cfg.decoder_noise} if model == "ldlm"
+                   else {"valid_loss": summary["ema_valid_loss"]})
         rows.append(dict(preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=steps,
                          top_p=top_p if model == "ar" else None, judge=metrics["judge"], featurizer=metrics["featurizer"],
                          n_samples=n_samples, dtype="float32", run_id=rid, model=model, **trained,
