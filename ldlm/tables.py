@@ -75,9 +75,11 @@ def quality_matched_speedup(main: pd.DataFrame, speed: pd.DataFrame, batch: int,
     """For each baseline setting: the fewest LDLM sampling steps whose Gen PPL (token-weighted) is at
     least as good as the baseline's, at an entropy no more than `entropy_tol` nats lower (so a collapsed,
     repetitive LDLM cannot win on PPL alone), and LDLM's sampling speed-up there: samples/s at `batch`
-    from `speed` (sampling rows of ldlm.bench, timed in one process). "not matched" when no LDLM
-    setting qualifies."""
+    from `speed` (sampling rows of ldlm.bench, timed in one process). Quality is the mean over seeds.
+    "not matched" when no LDLM setting qualifies."""
     sps = {(r.model, int(r.steps)): r.samples_per_s for r in speed[speed["batch"] == batch].itertuples()}
+    main = main.assign(top_p=main["top_p"].fillna(1.0) if "top_p" in main else 1.0)
+    main = main.groupby(["model", "steps", "top_p"], as_index=False)[["gen_ppl_tok", "entropy"]].mean()  # over seeds
     ldlm = main[main["model"] == "ldlm"].sort_values("steps")
     out = []
     for r in main[main["model"].isin(baselines)].itertuples():

@@ -346,3 +346,17 @@ def test_ablation_table_marks_differences_within_the_seed_spread():
     assert ppl.iloc[1].endswith(WITHIN_SPREAD) and not ppl.iloc[2].endswith(WITHIN_SPREAD)
     assert not ent.iloc[1].endswith(WITHIN_SPREAD) and ent.iloc[2].endswith(WITHIN_SPREAD)
     assert not ppl.iloc[0].endswith(WITHIN_SPREAD) and list(table["seeds"]) == [2, 2, 2]
+
+
+def test_quality_matched_speedup_compares_seed_means():
+    import pandas as pd
+    from ldlm.tables import quality_matched_speedup
+
+    main = pd.DataFrame([dict(model=m, steps=k, top_p=None, seed=s, gen_ppl_tok=x, entropy=3.5) for m, k, s, x in [
+        ("ldlm", 10, 0, 90.0), ("ldlm", 10, 1, 130.0),     # mean 110: not as good as MDLM's 100
+        ("ldlm", 30, 0, 80.0), ("ldlm", 30, 1, 100.0),     # mean 90: matches
+        ("mdlm", 100, 0, 95.0), ("mdlm", 100, 1, 105.0)]])
+    speed = pd.DataFrame([dict(model=m, steps=k, batch=64, samples_per_s=v) for m, k, v in
+                          [("ldlm", 10, 40.0), ("ldlm", 30, 20.0), ("mdlm", 100, 5.0)]])
+    table = quality_matched_speedup(main, speed, batch=64)
+    assert len(table) == 1 and table.iloc[0]["LDLM steps"] == 30 and table.iloc[0]["speed-up"] == "4.00x"
