@@ -313,6 +313,24 @@ def fill_pad(chunks: Iterable[tuple[np.ndarray, np.ndarray]], out: np.ndarray, o
     return row
 
 
+def unpack_docs(tokenizer, ids: list[int], pack_mode: str) -> list[list[int]]:
+    """The documents of one packed row (the inverse of `pack_wrap` / `pack_pad`), as token ids: no BOS,
+    no special tokens, no "other" (-1); wrap: split at each EOS (document boundary), pad: up to the
+    first EOS. Empty documents are left out."""
+    bos, eos, _ = special_ids(tokenizer)
+    ids = ids[1:] if ids and ids[0] == bos else ids
+    if pack_mode == "pad" and eos in ids:
+        ids = ids[: ids.index(eos)]
+    special = set(tokenizer.all_special_ids)
+    docs = [[]]
+    for i in ids:
+        if i == eos:
+            docs.append([])
+        elif i >= 0 and i not in special:
+            docs[-1].append(i)
+    return [d for d in docs if d]
+
+
 def special_ids(tokenizer) -> tuple[int, int, int]:
     """(bos, eos, pad) for BERT-style ([CLS]/[SEP]/[PAD]) and GPT-style (<|endoftext|>) tokenizers."""
     bos = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id

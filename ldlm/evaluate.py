@@ -3,9 +3,11 @@
     python -m ldlm.evaluate --samples S.jsonl --dataset wiki --judge smollm2 --featurizer minilm --out row.json
     python -m ldlm.evaluate --reference --dataset news --n 64 --length 64 --out ceiling.json
 
-Sample rows: {"text": str, "token_ids": [int, ...], "steps": int, "seed": int, "dtype": str}; only
-"text" is required. Entropy uses "token_ids" when every row has them. "steps", "seed", "dtype" and "sampler"
-are copied into the result row (one value, or the sorted list of distinct values if rows differ).
+Sample rows (as `ldlm.sample` writes them): {"text": str, "docs": [str, ...], "token_ids": [int, ...],
+"raw_ids": [int, ...], "steps": int, "seed": int, "dtype": str, "draw_dtype": str}; only "text" is
+required. The judge gets "docs" and entropy uses "raw_ids" (else "token_ids") when every row has them
+(metrics.evaluate_samples). "steps", "seed", "dtype", "draw_dtype" and "sampler" are copied into the
+result row (one value, or the sorted list of distinct values if rows differ).
 Bad input (missing or empty file, a row without text, unknown judge/featurizer/dataset) prints one
 error line and exits with status 2 without writing anything.
 """
@@ -24,7 +26,7 @@ from .io import write_json
 from .metrics import EvalError, evaluate_samples, reference_ceiling
 from .results import versions
 
-SAMPLE_META = ("steps", "top_p", "seed", "dtype", "sampler", "sample_seconds")
+SAMPLE_META = ("steps", "top_p", "seed", "dtype", "draw_dtype", "sampler", "sample_seconds")
 
 
 def read_samples(path: str | os.PathLike) -> list[dict]:
@@ -73,8 +75,9 @@ def evaluate_file(samples: str | os.PathLike, dataset: str, judge: str = "smollm
     """Evaluate a samples JSONL file; write the row to `out` (atomically) if given; return it."""
     rows = read_samples(samples)
     texts = [r["text"] for r in rows]
-    token_ids = [r["token_ids"] for r in rows] if all("token_ids" in r for r in rows) else None
-    row = evaluate_samples(texts, token_ids, dataset, judge, featurizer, **kwargs)
+    column = lambda key: [r[key] for r in rows] if all(key in r for r in rows) else None
+    row = evaluate_samples(texts, column("token_ids"), dataset, judge, featurizer, docs=column("docs"),
+                           raw_ids=column("raw_ids"), **kwargs)
     row = _clean(dict(row, **_meta(rows), **_versions(), samples=str(samples)))
     if out is not None:
         write_json(out, row)
@@ -100,9 +103,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="where to write the JSON row")
     parser.add_argument("--reference", action="store_true", help="score held-out real text instead of samples")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=128, help="--reference: samples per side")
-    parser.add_argument("--length", type=int, default=64, help="--reference: tokens per piece")
+    parser.add_argument("--length", type=int, default=64,
+                        help="--reference: tokens per held-out row, BOS/EOS framing included (the model's seq_len)")
     parser.add_argument("--ref-length", type=int, default=None,
-                        help="MAUVE references cut to this many tokens (default: the samples' median)")
+                        help="MAUVE reference rows of this many tokens, framing included (default: the samples' "
+                             "row length, else their median length + 2)")
+    parser.add_argument("--pack-mode", default="wrap", choices=("wrap", "pad"),
+                        help="how references are packed, as the model's training data (default: wrap)")
     parser.add_argument("--text-tokenizer", default=None,
                         help="count lengths in this tokenizer (the model's, e.g. minilm) instead of the judge's")
     parser.add_argument("--ref-split", default="valid", choices=("valid", "train"),
@@ -121,7 +128,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     common = dict(judge=args.judge, featurizer=args.featurizer, seed=args.seed, text_tokenizer=args.text_tokenizer,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, pack_mode=args.pack_mode)
     try:
         if args.reference:
             row = evaluate_reference(args.dataset, args.n, args.length, out=args.out, **common)

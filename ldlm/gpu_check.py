@@ -333,7 +333,6 @@ def time_sampling(model, cfg: Config, device, batches: list[int], steps_list: li
 
 def run_check(args, device: torch.device, start: float) -> list[dict]:
     from .sample import load_run, sample_rows
-    from .train import autocast
 
     overrides = {k: v for k, v in parse_overrides(args.overrides).items()}
     requested = args.frozen_lm if args.frozen_lm != "auto" else overrides.get("frozen_lm")
@@ -388,8 +387,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
 
     sampling = time_sampling(model, cfg, device, args.sample_batch, args.sample_steps, args.repeats)
     tokenizer = load_tokenizer(cfg.frozen_lm)
-    with autocast(cfg, device):
-        texts, _ = sample_rows(model, cfg, tokenizer, 3, max(args.sample_steps), seed=0, batch_size=3)
+    texts, _ = sample_rows(model, cfg, tokenizer, 3, max(args.sample_steps), seed=0, batch_size=3)
 
     common = dict(preset=cfg.preset, dataset=cfg.dataset, frozen_lm=cfg.frozen_lm,
                   frozen_lm_requested=requested or f"auto ({' else '.join(candidates)})",

@@ -58,14 +58,20 @@ _FEATURIZERS: dict[str, "Featurizer"] = {}
 class Judge:
     """A causal LM in fp32 eval mode plus how texts are framed for it.
 
-    `bos_id` is prepended to every text so that its first token is scored too; `pad_id` only fills
-    batches and is always masked out (an existing token, never a new one: lmppl #5)."""
+    `bos_id` is prepended to every text so that its first token is scored too; `eos_id` (default:
+    `bos_id`) separates the documents of a sample; `pad_id` only fills batches and is always masked
+    out (an existing token, never a new one: lmppl #5)."""
     name: str
     model: torch.nn.Module
     tokenizer: object
     bos_id: int
     pad_id: int
     max_length: int = 1024
+    eos_id: int | None = None
+
+    def __post_init__(self):
+        if self.eos_id is None:
+            self.eos_id = self.bos_id
 
     @property
     def device(self) -> torch.device:
@@ -149,12 +155,14 @@ def _build_judge(name: str, device) -> Judge:
         bos = tok.convert_tokens_to_ids("<|endoftext|>")
     else:
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    # the document separator: <|endoftext|> for SmolLM2 (its GGUF's EOS is the chat token <|im_end|>)
+    eos = bos if name == "smollm2" or tok.eos_token_id is None else tok.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     if bos is None or pad is None:
         raise ModelUnavailable(f"judge {name!r}: its tokenizer has no BOS/EOS token to frame texts with")
     max_len = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "n_positions", 1024)
     lm = lm.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
-    return Judge(name, lm, tok, int(bos), int(pad), min(int(max_len), 1024))
+    return Judge(name, lm, tok, int(bos), int(pad), min(int(max_len), 1024), int(eos))
 
 
 def load_judge(name: str = "smollm2", device: str | torch.device = "cpu") -> Judge:

@@ -30,8 +30,13 @@ class LossOutput:
     diff_per_sample: torch.Tensor  # detached x0-MSE per sample [B], feeds the adaptive sampler
 
 
-def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, time_sampler, noise) -> LossOutput:
-    """One training loss on frozen-LM states h [B, T, lm_width] and their tokens [B, T]."""
+def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, time_sampler, noise,
+              lengths: torch.Tensor | None = None) -> LossOutput:
+    """One training loss on frozen-LM states h [B, T, lm_width] and their tokens [B, T].
+
+    L_h and L_w are means over the valid positions (the first `lengths` of each row; all if None), as
+    the baselines' losses: padding (pack_mode=pad) neither trains the decoders nor dilutes their loss."""
+    valid = attention_mask(lengths, tokens.shape[1]).bool().flatten() if lengths is not None else None
     h = model.standardize(h)
     z0 = model.encode(h)
     u = noise.uniform(dtype=torch.float64)
@@ -39,9 +44,12 @@ def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, t
     # decoder branch: reconstruct the frozen LM's states from noisy latents
     noisy = z0 + cfg.decoder_noise * noise.normal(*z0.shape[1:]).to(z0.dtype) if model.training and cfg.decoder_noise > 0 else z0
     h_hat = model.decode(noisy)
-    loss_h = F.mse_loss(h_hat, h)
+    sq_err = (h_hat - h).pow(2).mean(-1).flatten()
     features = model.token_decoder.features(h_hat.detach() if cfg.decoder_loss == "mse" else h_hat).flatten(0, 1)
     targets = model.to_head[tokens].flatten()
+    if valid is not None:
+        sq_err, features, targets = sq_err[valid], features[valid], targets[valid]
+    loss_h = sq_err.mean()
     loss_tok = model.token_decoder.loss(features, targets)
 
     # diffusion branch: x0-prediction on z_t = alpha_t z0 + sigma_t eps

@@ -3,22 +3,39 @@
 Every result row carries METRICS_VERSION; bump it whenever a number computed here would change
 (evaluation code drift silently changing metrics is a known problem in the field: flm #6).
 
-Conventions, in one place:
-- Gen PPL: texts are re-tokenized with the judge's tokenizer (no special tokens), the judge's
-  document-start token (`Judge.bos_id`) is prepended so that the first token is scored too, no EOS is appended (samples are usually cut
-  mid-text), tokens beyond the judge's context are cut and counted (`n_truncated`). The judge runs in
-  fp32 outside autocast; NLL sums are float64; padding is masked out. Both aggregations are reported:
-  `gen_ppl_tok` = exp(sum NLL / sum tokens) over all samples (token-weighted, MDLM/Duo, who however
-  prepend no BOS) and `gen_ppl_seq` = mean over samples of exp(mean NLL of the sample) (LD4LG /
-  SEDD, no trimming). Empty samples (whitespace only) have no tokens: they are counted in `n_empty`
-  and left out of both PPLs, never silently.
-- Entropy: Duo's definition, the unigram entropy (natural log) of each sample's token ids, averaged
-  over samples; the row says which tokenizer the ids come from. Empty samples are left out.
+Conventions, in one place (MDLM: kuleshov-group/mdlm diffusion.py, Duo: s-sahoo/duo metrics.py):
+- Samples: a sampled row keeps its document boundaries. In wrap mode (documents concatenated with
+  EOS after each and cut into BOS + block + EOS rows) a sample is the list of its documents, split at
+  its EOS tokens (`data.unpack_docs`); in pad mode (one document per row) it is one document, up to
+  the first EOS. Other special tokens and "other" ids (-1) are dropped. `text` (for people and the
+  featurizer) is the documents joined by a blank line (DOC_SEP).
+- Gen PPL: each document is re-tokenized with the judge's tokenizer (no special tokens) and the
+  judge's own EOS (`Judge.eos_id`: <|endoftext|> for SmolLM2 and GPT-2) goes between documents, as
+  MDLM/Duo decode with the special tokens and GPT-2 reads <|endoftext|> back as its EOS. A boundary
+  EOS is context, not scored: MDLM/Duo score non-EOS tokens plus the first EOS, and their rows begin
+  with it, so no later EOS is scored. The judge's document-start token (`Judge.bos_id`) is prepended
+  so that the first token is scored too (MDLM/Duo prepend nothing; their first token is the row's
+  BOS), no EOS is appended (samples are usually cut mid-text), tokens beyond the judge's context are
+  cut and counted (`n_truncated`). The judge runs in fp32 outside autocast; NLL sums are float64;
+  padding is masked out. Both aggregations are reported: `gen_ppl_tok` = exp(sum NLL / sum tokens)
+  over all samples (token-weighted, MDLM/Duo) and `gen_ppl_seq` = mean over samples of exp(mean NLL
+  of the sample) (LD4LG / SEDD, no trimming). Empty samples (whitespace only) have no tokens: they
+  are counted in `n_empty` and left out of both PPLs, never silently.
+- Entropy: Duo's `record_entropy`, over the raw sampled ids (`raw_ids`: the whole row, BOS, EOS and
+  padding included): per sample -sum_v p_v ln p_v of its own token frequencies (natural log), then
+  the mean over samples. `entropy_content` is the same over the documents' tokens only; the row's
+  `entropy_tokens` says which ids `entropy` used (raw_ids, token_ids, or a tokenizer's).
 - MAUVE: `mauve-text` on features only (it would otherwise download GPT-2 Large), equal numbers of
-  samples and references, references from the dataset's held-out split cut to the samples' token
-  length (SimCTG #7), fixed k-means seed, `num_buckets = mauve_buckets(n)`. With `minilm` features
+  samples and references, fixed k-means seed, `num_buckets = mauve_buckets(n)`. References have the
+  samples' length (SimCTG #7): the dataset's held-out split packed as training packs it (same
+  pack_mode, rows of the samples' seq_len) and unpacked as samples are, so they carry the same
+  boundaries and framing. With `minilm` features
   MAUVE sees content/topic, not word order (shuffling the words inside each text leaves it at ~1.0);
   `smollm2-mean` features see it (ldlm.judges), at ~4x the cost.
+- Precision (the result rows' columns, from the sample rows): `dtype` is the model's compute dtype
+  while sampling (`bench.compute_dtype`: bfloat16 under GPU autocast, else float32) and `draw_dtype`
+  that of its random draws (float64 categorical draws for MDLM and the GPT, as MDLM/Duo's
+  use_float64; float32 Gaussian noise for LDLM). Reference rows sample nothing: float32, the judge's.
 - Under torchrun, judge scoring and MAUVE featurization are sharded over the ranks (contiguous
   parts, gathered in order), so every rank computes the same row.
 """
@@ -26,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +51,8 @@ import torch.nn.functional as F
 
 from .distributed import DistEnv, map_sharded
 
-METRICS_VERSION = "1"
+METRICS_VERSION = "2"
+DOC_SEP = "\n\n"  # between the documents of a sample in its `text` (for people and the featurizer)
 
 
 class EvalError(ValueError):
@@ -55,9 +73,18 @@ def _load(judge=None, featurizer=None):
 # simple counts
 
 
-def count_empty(texts: Sequence[str]) -> int:
-    """Number of samples that are empty or whitespace only."""
-    return sum(not t.strip() for t in texts)
+def join_docs(docs: Sequence[str]) -> str:
+    """A sample's documents as one text, separated by a blank line."""
+    return DOC_SEP.join(docs)
+
+
+def _text(sample) -> str:
+    return sample if isinstance(sample, str) else join_docs(sample)
+
+
+def count_empty(samples) -> int:
+    """Number of samples (texts or lists of documents) that are empty or whitespace only."""
+    return sum(not _text(t).strip() for t in samples)
 
 
 def token_matches(pred_ids, target_ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +103,8 @@ def token_accuracy(pred_ids, target_ids, mask) -> float:
 
 def unigram_entropy(token_lists: Sequence[Sequence[int]]) -> float:
     """Duo's entropy: per sample, H = -sum_v p_v ln p_v over the sample's own token frequencies;
-    averaged over samples. Natural log. Empty samples are skipped (nan if all are empty)."""
+    averaged over samples. Natural log. Empty samples are skipped (nan if all are empty).
+    Duo passes the raw sampled ids (`raw_ids`: specials and padding included)."""
     values = []
     for ids in token_lists:
         if len(ids) == 0:
@@ -97,14 +125,29 @@ def judge_token_ids(texts: Sequence[str], tokenizer) -> list[list[int]]:
     return [x if t.strip() else [] for t, x in zip(texts, ids)]
 
 
+def judge_sample_ids(samples, judge) -> list[list[int]]:
+    """judge_token_ids of each sample; a sample given as a list of documents gets the judge's own
+    EOS (`judge.eos_id`) between its documents, so that the judge does not score them as one."""
+    docs = [[s] if isinstance(s, str) else [d for d in s if d.strip()] for s in samples]
+    flat = iter(judge_token_ids([d for ds in docs for d in ds], judge.tokenizer))
+    out = []
+    for ds in docs:
+        ids = []
+        for k, doc in enumerate(next(flat) for _ in ds):
+            ids += ([judge.eos_id] if k else []) + doc
+        out.append(ids)
+    return out
+
+
 @torch.inference_mode()
 def per_sample_nll(token_lists: Sequence[Sequence[int]], judge, batch_size: int = 16,
                    max_length: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """(sum of NLL per sample [float64], scored tokens per sample, number of truncated samples).
 
     Input per sample: BOS + its tokens (cut to max_length - 1), right-padded with judge.pad_id; each
-    token is scored given BOS and the tokens before it. Samples are batched by length so that little
-    padding is computed; padding never enters the sums."""
+    token is scored given BOS and the tokens before it, except document boundaries (judge.eos_id:
+    context, not scored, as in MDLM/Duo). Samples are batched by length so that little padding is
+    computed; padding never enters the sums."""
     max_length = max_length or judge.max_length
     seqs = [list(ids[: max_length - 1]) for ids in token_lists]
     truncated = sum(len(ids) > max_length - 1 for ids in token_lists)
@@ -125,21 +168,22 @@ def per_sample_nll(token_lists: Sequence[Sequence[int]], judge, batch_size: int 
         # vocab as the last, contiguous dim: the [B, V, T] layout sums less accurately (1e-4 off)
         tok_nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), inp[:, 1:].flatten(), reduction="none")
         tok_nll = tok_nll.view(len(idx), width - 1)
-        mask = att[:, 1:].to(torch.float64)
+        mask = (att[:, 1:].bool() & (inp[:, 1:] != judge.eos_id)).to(torch.float64)
         nll[idx] = (tok_nll.double() * mask).sum(1).cpu().numpy()
         ntok[idx] = mask.sum(1).long().cpu().numpy()
     return nll, ntok, truncated
 
 
-def gen_ppl(texts: Sequence[str], judge, batch_size: int = 16, max_length: int | None = None,
+def gen_ppl(texts, judge, batch_size: int = 16, max_length: int | None = None,
             env: DistEnv = DistEnv()) -> dict:
-    """Generative perplexity of `texts` under `judge`, both conventions (module docstring).
+    """Generative perplexity of `texts` (each a text, or a list of documents) under `judge`, both
+    conventions (module docstring).
 
     gen_ppl_tok = exp(sum_i NLL_i / sum_i T_i)   (token-weighted; MDLM / Duo)
     gen_ppl_seq = mean_i exp(NLL_i / T_i)        (per-sample, then averaged; LD4LG / SEDD)
     By Jensen, gen_ppl_seq >= gen_ppl_tok when all samples have the same length."""
     judge, _ = _load(judge=judge)
-    ids = judge_token_ids(texts, judge.tokenizer)
+    ids = judge_sample_ids(texts, judge)
 
     def score(part):  # (nll, tokens, truncated) per sample; the part's truncation count rides on its first
         nll, ntok, truncated = per_sample_nll(part, judge, batch_size, max_length)
@@ -190,7 +234,14 @@ def mauve_score(p_features: np.ndarray, q_features: np.ndarray, num_buckets: int
 
 
 # ----------------------------------------------------------------------------------------------
-# references: held-out text cut to the samples' length
+# references: held-out text packed and unpacked as the samples are
+
+
+class Piece(NamedTuple):
+    """One held-out row: its ids as packed for training (`raw`, the counterpart of a sample's
+    raw_ids) and its documents' ids (`docs`, the counterpart of a sample's docs)."""
+    raw: list[int]
+    docs: list[list[int]]
 
 
 def truncate_texts(texts: Sequence[str], length: int, tokenizer) -> list[str]:
@@ -198,27 +249,23 @@ def truncate_texts(texts: Sequence[str], length: int, tokenizer) -> list[str]:
     return [tokenizer.decode(ids[:length]) for ids in judge_token_ids(texts, tokenizer)]
 
 
-def token_pieces(docs: Sequence[str], length: int, tokenizer) -> list[list[int]]:
-    """Documents as pieces of at most `length` tokens: a document longer than that is cut into
-    consecutive full `length`-token chunks (its shorter tail is dropped, like wrap packing); a shorter
-    document (e.g. a news sentence) is kept whole, like pad packing."""
-    pieces = []
-    for ids in judge_token_ids(docs, tokenizer):
-        if len(ids) <= length:
-            pieces += [ids] if ids else []
-        else:
-            pieces += [ids[k:k + length] for k in range(0, len(ids) - length + 1, length)]
-    return pieces
-
-
-def reference_pieces(dataset: str, length: int, tokenizer, split: str = "valid") -> list[list[int]]:
-    """Token pieces (`token_pieces`) of the dataset's held-out split (or its train split)."""
-    from .data import load_corpus
+def reference_pieces(dataset: str, length: int, tokenizer, split: str = "valid",
+                     pack_mode: str = "wrap") -> list[Piece]:
+    """The dataset's held-out split (or its train split) packed as training packs it (`pack_mode`, rows
+    of `length` tokens with the BOS/EOS framing: the samples' seq_len) and unpacked as the sampler
+    unpacks a sample (`data.unpack_docs`); rows without text are left out."""
+    from .data import load_corpus, pack_pad, pack_wrap, special_ids, unpack_docs
 
     if split not in ("valid", "train"):
         raise EvalError(f"reference split {split!r}: choose 'valid' (held-out) or 'train'")
+    if pack_mode not in ("wrap", "pad") or length < 3:
+        raise EvalError(f"references need pack_mode wrap or pad and length >= 3; got {pack_mode!r}, {length}")
     corpus = load_corpus(dataset)
-    return token_pieces(corpus.valid if split == "valid" else corpus.train, length, tokenizer)
+    ids = judge_token_ids(corpus.valid if split == "valid" else corpus.train, tokenizer)
+    bos, eos, pad = special_ids(tokenizer)
+    rows = pack_wrap(ids, length, bos, eos) if pack_mode == "wrap" else pack_pad(ids, length, bos, eos, pad)[0]
+    pieces = [Piece(r, unpack_docs(tokenizer, r, pack_mode)) for r in rows.tolist()]
+    return [p for p in pieces if p.docs]
 
 
 def _pick(pieces: list, n: int, rng: np.random.Generator) -> list:
@@ -236,9 +283,13 @@ def _tokenizer_for(text_tokenizer, judge):
     return text_tokenizer, getattr(text_tokenizer, "name_or_path", "custom")
 
 
-def _decode(tokenizer, pieces):
-    """Pieces back to text, stripped like the sampler strips its decoded samples."""
-    return [tokenizer.decode(p, skip_special_tokens=True).strip() for p in pieces]
+def _decode(tokenizer, pieces: Sequence[Piece]) -> list[list[str]]:
+    """Each piece's documents as texts, decoded and stripped as the sampler does."""
+    return [[t for t in (tokenizer.decode(d).strip() for d in p.docs) if t] for p in pieces]
+
+
+def _content(pieces: Sequence[Piece]) -> list[list[int]]:
+    return [[i for d in p.docs for i in d] for p in pieces]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,20 +297,24 @@ def _decode(tokenizer, pieces):
 
 
 def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | None, dataset: str,
-                     judge="smollm2", featurizer="minilm", *, ref_length: int | None = None,
-                     text_tokenizer=None, ref_split: str = "valid", seed: int = 0, batch_size: int = 16,
-                     env: DistEnv = DistEnv()) -> dict:
+                     judge="smollm2", featurizer="minilm", *, docs: Sequence[Sequence[str]] | None = None,
+                     raw_ids: Sequence[Sequence[int]] | None = None, pack_mode: str = "wrap",
+                     ref_length: int | None = None, text_tokenizer=None, ref_split: str = "valid", seed: int = 0,
+                     batch_size: int = 16, env: DistEnv = DistEnv()) -> dict:
     """Every metric of one sample set, as one tidy row (dict of scalars).
 
+    `docs` (each sample's documents) go to the judge if given, else `texts`; the featurizer gets
+    `texts`. Entropy: over `raw_ids` if given (Duo), else over `token_ids`, else over the texts'
+    tokens; `entropy_content` is always over the content tokens (`token_ids`, else the texts').
     Lengths are counted in `text_tokenizer`'s tokens if given (pass the model's own tokenizer, e.g.
-    "minilm": the references then also go through its encode/decode and carry the same
-    normalisation, such as lower-casing), else in the judge's tokens. MAUVE references: held-out
-    pieces of at most `ref_length` tokens (default: the samples' median length), as many as there are
-    samples (if the held-out split has fewer pieces, a seeded subset of the samples of that size is
-    used; `mauve_n` says how many). `ref_split="train"` draws them from the training split instead:
-    with a small or topically narrow held-out split (wiki: 6 articles) even perfect samples of the
-    training distribution score low against held-out references (see reference_ceiling's
-    `mauve_train`). Entropy uses `token_ids` if given, else the same tokenizer."""
+    "minilm": the references then come in the model's tokens and carry the same normalisation, such
+    as lower-casing), else in the judge's tokens. MAUVE references (`reference_pieces`): held-out rows
+    packed with `pack_mode` at `ref_length` tokens (default: the samples' row length, len(raw_ids[0]),
+    else their median content length + 2 for BOS/EOS), as many as there are samples (if the held-out
+    split has fewer, a seeded subset of the samples of that size is used; `mauve_n` says how many).
+    `ref_split="train"` draws them from the training split instead: with a small or topically narrow
+    held-out split (wiki: 6 articles) even perfect samples of the training distribution score low
+    against held-out references (see reference_ceiling's `mauve_train`)."""
     start = time.time()
     judge, featurizer = _load(judge, featurizer)
     texts = list(texts)
@@ -268,60 +323,66 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     tok, tok_name = _tokenizer_for(text_tokenizer, judge)
     ids = judge_token_ids(texts, tok)
     lengths = np.array([len(x) for x in ids])
-    if not ref_length:  # the median non-empty sample: robust to a few odd lengths
-        ref_length = int(np.median(lengths[lengths > 0])) if (lengths > 0).any() else 1
+    if not ref_length:  # the samples' rows; else the median non-empty sample, robust to a few odd lengths
+        ref_length = len(raw_ids[0]) if raw_ids else 2 + (int(np.median(lengths[lengths > 0])) if (lengths > 0).any() else 1)
     length = int(ref_length)
-    pool = reference_pieces(dataset, length, tok, split=ref_split)  # before the slow part: bad names fail fast
+    pool = reference_pieces(dataset, length, tok, split=ref_split, pack_mode=pack_mode)  # bad names fail fast
 
-    row = dict(gen_ppl(texts, judge, batch_size, env=env), n_samples=len(texts), dataset=dataset,
-               judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
-               length_tokens=tok_name, sample_len_tokens=float(lengths.mean()), ref_length=length)
+    row = dict(gen_ppl(docs if docs is not None else texts, judge, batch_size, env=env), n_samples=len(texts),
+               dataset=dataset, judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
+               length_tokens=tok_name, sample_len_tokens=float(lengths.mean()), ref_length=length,
+               ref_pack_mode=pack_mode)
+    content, content_name = (token_ids, "token_ids") if token_ids is not None else (ids, tok_name)
+    row.update(entropy_content=unigram_entropy(content),
+               entropy=unigram_entropy(raw_ids) if raw_ids else unigram_entropy(content),
+               entropy_tokens="raw_ids" if raw_ids else content_name)
     if token_ids is not None:
-        row.update(entropy=unigram_entropy(token_ids), entropy_tokens="token_ids",
-                   sample_len_token_ids=float(np.mean([len(x) for x in token_ids])))
-    else:
-        row.update(entropy=unigram_entropy(ids), entropy_tokens=tok_name)
+        row.update(sample_len_token_ids=float(np.mean([len(x) for x in token_ids])))
 
     rng = np.random.default_rng(seed)
     refs = _pick(pool, len(texts), rng)
     keep = np.sort(rng.permutation(len(texts))[: len(refs)])  # all samples unless refs run short
     features = lambda items: np.stack(map_sharded(lambda part: list(featurizer.encode(part)), items, env))
-    row.update(mauve=mauve_score(features([texts[i] for i in keep]), features(_decode(tok, refs))),
+    ref_texts = [join_docs(d) for d in _decode(tok, refs)]
+    row.update(mauve=mauve_score(features([texts[i] for i in keep]), features(ref_texts)),
                mauve_n=len(refs), mauve_num_buckets=mauve_buckets(len(refs)), mauve_seed=25, ref_seed=seed,
-               ref_split=ref_split,
-               ref_len_tokens=float(np.mean([len(r) for r in refs])), seconds=round(time.time() - start, 2))
+               ref_split=ref_split, ref_len_tokens=float(np.mean([len(r) for r in _content(refs)])),
+               seconds=round(time.time() - start, 2))
     return row
 
 
 def reference_ceiling(dataset: str, n: int, length: int, judge="smollm2", featurizer="minilm",
-                      seed: int = 0, *, text_tokenizer=None, batch_size: int = 16) -> dict:
+                      seed: int = 0, *, text_tokenizer=None, batch_size: int = 16, pack_mode: str = "wrap") -> dict:
     """The metrics of real held-out text: what a model that samples the held-out data would score.
 
-    2n disjoint held-out pieces of at most `length` tokens (`token_pieces`): the first n play the
-    samples (Gen PPL, entropy), MAUVE compares them with the other n (held-out vs held-out).
-    `mauve_train` compares n training-split pieces with the same n held-out references: the score of
-    a model that samples the training distribution perfectly (lower when the held-out split is
-    small or topically narrow)."""
+    2n disjoint held-out rows of `length` tokens (`reference_pieces`, packed with `pack_mode`): the
+    first n play the samples (Gen PPL on their documents, entropy on their packed ids as a sample's
+    raw_ids, entropy_content on their documents' ids), MAUVE compares them with the other n (held-out
+    vs held-out). `mauve_train` compares n training-split rows with the same n held-out references:
+    the score of a model that samples the training distribution perfectly (lower when the held-out
+    split is small or topically narrow)."""
     start = time.time()
     judge, featurizer = _load(judge, featurizer)
     tok, tok_name = _tokenizer_for(text_tokenizer, judge)
-    pool = reference_pieces(dataset, length, tok)
+    pool = reference_pieces(dataset, length, tok, pack_mode=pack_mode)
     if len(pool) < 2 * n:
-        raise EvalError(f"dataset {dataset!r} has {len(pool)} held-out pieces of <= {length} tokens; "
+        raise EvalError(f"dataset {dataset!r} has {len(pool)} held-out rows of {length} tokens; "
                         f"the ceiling needs 2n, so use n <= {len(pool) // 2}")
     rng = np.random.default_rng(seed)
     both = _pick(pool, 2 * n, rng)
     a, b = both[:n], both[n:]
-    train = _pick(reference_pieces(dataset, length, tok, split="train"), n, rng)
-    texts_a = _decode(tok, a)
-    feats_b = featurizer.encode(_decode(tok, b))
+    train = _pick(reference_pieces(dataset, length, tok, split="train", pack_mode=pack_mode), n, rng)
+    docs_a = _decode(tok, a)
+    texts_a = [join_docs(d) for d in docs_a]
+    feats_b = featurizer.encode([join_docs(d) for d in _decode(tok, b)])
+    train_texts = [join_docs(d) for d in _decode(tok, train)]
     return dict(
-        gen_ppl(texts_a, judge, batch_size), entropy=unigram_entropy(a), entropy_tokens=tok_name,
-        mauve=mauve_score(featurizer.encode(texts_a), feats_b),
-        mauve_train=mauve_score(featurizer.encode(_decode(tok, train)), feats_b) if len(train) == n else float("nan"),
+        gen_ppl(docs_a, judge, batch_size), entropy=unigram_entropy([p.raw for p in a]), entropy_tokens="raw_ids",
+        entropy_content=unigram_entropy(_content(a)), mauve=mauve_score(featurizer.encode(texts_a), feats_b),
+        mauve_train=mauve_score(featurizer.encode(train_texts), feats_b) if len(train) == n else float("nan"),
         mauve_n=n, mauve_num_buckets=mauve_buckets(n), mauve_seed=25, ref_seed=seed,
-        reference=True, dataset=dataset, n_samples=n, ref_length=length, length_tokens=tok_name,
-        sample_len_tokens=float(np.mean([len(x) for x in a])), held_out_pieces=len(pool),
-        judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
+        reference=True, dataset=dataset, n_samples=n, ref_length=length, ref_pack_mode=pack_mode,
+        length_tokens=tok_name, sample_len_tokens=float(np.mean([len(x) for x in _content(a)])),
+        held_out_pieces=len(pool), judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
         seconds=round(time.time() - start, 2),
     )

@@ -100,22 +100,24 @@ def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int =
     settings = [(cfg.seq_len - 1, p) for p in top_ps] if model == "ar" else [(k, 1.0) for k in sample_steps]
     rows, sample_files = [], {}
     # what every setting's scores depend on besides its samples (loads the held-out text: once per run)
-    key = score_key(cfg.dataset, judge=judge, featurizer=featurizer, seed=seed, text_tokenizer=cfg.frozen_lm)
+    key = score_key(cfg.dataset, judge=judge, featurizer=featurizer, seed=seed, text_tokenizer=cfg.frozen_lm,
+                    pack_mode=cfg.pack_mode)
     for steps, top_p in settings:
         setting = f"p{top_p:g}" if model == "ar" else f"k{steps}"
         path = results_dir / "samples" / f"{rid}-{setting}-n{n_samples}.jsonl"
-        if not path.exists():
+        if not path.exists() or "raw_ids" not in path.read_text().partition("\n")[0]:  # none, or an older kit's
             samples, seconds = sample_rows(net, cfg, tokenizer, n_samples, steps, seed, sample_batch, top_p=top_p)
             write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
         metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json",
                          dict(key, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
-                         lambda: evaluate_file(path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed))
+                         lambda: evaluate_file(path, cfg.dataset, judge, featurizer, text_tokenizer=tokenizer, seed=seed,
+                                               pack_mode=cfg.pack_mode))
         seconds = metrics["sample_seconds"]
         trained = ({"recon_acc": summary["ema_recon_acc"], "decoder_noise": cfg.decoder_noise} if model == "ldlm"
                    else {"valid_loss": summary["ema_valid_loss"]})
         rows.append(dict(preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=steps,
                          top_p=top_p if model == "ar" else None, judge=metrics["judge"], featurizer=metrics["featurizer"],
-                         n_samples=n_samples, dtype="float32", run_id=rid, model=model, **trained,
+                         n_samples=n_samples, dtype=metrics["dtype"], draw_dtype=metrics["draw_dtype"], run_id=rid, model=model, **trained,
                          train_steps=summary["step"], train_seconds=summary["train_seconds"],
                          train_tokens_per_s=summary["train_tokens_per_s"], sample_seconds=seconds,
                          samples_per_s=n_samples / seconds, pack_mode=cfg.pack_mode,
@@ -134,16 +136,19 @@ def reference_rows(dataset: str, n: int, length: int, judge: str = "smollm2", fe
                    text_tokenizer: str = "minilm", runs_dir: str | Path = "runs") -> pd.DataFrame:
     """The reference ceiling (held-out real text) as a row of the same table.
 
-    It needs 2n disjoint held-out pieces (n play the samples, n the MAUVE references); small
-    held-out splits (news: 150 sentences) use as many as they have."""
+    Held-out rows of `length` tokens (the models' seq_len), packed as the preset packs `dataset`. It
+    needs 2n disjoint rows (n play the samples, n the MAUVE references); small held-out splits (news:
+    150 sentences) use as many as they have. Nothing is sampled: dtype is the judge's float32."""
     tokenizer = load_tokenizer(text_tokenizer)
-    n = min(n, len(reference_pieces(dataset, length, tokenizer)) // 2)
+    pack_mode = make_config(preset, dataset=dataset).pack_mode
+    n = min(n, len(reference_pieces(dataset, length, tokenizer, pack_mode=pack_mode)) // 2)
     key = score_key(dataset, reference=True, n=n, length=length, judge=judge, featurizer=featurizer, seed=seed,
-                    text_tokenizer=text_tokenizer)
+                    text_tokenizer=text_tokenizer, pack_mode=pack_mode)
     metrics = scores(Path(runs_dir) / "scores" / f"reference-{dataset}-n{n}-len{length}.json", key, lambda: evaluate_reference(
-        dataset, n, length, judge, featurizer, seed=seed, text_tokenizer=tokenizer))
+        dataset, n, length, judge, featurizer, seed=seed, text_tokenizer=tokenizer, pack_mode=pack_mode))
     row = dict(preset=preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
-               featurizer=metrics["featurizer"], n_samples=n, dtype="float32", run_id=f"reference-{dataset}",
+               featurizer=metrics["featurizer"], n_samples=n, dtype="float32", draw_dtype=None,
+               run_id=f"reference-{dataset}",
                model="reference", **{k: metrics[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve",
                                                              "mauve_train", "n_empty", "sample_len_tokens",
                                                              "metrics_version")

@@ -8,7 +8,10 @@ decoder -> token decoder -> argmax tokens -> text. MDLM: `--steps` ancestral unm
 one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). Uses the EMA weights.
 Batch k of `--batch-size` samples draws from a generator seeded by (seed, k), so the samples are the
 same for any number of processes (under torchrun ranks take every world-th batch; rank 0 writes).
-One JSON line per sample: text, token_ids, steps, seed, sampler, dtype.
+Sampling runs in the run's training precision (`train.autocast`: bf16 on GPUs under precision=auto).
+One JSON line per sample: text (its documents joined by a blank line), docs (the documents: a wrapped
+block can span several), token_ids (the documents' tokens), raw_ids (the sampled row as is, specials
+included), steps, seed, sampler, dtype (of the model's compute), draw_dtype (of the random draws).
 """
 from __future__ import annotations
 
@@ -21,13 +24,16 @@ import torch
 
 from . import checkpoint, distributed
 from .baselines.model import Baseline
-from .data import special_ids
+from .bench import compute_dtype
+from .data import unpack_docs
 from .distributed import DistEnv, gather_objects
 from .frozen_lm import ModelUnavailable, load_tokenizer
 from .io import write_jsonl
+from .metrics import join_docs
 from .models import LDLM
 from .noise import seed_for
 from .sampling import SAMPLERS, generate_latents
+from .train import autocast
 
 
 def load_run(run: str | Path, device="cpu", weights: str = "ema") -> tuple[LDLM | Baseline, object]:
@@ -42,13 +48,8 @@ def load_run(run: str | Path, device="cpu", weights: str = "ema") -> tuple[LDLM 
 
 
 def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:
-    """The sample's text tokens: no BOS, no special tokens, no "other" (-1); in pad mode up to the first EOS."""
-    bos, eos, _ = special_ids(tokenizer)
-    ids = ids[1:] if ids and ids[0] == bos else ids
-    if pack_mode == "pad" and eos in ids:
-        ids = ids[: ids.index(eos)]
-    special = set(tokenizer.all_special_ids)
-    return [i for i in ids if i >= 0 and i not in special]
+    """The sample's text tokens: its documents' (`data.unpack_docs`), one after another."""
+    return [i for doc in unpack_docs(tokenizer, ids, pack_mode) for i in doc]
 
 
 def sampler_name(model, sampler: str | None, cfg) -> str:
@@ -59,17 +60,24 @@ def sampler_name(model, sampler: str | None, cfg) -> str:
 
 def sample_rows(model: LDLM | Baseline, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
                 sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> tuple[list[dict], float]:
-    """n sample rows (text, token_ids = the text's tokens in the model's tokenizer, settings) and seconds."""
+    """n sample rows (module docstring; token ids in the model's tokenizer) and seconds."""
+    device = next(model.parameters()).device
     t0 = time.perf_counter()
-    ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env)
+    with autocast(cfg, device):
+        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env)
     seconds = time.perf_counter() - t0
     ar = isinstance(model, Baseline) and model.kind == "ar"
+    # the baselines' categorical draws are float64 (baselines.sample_categorical); LDLM draws only
+    # Gaussian noise, in the latents' float32, and picks tokens by argmax
+    draw_dtype = "float64" if isinstance(model, Baseline) else "float32"
     rows = []
     for row in ids.tolist():
-        content = content_ids(tokenizer, row, cfg.pack_mode)
-        rows.append(dict(text=tokenizer.decode(content).strip(), token_ids=content, n_other=row.count(-1),
-                         steps=cfg.seq_len - 1 if ar else steps, top_p=top_p if ar else None, seed=seed,
-                         sampler=sampler_name(model, sampler, cfg), dtype="float32"))
+        docs_ids = unpack_docs(tokenizer, row, cfg.pack_mode)
+        docs = [t for t in (tokenizer.decode(d).strip() for d in docs_ids) if t]
+        rows.append(dict(text=join_docs(docs), docs=docs, token_ids=[i for d in docs_ids for i in d], raw_ids=row,
+                         n_other=row.count(-1), steps=cfg.seq_len - 1 if ar else steps, top_p=top_p if ar else None,
+                         seed=seed, sampler=sampler_name(model, sampler, cfg), dtype=compute_dtype(cfg, device),
+                         draw_dtype=draw_dtype))
     return rows, seconds
 
 

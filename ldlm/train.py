@@ -272,7 +272,7 @@ class Objective(nn.Module):
     def forward(self, h, tokens, lengths, gamma: float, time_sampler, noise: SampleNoise) -> LossOutput:
         if isinstance(self.model, Baseline):
             return baseline_loss(self.model, tokens, lengths, self.cfg, noise)
-        return ldlm_loss(self.model, h, tokens, self.cfg, gamma, time_sampler, noise)
+        return ldlm_loss(self.model, h, tokens, self.cfg, gamma, time_sampler, noise, lengths)
 
 
 def train_step(objective: nn.Module, model: LDLM, optimizer, scheduler, ema: LDLM, time_sampler,

@@ -321,3 +321,6 @@ def test_baseline_trains_checkpoints_and_samples_through_the_kit(kind, tmp_path)
     rows = read_jsonl(tmp_path / "s.jsonl")
     assert len(rows) == 2 and all(isinstance(r["text"], str) for r in rows)
     assert rows[0]["sampler"] == ("ancestral" if kind == "mdlm" else "nucleus")
+    # what ran: fp32 compute on the CPU, float64 categorical draws; the raw row and its documents are kept
+    assert all(r["dtype"] == "float32" and r["draw_dtype"] == "float64" for r in rows)
+    assert all(len(r["raw_ids"]) == loaded.seq_len and r["text"] == "\n\n".join(r["docs"]) for r in rows)

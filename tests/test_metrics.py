@@ -14,8 +14,9 @@ import torch
 from ldlm import evaluate, metrics
 from ldlm.frozen_lm import load_tokenizer
 from ldlm.judges import Judge, load_featurizer, load_judge
-from ldlm.metrics import (count_empty, gen_ppl, mauve_buckets, mauve_score, per_sample_nll, token_accuracy,
-                          token_pieces, truncate_texts, unigram_entropy)
+from ldlm.data import load_corpus, unpack_docs
+from ldlm.metrics import (count_empty, gen_ppl, join_docs, mauve_buckets, mauve_score, per_sample_nll, token_accuracy,
+                          truncate_texts, unigram_entropy)
 
 TEXTS = [
     "The city was founded in the twelfth century on the banks of the river.",
@@ -46,7 +47,7 @@ def tiny_judge(tokenizer, arch: str) -> Judge:
                          initializer_range=0.3)
         model = GPT2LMHeadModel(cfg)
     return Judge(f"tiny-{arch}", model.eval(), tokenizer, bos_id=tokenizer.cls_token_id,
-                 pad_id=tokenizer.pad_token_id, max_length=128)
+                 pad_id=tokenizer.pad_token_id, max_length=128, eos_id=tokenizer.sep_token_id)
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
@@ -128,6 +129,34 @@ def test_ppl_conventions_jensen(judge):
     assert out["gen_ppl_seq"] > out["gen_ppl_tok"] * 1.01
 
 
+def test_gen_ppl_puts_the_judges_eos_between_documents_and_does_not_score_it(judge):
+    # Known answer: the judge reads BOS a EOS b; every token of a and b is scored, EOS only as context.
+    a, b = TEXTS[0], TEXTS[1]
+    ids_a, ids_b = metrics.judge_token_ids([a, b], judge.tokenizer)
+    inp = torch.tensor([[judge.bos_id, *ids_a, judge.eos_id, *ids_b]])
+    with torch.no_grad():
+        logp = judge.model(input_ids=inp).logits.float().log_softmax(-1)[0, :-1]
+    nll = -logp.gather(-1, inp[0, 1:, None])[:, 0]
+    scored = inp[0, 1:] != judge.eos_id
+    out = gen_ppl([[a, b]], judge)
+    assert out["n_tokens"] == len(ids_a) + len(ids_b) == int(scored.sum())
+    assert out["nll_tok"] == pytest.approx(nll[scored].mean().item(), rel=1e-5)
+    merged = gen_ppl([join_docs([a, b])], judge)  # no boundary: the judge reads one document
+    assert merged["n_tokens"] == out["n_tokens"] and merged["nll_tok"] != pytest.approx(out["nll_tok"], rel=1e-4)
+    # one document (pad mode) is the plain text; empty documents add no boundary
+    assert gen_ppl([[a]], judge)["nll_tok"] == gen_ppl([a], judge)["nll_tok"]
+    assert gen_ppl([["", a, " "]], judge)["nll_tok"] == gen_ppl([a], judge)["nll_tok"]
+    assert gen_ppl([[], [" "]], judge)["n_empty"] == 2
+
+
+def test_samples_are_split_into_documents_at_eos_in_wrap_mode_and_cut_at_it_in_pad_mode(bert_tokenizer):
+    cls, sep, pad = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id, bert_tokenizer.pad_token_id
+    row = [cls, 11, 12, sep, 13, -1, 14, sep, sep, 15, pad, sep]
+    assert unpack_docs(bert_tokenizer, row, "wrap") == [[11, 12], [13, 14], [15]]
+    assert unpack_docs(bert_tokenizer, row, "pad") == [[11, 12]]
+    assert unpack_docs(bert_tokenizer, [cls, sep, pad, pad], "pad") == []
+
+
 def test_judge_runs_in_fp32_even_under_autocast(judge):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         inside = gen_ppl(TEXTS, judge)["gen_ppl_tok"]
@@ -136,6 +165,36 @@ def test_judge_runs_in_fp32_even_under_autocast(judge):
 
 # ----------------------------------------------------------------------------------------------
 # entropy, accuracy, counts, MAUVE plumbing, references
+
+
+def test_entropy_is_duos_over_the_raw_sampled_ids(bert_tokenizer):
+    # Duo's record_entropy: per sample entr(counts / total).sum() over the sample's raw ids, then the mean
+    cls, sep, pad = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id, bert_tokenizer.pad_token_id
+    raw = [[cls, 5, 5, sep, pad, pad], [cls, 7, 8, 9, sep, sep]]
+    by_hand = (math.log(6) / 3 + 2 * math.log(3) / 3 + 2 * math.log(6) / 3 + math.log(3) / 3) / 2  # 1.4452
+    duo = np.mean([torch.special.entr(torch.unique(torch.tensor(r), return_counts=True)[1] / len(r)).sum().item()
+                   for r in raw])
+    assert unigram_entropy(raw) == pytest.approx(by_hand, rel=1e-12) == pytest.approx(duo, rel=1e-6)
+    # evaluate_samples uses raw_ids by default; the content-id entropy is the extra column
+    docs = [unpack_docs(bert_tokenizer, r, "wrap") for r in raw]
+    texts = [join_docs([bert_tokenizer.decode(d) for d in ds]) for ds in docs]
+    content = [[i for d in ds for i in d] for ds in docs]
+    row = metrics.evaluate_samples(texts, content, "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
+                                   raw_ids=raw, text_tokenizer=bert_tokenizer)
+    assert row["entropy"] == pytest.approx(by_hand) and row["entropy_tokens"] == "raw_ids"
+    assert row["entropy_content"] == pytest.approx((math.log(1) + math.log(3)) / 2)
+    assert row["ref_length"] == 6  # the samples' rows
+    old = metrics.evaluate_samples(texts, content, "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
+                                   text_tokenizer=bert_tokenizer)
+    assert old["entropy"] == old["entropy_content"] and old["entropy_tokens"] == "token_ids"
+
+
+class FakeFeaturizer:
+    """Random features: enough to run the MAUVE plumbing in tests that check other columns."""
+    name = "fake"
+
+    def encode(self, texts):
+        return np.random.default_rng(len(texts)).normal(size=(len(texts), 8)).astype(np.float32)
 
 
 def test_unigram_entropy_known_values():
@@ -170,12 +229,19 @@ def test_mauve_plumbing():
         mauve_score(np.zeros((10, 4)), np.zeros((9, 4)))
 
 
-def test_token_pieces_and_truncation(bert_tokenizer):
-    long_doc = " ".join(f"word{i}" for i in range(40))
-    n_long = len(bert_tokenizer(long_doc, add_special_tokens=False)["input_ids"])
-    pieces = token_pieces([long_doc, "a short sentence.", ""], 10, bert_tokenizer)
-    assert len(pieces) == n_long // 10 + 1  # full chunks of the long doc + the short doc whole
-    assert all(len(p) == 10 for p in pieces[:-1]) and len(pieces[-1]) == 4
+def test_references_are_held_out_rows_of_the_samples_length(bert_tokenizer):
+    cls, sep = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id
+    # wrap (wiki, news): documents concatenated with EOS after each, rows of exactly `length` tokens
+    for dataset in ("wiki", "news"):
+        pieces = metrics.reference_pieces(dataset, 16, bert_tokenizer)
+        assert len(pieces) > 10 and all(len(p.raw) == 16 and p.raw[0] == cls and p.raw[-1] == sep for p in pieces)
+        for p in pieces:  # every body token is a document token or a boundary
+            assert sum(map(len, p.docs)) + p.raw[1:-1].count(sep) == 14
+    news = metrics.reference_pieces("news", 16, bert_tokenizer)
+    assert any(len(p.docs) > 1 for p in news)  # short sentences share rows, as in training
+    # pad: one document per row, cut at the row length
+    padded = metrics.reference_pieces("news", 16, bert_tokenizer, pack_mode="pad")
+    assert all(len(p.raw) == 16 and len(p.docs) == 1 and len(p.docs[0]) <= 15 for p in padded)  # BOS + 15 if cut
     cut = truncate_texts(["one two three four five six", "one"], 3, bert_tokenizer)
     assert cut == ["one two three", "one"]
     with pytest.raises(metrics.EvalError, match="reference split"):
@@ -236,10 +302,16 @@ def shuffle_words(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
+def token_pieces(dataset: str, length: int, tok) -> list[list[int]]:
+    """Held-out documents as pieces of <= `length` tokens: long ones cut into full chunks, short ones whole."""
+    ids = metrics.judge_token_ids(load_corpus(dataset).valid, tok)
+    return [x[k:k + length] for x in ids if x for k in (range(0, len(x) - length + 1, length) if len(x) > length else [0])]
+
+
 def held_out_pieces(dataset: str) -> list[str]:
-    """Held-out text as pieces of <= 64 MiniLM tokens (the pipeline's), in a fixed random order."""
+    """Held-out text as pieces of <= 64 MiniLM tokens, in a fixed random order (for the featurizers)."""
     tok = load_tokenizer("minilm")
-    pieces = metrics.reference_pieces(dataset, 64, tok)
+    pieces = token_pieces(dataset, 64, tok)
     order = np.random.default_rng(0).permutation(len(pieces))
     return [tok.decode(pieces[i]) for i in order]
 
@@ -258,7 +330,7 @@ def test_smollm2_matches_hf_loss_and_prefers_real_text(wiki_pieces):
     assert gen_ppl([text], judge)["gen_ppl_tok"] == pytest.approx(hf_ppl(judge, text), rel=1e-4)
 
     judge_tok = judge.tokenizer
-    real = [judge_tok.decode(p) for p in metrics.reference_pieces("wiki", 64, judge_tok)[:16]]
+    real = [judge_tok.decode(p) for p in token_pieces("wiki", 64, judge_tok)[:16]]
     rng = random.Random(0)
     shuffled = [shuffle_words(t, rng) for t in real]
     ppl_real, ppl_shuf = gen_ppl(real, judge)["gen_ppl_tok"], gen_ppl(shuffled, judge)["gen_ppl_tok"]
@@ -328,7 +400,7 @@ def test_evaluate_file_end_to_end(tmp_path, wiki_pieces):
     assert row["steps"] == 50 and row["seed"] == 3 and row["dtype"] == "float64"
     assert row["judge"] == "smollm2" and row["featurizer"] == "minilm"
     assert row["metrics_version"] == metrics.METRICS_VERSION and row["entropy_tokens"] == "token_ids"
-    assert row["mauve_n"] == 41 and row["ref_length"] == 64 and 0 <= row["mauve"] <= 1
+    assert row["mauve_n"] == 41 and row["ref_length"] == 66 and 0 <= row["mauve"] <= 1  # 64 + BOS/EOS
     assert row["gen_ppl_seq"] >= row["gen_ppl_tok"] > 1
     assert 3 < row["entropy"] < math.log(64)
 

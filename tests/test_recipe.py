@@ -4,6 +4,7 @@ import torch
 
 from ldlm.config import make_config
 from ldlm.diffusion import AdaptiveTimeSampler, UniformTimeSampler, make_time_sampler
+from ldlm.frozen_lm import attention_mask
 from ldlm.losses import ldlm_loss
 from ldlm.models import LDLM, count_parameters
 from ldlm.noise import SampleNoise
@@ -167,3 +168,25 @@ def test_paper_preset_sizes_near_reported(capsys):
         assert abs(counts[name] - paper) / paper < 0.15, name
     assert params_main(["--preset", "owt"]) == 0
     assert "dit" in capsys.readouterr().out
+
+
+def test_padding_positions_are_masked_out_of_l_h_and_l_w():
+    # pack_mode=pad: L_h and L_w are means over the first `lengths` positions of each row, as the baselines'
+    model, cfg = small_model()
+    model.eval()  # no decoder noise: h_hat below is the loss's own
+    h, tokens = batch()
+    lengths = torch.tensor([12, 7, 5, 12, 9, 3])
+    valid = attention_mask(lengths, tokens.shape[1]).bool()
+    out = ldlm_loss(model, h, tokens, cfg, 1.0, UniformTimeSampler(), noise(), lengths)
+    with torch.no_grad():
+        h_std = model.standardize(h)
+        err = (model.decode(model.encode(h_std)) - h_std).pow(2).mean(-1)
+    assert out.parts["loss_h"] == pytest.approx(err[valid].mean().item(), rel=1e-5)
+    assert out.parts["loss_h"] != pytest.approx(err.mean().item(), rel=1e-3)  # the unmasked mean differs
+    # padding tokens are no targets: other ids there leave L_w (and the total) unchanged
+    other = torch.where(valid, tokens, (tokens + 7) % VOCAB)
+    out2 = ldlm_loss(model, h, other, cfg, 1.0, UniformTimeSampler(), noise(), lengths)
+    assert out2.parts["loss_tok"] == pytest.approx(out.parts["loss_tok"], rel=1e-6)
+    assert out2.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
+    unmasked = ldlm_loss(model, h, other, cfg, 1.0, UniformTimeSampler(), noise())
+    assert unmasked.parts["loss_tok"] != pytest.approx(out.parts["loss_tok"], rel=1e-3)
