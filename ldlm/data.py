@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import cache_dir, write_json
+from .io import cache_dir, read_utf8, remove_stale, temp_prefix, write_json
 
 DATA_VERSION = 3  # bump when extraction or packing changes, so caches are rebuilt (3: .npy folders, uint16)
 
@@ -132,13 +131,16 @@ def news_documents() -> tuple[list[str], list[str]]:
 
 def read_user_corpus(kind: str, path: str) -> list[str]:
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise DataError(f"corpus {kind}:{file} is a folder; give one file as {kind}:PATH")
     if not file.is_file():
         raise DataError(f"corpus file {str(file)!r} does not exist; give an existing path as {kind}:PATH")
+    text = read_utf8(file, "corpus file")
     if kind == "text":
-        docs = [d.strip() for d in re.split(r"\n\s*\n", file.read_text(encoding="utf-8"))]
+        docs = [d.strip() for d in re.split(r"\n\s*\n", text)]
     else:
         docs = []
-        for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -146,8 +148,9 @@ def read_user_corpus(kind: str, path: str) -> list[str]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise DataError(f"{file}:{n}: expected a JSON object with a 'text' field") from None
     docs = [d for d in docs if d]
-    if not docs:
-        raise DataError(f"corpus file {str(file)!r} holds no text; it needs at least two non-empty documents")
+    if len(docs) < 2:
+        raise DataError(f"corpus file {str(file)!r} holds {len(docs)} document(s); it needs at least two "
+                        f"(separated by blank lines in text:, one per line in jsonl:)")
     return docs
 
 
@@ -441,30 +444,13 @@ def read_token_cache(folder: Path) -> TokenData | None:
 
 
 def _build_folder(final: Path) -> Path:
-    """A fresh temporary sibling of `final`, named after this host and process (see _remove_stale)."""
+    """A fresh temporary sibling of `final`, named after this host and process (see io.remove_stale)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{final.name}.{socket.gethostname()}-{os.getpid()}.", suffix=".tmp", dir=final.parent)
+    tmp = tempfile.mkdtemp(prefix=temp_prefix(final), suffix=".tmp", dir=final.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders; the cache should read like any other folder
     return Path(tmp)
-
-
-def _remove_stale(final: Path) -> None:
-    """Delete build folders of `final` left by killed processes on this host (OpenWebText: tens of GB each).
-
-    A build folder of a live process, or of another host (shared file systems), is left alone."""
-    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
-        owner = tmp.name[len(final.name) + 2:].rsplit(".", 2)[0]  # "<host>-<pid>"
-        host, _, pid = owner.rpartition("-")
-        if host != socket.gethostname() or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, another user's
 
 
 def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> TokenData:
@@ -477,7 +463,7 @@ def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> T
         return cached
     if workers < 1:
         raise DataError(f"workers={workers}: need at least one tokenizer process")
-    _remove_stale(final)
+    remove_stale(final)  # build folders of killed processes (OpenWebText: tens of GB each)
     key = token_key(cfg, tokenizer, tokenizer_name)
     tmp = _build_folder(final)
     try:

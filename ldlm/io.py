@@ -2,15 +2,23 @@
 
 Everything the kit writes (checkpoints, results, caches) goes through these helpers: write to a
 temporary file in the same folder, then `os.replace` it over the target, so an interrupted run never
-leaves a half-written file behind.
+leaves a half-written file behind. Temporary names carry "<host>-<pid>", so that the next write of the
+same target removes those of killed processes (`remove_stale`).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
+
+
+class PathError(RuntimeError):
+    """A file or folder the kit cannot read or write; the message names it and what to do."""
 
 
 def cache_dir() -> Path:
@@ -19,8 +27,51 @@ def cache_dir() -> Path:
     `$LDLM_CACHE` if set, else `~/.cache/ldlm`. Never inside the repository.
     """
     path = Path(os.environ.get("LDLM_CACHE", Path.home() / ".cache" / "ldlm"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PathError(f"cache folder LDLM_CACHE={str(path)!r} cannot be created ({err.strerror}); "
+                        f"point LDLM_CACHE at a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PathError(f"cache folder LDLM_CACHE={str(path)!r} is not writable; point LDLM_CACHE at a writable folder")
     return path
+
+
+def check_output(target: str | os.PathLike, flag: str = "--out") -> Path:
+    """`target` as a Path if a file can be written there (checked before long work), else PathError."""
+    target = Path(target)
+    if target.is_dir():
+        raise PathError(f"{flag} {str(target)!r} is a folder; give a file path")
+    folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise PathError(f"{flag} {str(target)!r} cannot be written ({folder} is not a writable folder); "
+                        f"choose a writable path")
+    return target
+
+
+def temp_prefix(target: Path) -> str:
+    """Name prefix of `target`'s temporary siblings: whose they are, for `remove_stale`."""
+    return f".{target.name}.{socket.gethostname()}-{os.getpid()}."
+
+
+def remove_stale(target: Path) -> None:
+    """Delete temporary siblings of `target` (files or build folders, e.g. a GB-sized state cache) left
+    by killed processes on this host. Those of a live process, or of another host (shared file
+    systems), are left alone."""
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        owner = tmp.name[len(target.name) + 2:].rsplit(".", 2)[0]  # "<host>-<pid>"
+        host, _, pid = owner.rpartition("-")
+        if host != socket.gethostname() or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 @contextlib.contextmanager
@@ -28,7 +79,8 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to `target`; on success rename it over `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    remove_stale(target)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -41,17 +93,41 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
             os.unlink(tmp)
 
 
+def finite(obj):
+    """`obj` with every non-finite float (NaN, inf) replaced by None: JSON has no NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    """Valid JSON always (non-finite numbers as null); objects JSON does not know as their str()."""
+    return json.dumps(finite(obj), allow_nan=False, default=str, **kwargs)
+
+
 def write_text(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
 
 
 def write_json(target: str | os.PathLike, obj) -> None:
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(target, dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_jsonl(target: str | os.PathLike, rows) -> None:
-    write_text(target, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+    write_text(target, "".join(dumps(r) + "\n" for r in rows))
+
+
+def read_utf8(path: str | os.PathLike, what: str = "file") -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PathError(f"{what} {str(path)!r} is not UTF-8 text (byte {err.start}); convert it, "
+                        f"e.g. iconv -f latin1 -t utf-8") from None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
