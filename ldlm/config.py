@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -274,8 +275,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"ema_decay={cfg.ema_decay}: must be in [0, 1)")
     if not 0.0 < cfg.gamma_min <= 1.0:
         raise ConfigError(f"gamma_min={cfg.gamma_min}: must be in (0, 1]")
-    if cfg.seq_len < 4 or cfg.batch_size < 1 or cfg.max_steps < 0:
-        raise ConfigError("seq_len must be >= 4, batch_size >= 1, max_steps >= 0")
+    for key, low in (("seq_len", 4), ("batch_size", 1), ("max_steps", 1), ("log_every", 1), ("eval_every", 1),
+                     ("ckpt_every", 1), ("eval_batches", 1), ("sample_steps", 1), ("time_bins", 1)):
+        if getattr(cfg, key) < low:
+            raise ConfigError(f"{key}={getattr(cfg, key)}: must be >= {low}")
+    for key in ("lr", "tok_lr", "weight_decay", "grad_clip", "t_min"):
+        value = getattr(cfg, key)
+        if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
+            raise ConfigError(f"{key}={value}: must be a finite number {'> 0' if key == 'lr' else '>= 0'}")
+
+
+def check_counts(**counts) -> None:
+    """Command-line counts (--n, --batch-size, ...; None = not given) are >= 1: checked before any work."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be >= 1")
 
 
 def config_from_dict(values: dict) -> Config:

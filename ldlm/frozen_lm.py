@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import ConfigError
 from .io import atomic_path, cache_dir
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizers
@@ -163,5 +164,37 @@ def cached_hidden_states(lm: FrozenLM, lm_name: str, blocks: np.ndarray, lengths
 def default_device(choice: str = "auto") -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise ConfigError(f"device={choice!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={choice}: torch sees no CUDA GPU (torch {torch.__version__}); use device=cpu or auto")
+    return device
+
+
+def lm_config(name: str):
+    """The transformers config of frozen LM `name` (no weights loaded)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_location(name))
+    except ModelUnavailable:
+        raise
+    except Exception as err:
+        raise _offline_hint(name, err) from err
+
+
+def max_positions(config) -> int | None:
+    """How many positions an LM of this config reads; None if unbounded."""
+    value = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(value) if value else None
+
+
+def check_positions(name: str, seq_len: int) -> None:
+    """seq_len fits the frozen LM: a clear error before training rather than an index error inside it."""
+    limit = max_positions(lm_config(name))
+    if limit and seq_len > limit:
+        raise ConfigError(f"seq_len={seq_len} is longer than frozen LM {name!r} reads ({limit} positions); "
+                          f"use seq_len<={limit}")
 

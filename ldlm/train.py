@@ -31,25 +31,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, runs
 from .baselines.model import Baseline
 from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
 from .data import DataError, TokenData, build_token_data, special_ids
 from .diffusion import make_time_sampler, warmup_gamma
 from .distributed import DistEnv, all_gather_cat, all_reduce_sum, barrier, shard
-from .frozen_lm import (FrozenLM, ModelUnavailable, attention_mask, cached_hidden_states, default_device,
-                        load_frozen_lm, load_tokenizer)
-from .io import read_jsonl, write_json, write_jsonl
+from .frozen_lm import (FrozenLM, ModelUnavailable, attention_mask, cached_hidden_states, check_positions,
+                        default_device, load_frozen_lm, load_tokenizer)
+from .io import PathError, dumps, read_jsonl, write_json, write_jsonl
 from .losses import LossOutput, baseline_loss, ldlm_loss
 from .metrics import token_matches
 from .models import LDLM
 from .noise import SampleNoise
 
 EVAL_STREAM = 2**40  # the "step" of the noise used by held-out losses: never a training step
-
-# Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
-RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",
-                  "precision", "compile", "num_workers", "micro_batch_size"}
 
 
 @dataclass
@@ -308,27 +304,36 @@ def train_step(objective: nn.Module, model: LDLM, optimizer, scheduler, ema: LDL
     return dict(zip(names, means.tolist()), grad_norm=float(grad_norm))
 
 
-def _check_resume_config(saved: Config, given: dict) -> None:
-    for key, value in given.items():
-        if key not in RESUME_MUTABLE and getattr(saved, key) != value:
-            raise ConfigError(
-                f"--resume: {key}={value!r} differs from the saved run ({getattr(saved, key)!r}); "
-                f"only {sorted(RESUME_MUTABLE)} may change when resuming. Use a new --out for a new run."
-            )
+class Diverged(RuntimeError):
+    """A non-finite training loss: the run stops before a checkpoint could keep the broken weights."""
+
+
+def check_finite(parts: dict, step: int) -> None:
+    bad = {k: parts[k] for k in ("loss", "grad_norm") if not math.isfinite(parts[k])}
+    if bad:
+        raise Diverged(f"training diverged at step {step}: {', '.join(f'{k}={v}' for k, v in bad.items())}; "
+                       f"nothing saved from this step on. Lower lr or check the config")
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
     """Train (or continue) the run in folder `out`; returns the summary dict.
 
-    Runs as one process or under torchrun (DDP; every rank calls this, rank 0 writes). `stop_at` ends
-    this call early at that step with a checkpoint (the schedule still runs to cfg.max_steps), as if
-    the job had been killed right after saving; `resume=True` continues."""
+    Runs as one process or under torchrun (DDP; every rank calls this, rank 0 writes and holds the
+    folder: runs.claim). `stop_at` ends this call early at that step with a checkpoint (the schedule
+    still runs to cfg.max_steps), as if the job had been killed right after saving; `resume=True`
+    continues. Inputs that cannot work fail here, before any data or model is loaded."""
+    default_device(cfg.device)
+    if cfg.model == "ldlm":
+        check_positions(cfg.frozen_lm, cfg.seq_len)
+    out = Path(out)
+    with runs.claim(out, cfg.to_dict(), resume) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext():
+        return _train(cfg, out, resume, progress, stop_at)
+
+
+def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | None) -> dict:
     from tqdm.auto import tqdm
 
-    out = Path(out)
     ckpt_path = out / checkpoint.CKPT_NAME
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     env, device = distributed.setup(cfg.device)
@@ -384,7 +389,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     log = open(out / "metrics.jsonl", "a") if env.is_main else None
     def write_log(row: dict):
         if log:
-            log.write(json.dumps(row) + "\n")
+            log.write(dumps(row) + "\n")
             log.flush()
 
     tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -397,6 +402,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
         micro_batches = [corpus.to_device(r, device) for r in rows]
         parts = train_step(objective, model, optimizer, scheduler, ema, time_sampler, micro_batches, positions,
                            cfg, step, device, env)
+        check_finite(parts, step + 1)
         step += 1
         elapsed += time.perf_counter() - t0
         window_steps += 1
@@ -447,6 +453,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         given = {k: v for k, v in (("dataset", args.dataset), ("variant", args.variant)) if v is not None}
+        saved = runs.resumed_config(Path(args.out)) if args.resume else None
         if args.config:
             try:
                 values = json.loads(Path(args.config).read_text())
@@ -458,16 +465,18 @@ def main(argv=None) -> int:
                                   f"{values.get('variant')!r}): the config fixes the recipe switches. Use "
                                   f"--preset {values.get('preset', 'tiny')} --variant {args.variant}, or edit the config")
             cfg = config_from_dict({**values, **given, **parse_overrides(args.overrides)})
-        elif args.resume and (Path(args.out) / checkpoint.CKPT_NAME).exists():
-            saved = checkpoint.load_config(checkpoint.load(Path(args.out) / checkpoint.CKPT_NAME))
-            asked = make_config(args.preset or saved.preset, args.overrides, **given)  # validates keys and types
+            if saved:  # every key of the file is given: all are checked
+                runs.check_resume(saved, cfg.to_dict())
+        elif saved:
+            asked = make_config(args.preset or saved["preset"], args.overrides, **given)  # validates keys and types
             explicit = [*given, *(o.split("=", 1)[0].strip() for o in args.overrides)] + (["preset"] if args.preset else [])
-            _check_resume_config(saved, {k: getattr(asked, k) for k in explicit})
-            cfg = config_from_dict({**saved.to_dict(), **{k: getattr(asked, k) for k in explicit}})
+            runs.check_resume(saved, {k: getattr(asked, k) for k in explicit})
+            cfg = config_from_dict({**saved, **{k: getattr(asked, k) for k in explicit}})
         else:
             cfg = make_config(args.preset or "tiny", args.overrides, **given)
         summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, DataError, ModelUnavailable, checkpoint.CheckpointError, FileExistsError) as err:
+    except (ConfigError, DataError, ModelUnavailable, checkpoint.CheckpointError, runs.RunFolderError, PathError,
+            Diverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

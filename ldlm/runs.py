@@ -1,0 +1,125 @@
+"""Run folders: one writer at a time, and no file the kit did not write is ever overwritten.
+
+A run folder holds config.json, data.json, metrics.jsonl, ckpt.pt, summary.json (see ldlm.train) and
+`.lock`: the training process holds an exclusive flock on it (its pid written inside) for the whole
+run, so a second training of the same folder stops with the holder's pid instead of interleaving
+metrics and checkpoints. The kernel drops the lock when the process dies, so a kill never leaves a
+folder locked.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from . import checkpoint
+from .checkpoint import CKPT_NAME
+from .config import ConfigError, config_from_dict
+
+LOCK_NAME = ".lock"
+
+# Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
+RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",
+                  "precision", "compile", "num_workers", "micro_batch_size"}
+
+
+class RunFolderError(RuntimeError):
+    """An --out folder that cannot be trained into now; the message says why and what to do."""
+
+
+def check_resume(saved: dict, given: dict) -> None:
+    """`given` (any subset of config keys) may differ from the saved run only in RESUME_MUTABLE."""
+    for key, value in given.items():
+        if key not in RESUME_MUTABLE and saved.get(key) != value:
+            raise ConfigError(
+                f"--resume: {key}={value!r} differs from the saved run ({saved.get(key)!r}); "
+                f"only {sorted(RESUME_MUTABLE)} may change when resuming. Use a new --out for a new run."
+            )
+
+
+def saved_config(out: Path) -> dict | None:
+    """The run's config.json if it is one of the kit's configs, else None (absent, or a user's file)."""
+    try:
+        values = json.loads((out / "config.json").read_text())
+        return config_from_dict(values).to_dict()
+    except (OSError, ValueError, TypeError, AttributeError):  # ConfigError is a ValueError
+        return None
+
+
+def _nothing_to_resume(out: Path) -> RunFolderError:
+    return RunFolderError(f"--resume: {out} holds no checkpoint ({CKPT_NAME}) to resume; "
+                          f"drop --resume to start a new run there")
+
+
+def resumed_config(out: Path) -> dict:
+    """The config `--resume` continues: the checkpoint's, or after a kill before the first checkpoint
+    the folder's config.json (that run then starts over); an error if the folder holds neither."""
+    if (out / CKPT_NAME).exists():
+        return checkpoint.load_config(checkpoint.load(out / CKPT_NAME)).to_dict()
+    saved = saved_config(out)
+    if saved is None:
+        raise _nothing_to_resume(out)
+    return saved
+
+
+def _is_run(out: Path) -> bool:
+    return (out / CKPT_NAME).exists() or saved_config(out) is not None
+
+
+def _refuse_foreign(out: Path) -> None:
+    """A folder that holds files but no run is someone else's: the kit writes nothing into it."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file; give a folder for the run")
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if foreign and not _is_run(out):
+        raise RunFolderError(f"--out {out} is not empty and not a run folder (it holds {foreign[:5]}); "
+                             f"not writing into it. Choose a new or empty folder")
+
+
+def _check_contents(out: Path, cfg: dict, resume: bool) -> None:
+    """Refuse a run this training must not touch; clean up after a kill before the first checkpoint
+    (its metrics would be written again)."""
+    saved = saved_config(out)
+    has_ckpt = (out / CKPT_NAME).exists()
+    if not has_ckpt and saved is None:
+        if resume:
+            raise _nothing_to_resume(out)
+        return
+    if has_ckpt and not resume:
+        raise RunFolderError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    try:
+        check_resume(saved or {}, cfg if saved else {})
+    except ConfigError as err:
+        raise RunFolderError(f"{out} holds another run: {err}") from None
+    if not has_ckpt:  # killed before its first checkpoint: start over, without the old log lines
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def claim(out: Path, cfg: dict, resume: bool):
+    """Hold run folder `out` for one training of config `cfg` (a dict): RunFolderError if another
+    process trains it, if it holds files that are not a run's, if it holds a run that `resume` must
+    not touch, or if it cannot be written."""
+    out = Path(out)
+    _refuse_foreign(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / LOCK_NAME, "a+")
+    except OSError as err:
+        raise RunFolderError(f"--out {out} cannot be written ({err.strerror}); choose a writable folder") from None
+    with handle:  # closing it releases the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise RunFolderError(f"run folder {out} is being trained by another process (pid {holder}); "
+                                 f"wait for it to finish, or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _check_contents(out, cfg, resume)
+        yield
