@@ -22,9 +22,27 @@ from .io import atomic_path, write_json
 ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id"]
 
 
+def corpus_sha256(dataset: str) -> str | None:
+    """sha256 of a `text:`/`jsonl:` corpus file (None for named datasets or a missing file)."""
+    kind, _, path = dataset.partition(":")
+    file = Path(path).expanduser()
+    if kind not in ("text", "jsonl") or not file.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def run_id(cfg_dict: dict) -> str:
-    """Short stable id of a resolved config (same config -> same id, so finished runs are found again)."""
-    blob = json.dumps({k: v for k, v in sorted(cfg_dict.items()) if k not in ("device", "num_threads")}, sort_keys=True)
+    """Short stable id of a resolved config (same config -> same id, so finished runs are found again).
+    A user corpus's content is part of it: an edited text: file is a new run, not the old one reused."""
+    values = {k: v for k, v in cfg_dict.items() if k not in ("device", "num_threads")}
+    sha = corpus_sha256(cfg_dict.get("dataset", ""))
+    if sha:
+        values["corpus_sha256"] = sha
+    blob = json.dumps(values, sort_keys=True)
     return f"{cfg_dict.get('preset', 'x')}-{cfg_dict.get('dataset', 'x').replace('/', '_').replace(':', '_')[-20:]}-" \
            f"{cfg_dict.get('variant', 'x')}-s{cfg_dict.get('seed', 0)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
