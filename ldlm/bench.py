@@ -147,7 +147,10 @@ def bench_training(model, cfg, h: torch.Tensor, tokens: torch.Tensor, repeats: i
 
 
 def main(argv=None) -> int:
+    from .checkpoint import CheckpointError
+    from .config import ConfigError, check_counts
     from .frozen_lm import default_device
+    from .io import PathError, check_output
     from .sample import load_run
 
     parser = argparse.ArgumentParser(prog="python -m ldlm.bench", description=__doc__,
@@ -159,8 +162,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/speed.csv")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    device = default_device(args.device)
-    model, cfg = load_run(args.run, device)
+    try:
+        check_counts(steps=min(args.steps), batch=min(args.batch), repeats=args.repeats)
+        check_output(args.out)
+        device = default_device(args.device)
+        model, cfg = load_run(args.run, device)
+    except (CheckpointError, ConfigError, PathError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     rows = [dict(r, model="ldlm", run_id=str(args.run)) for r in bench_sampling(model, cfg, args.steps, args.batch, args.repeats)]
     upsert_rows(args.out, rows, key=["model", "kind", "batch", "steps", "device", "run_id"])
     for r in rows:

@@ -20,9 +20,10 @@ import os
 import sys
 from pathlib import Path
 
+from .config import ConfigError, check_counts
 from .data import DataError
 from .frozen_lm import ModelUnavailable
-from .io import write_json
+from .io import PathError, check_output, read_utf8, write_json
 from .metrics import EvalError, evaluate_samples, reference_ceiling
 from .results import versions
 
@@ -35,7 +36,7 @@ def read_samples(path: str | os.PathLike) -> list[dict]:
     if not file.is_file():
         raise EvalError(f"samples file {str(file)!r} does not exist")
     rows = []
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_utf8(file, "samples file").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -130,12 +131,14 @@ def main(argv=None) -> int:
     common = dict(judge=args.judge, featurizer=args.featurizer, seed=args.seed, text_tokenizer=args.text_tokenizer,
                   batch_size=args.batch_size, pack_mode=args.pack_mode)
     try:
+        check_counts(batch_size=args.batch_size, n=args.n, length=args.length, ref_length=args.ref_length)
+        check_output(args.out)
         if args.reference:
             row = evaluate_reference(args.dataset, args.n, args.length, out=args.out, **common)
         else:
             row = evaluate_file(args.samples, args.dataset, out=args.out, ref_length=args.ref_length,
                                 ref_split=args.ref_split, **common)
-    except (EvalError, DataError, ModelUnavailable) as err:
+    except (EvalError, DataError, ModelUnavailable, PathError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps({k: row[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_samples")}))

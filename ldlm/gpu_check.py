@@ -27,8 +27,9 @@ What it runs (one GPU, one process, under 5 minutes on an H100 with the defaults
 - a CUDA out-of-memory error in training halves `micro_batch_size` (gradient accumulation keeps
   the global batch) and starts over; in sampling it halves the sampling batch. Rows say what ran.
 
-The run folder (`--run-dir`) is deleted and started over if it holds an earlier check: a check is
-not resumable. A folder holding anything but a run's files is never deleted (exit 2).
+The run folder (`--run-dir`) is deleted and started over if an earlier check made it (it holds the
+marker file `.gpu-check`): a check is not resumable. Any other non-empty folder, a real run
+included, is never deleted (exit 2).
 
 Model FLOPs per training token (PaLM-style MFU, Chowdhery et al. 2022 App. B: matmul FLOPs the model
 needs, forward + backward = 3 x forward, whatever the implementation recomputes or skips). With
@@ -95,9 +96,11 @@ from torch import nn
 from .bench import bench_sampling, compute_dtype, hardware, matmul_peak_flops
 from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
 from .data import DataError, build_token_data
-from .frozen_lm import FrozenLM, ModelUnavailable, default_device, load_tokenizer, model_location
-from .io import read_jsonl
+from .frozen_lm import FrozenLM, ModelUnavailable, default_device, lm_config, load_tokenizer, max_positions
+from .io import PathError, check_output, read_jsonl
 from .results import upsert_rows
+from .runs import RunFolderError
+from .train import Diverged
 
 CHECK_DATASET = "wiki"
 OWT_BATCH = 32          # global = per-device batch at seq_len 1024 (bf16 fits one 80 GB GPU)
@@ -111,7 +114,7 @@ NOMINAL_BF16_PEAK = [
     ("A100", 312e12),
 ]
 
-RUN_FILES = {"config.json", "data.json", "metrics.jsonl", "ckpt.pt", "summary.json"}
+MARKER = ".gpu-check"  # in the run folders the check makes: the only ones it deletes
 
 CSV_COLUMNS = [
     "kind", "preset", "dataset", "frozen_lm", "frozen_lm_requested", "frozen_lm_note", "precision",
@@ -169,21 +172,14 @@ def dit_forward_flops(dit, n: int) -> int:
 def frozen_lm_shape(name: str, layer: int) -> dict:
     """Parameters (embeddings excluded), blocks, width and maximum positions of the frozen LM as run
     (cut after hidden_states[layer]); built on the meta device from its config, no weights loaded."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    try:
-        config = AutoConfig.from_pretrained(model_location(name))
-    except ModelUnavailable:
-        raise
-    except Exception as err:
-        raise ModelUnavailable(f"the config of frozen LM {name!r} could not be loaded "
-                               f"({type(err).__name__}: {str(err)[:200]})") from err
+    config = lm_config(name)
     with torch.device("meta"):
         lm = FrozenLM(AutoModel.from_config(config), layer)
     embeddings = sum(p.numel() for m in lm.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
-    max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     return dict(params=sum(p.numel() for p in lm.parameters()) - embeddings, layers=lm.index, width=lm.width,
-                max_positions=int(max_positions) if max_positions else None)
+                max_positions=max_positions(config))
 
 
 def flops_per_token(cfg: Config, lm: dict, vocab_size: int, head_vocab: int | None = None) -> dict:
@@ -251,16 +247,17 @@ def check_config(preset: str, steps: int, frozen_lm: str | None, overrides: dict
 
 
 def prepare_run_dir(path: Path) -> None:
-    """Delete an earlier check's run folder; refuse to touch a folder with anything else in it."""
-    if not path.exists():
-        return
-    if not path.is_dir():
+    """An empty run folder marked as the check's (MARKER): an earlier check's is deleted and made
+    again; any other non-empty folder is refused, since it may be a real run (exit 2)."""
+    if path.exists() and not path.is_dir():
         raise CheckError(f"--run-dir {str(path)!r} is a file, not a run folder")
-    foreign = [p.name for p in path.iterdir() if p.name not in RUN_FILES and not p.name.startswith(".")]
-    if foreign:
-        raise CheckError(f"--run-dir {str(path)!r} holds files that are not a run's ({foreign[:5]}); "
-                         f"not deleting it. Choose another --run-dir.")
-    shutil.rmtree(path)
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / MARKER).exists():
+            raise CheckError(f"--run-dir {str(path)!r} is not empty and was not made by gpu_check (no {MARKER} "
+                             f"file); not deleting it. Choose another --run-dir")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("made by python -m ldlm.gpu_check; deleted by its next run\n")
 
 
 def check_data(cfg: Config) -> dict:
@@ -340,6 +337,8 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     candidates = [requested] if requested else list(dict.fromkeys([preset_lm, FALLBACK_LM]))
     overrides.pop("frozen_lm", None)
     run_dir = Path(args.run_dir)
+    check_output(args.out)
+    prepare_run_dir(run_dir)  # refuses a folder it did not make before minutes of work
 
     peak_n, peak_dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
     peak = matmul_peak_flops(device, n=peak_n, dtype=peak_dtype, repeats=20 if device.type == "cuda" else 5)
@@ -465,7 +464,7 @@ def main(argv=None) -> int:
                 "make TORCH_INDEX=https://download.pytorch.org/whl/cu128 setup), or pass --allow-cpu with small "
                 "shapes (e.g. --preset smoke).")
         run_check(args, device, start)
-    except (CheckError, ConfigError, DataError, ModelUnavailable) as err:
+    except (CheckError, ConfigError, DataError, ModelUnavailable, PathError, RunFolderError, Diverged) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -28,7 +28,8 @@ from .bench import compute_dtype
 from .data import unpack_docs
 from .distributed import DistEnv, gather_objects
 from .frozen_lm import ModelUnavailable, load_tokenizer
-from .io import write_jsonl
+from .config import ConfigError, check_counts
+from .io import PathError, check_output, write_jsonl
 from .metrics import join_docs
 from .models import LDLM
 from .noise import seed_for
@@ -116,14 +117,15 @@ def main(argv=None) -> int:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus p (GPT baseline only)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    if args.n < 1 or (args.steps is not None and args.steps < 1):
-        print("error: --n and --steps must be >= 1", file=sys.stderr)
-        return 2
-    try:
+    try:  # every input is checked before any work: a bad value never costs (or empties) an existing --out
+        check_counts(n=args.n, steps=args.steps, batch_size=args.batch_size)
+        if not 0 < args.top_p <= 1:
+            raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1] (1 = no nucleus truncation)")
+        check_output(args.out)
         env, device = distributed.setup(args.device)
         model, cfg = load_run(args.run, device)
         tokenizer = load_tokenizer(cfg.frozen_lm)
-    except (checkpoint.CheckpointError, ModelUnavailable) as err:
+    except (checkpoint.CheckpointError, ModelUnavailable, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     steps = args.steps or cfg.sample_steps

@@ -8,7 +8,7 @@ import torch
 
 from ldlm import gpu_check
 from ldlm.config import PRESETS, make_config
-from ldlm.gpu_check import CSV_COLUMNS, CheckError, check_config, flops_per_token, nominal_peak, prepare_run_dir
+from ldlm.gpu_check import CSV_COLUMNS, MARKER, CheckError, check_config, flops_per_token, nominal_peak, prepare_run_dir
 
 MINILM = dict(params=7_246_464, layers=4, width=384, max_positions=512)  # frozen_lm_shape("minilm", -3)
 
@@ -32,6 +32,7 @@ def test_cpu_check_end_to_end_with_fallback(monkeypatch, tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(" ".join(rng.choices(words, k=120)) + "." for _ in range(40)))
     run.mkdir()
+    (run / MARKER).write_text("")
     (run / "ckpt.pt").write_text("an earlier check")  # deleted: a check starts over
     argv = ["--allow-cpu", "--preset", "smoke", "--steps", "6", "--sample-batch", "1", "3", "--sample-steps", "2", "4",
             "--repeats", "1", "--no-progress", "--out", str(out), "--run-dir", str(run), "num_threads=1",
@@ -81,17 +82,20 @@ def test_owt_check_config():
         check_config("owt", 300, "minilm", {"seq_len": "1024"}, MINILM)
 
 
-def test_run_dir_is_only_deleted_when_it_holds_a_run(tmp_path):
+def test_run_dir_is_only_deleted_when_the_check_made_it(tmp_path):
     run = tmp_path / "run"
-    run.mkdir()
+    prepare_run_dir(run)  # made, and marked as the check's
+    assert (run / MARKER).exists()
     (run / "metrics.jsonl").write_text("{}\n")
-    prepare_run_dir(run)
-    assert not run.exists()
-    run.mkdir()
-    (run / "notes.txt").write_text("mine")
+    prepare_run_dir(run)  # an earlier check's: emptied
+    assert sorted(p.name for p in run.iterdir()) == [MARKER]
+    real = tmp_path / "real"  # a real run (only run-file names) or anything else: never deleted
+    real.mkdir()
+    (real / "ckpt.pt").write_bytes(b"weights")
+    (real / "config.json").write_text("{}")
     with pytest.raises(CheckError, match="not deleting"):
-        prepare_run_dir(run)
-    assert (run / "notes.txt").exists()
+        prepare_run_dir(real)
+    assert (real / "ckpt.pt").read_bytes() == b"weights"
 
 
 def test_nominal_peaks():
