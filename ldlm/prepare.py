@@ -28,6 +28,7 @@ import time
 from .config import ConfigError, make_config
 from .data import DataError, build_token_data, read_token_cache, token_cache_path
 from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
+from .io import PathError
 from .judges import load_featurizer, load_judge
 from .train import load_corpus_states
 
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 load(name)
                 print(f"{load.__name__.removeprefix('load_')} {name}: ready in {time.perf_counter() - t0:.1f} s")
-    except (ConfigError, DataError, ModelUnavailable) as err:
+    except (ConfigError, DataError, ModelUnavailable, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
