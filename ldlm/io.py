@@ -58,10 +58,10 @@ def remove_stale(target: Path) -> None:
     """Delete temporary siblings of `target` (files or build folders, e.g. a GB-sized state cache) left
     by killed processes on this host. Those of a live process, or of another host (shared file
     systems), are left alone."""
+    mine = f".{target.name}.{socket.gethostname()}-"
     for tmp in target.parent.glob(f".{target.name}.*.tmp"):
-        owner = tmp.name[len(target.name) + 2:].rsplit(".", 2)[0]  # "<host>-<pid>"
-        host, _, pid = owner.rpartition("-")
-        if host != socket.gethostname() or not pid.isdigit():
+        pid = tmp.name[len(mine):].split(".")[0] if tmp.name.startswith(mine) else ""  # "<pid>.<random><suffix>.tmp"
+        if not pid.isdigit():
             continue
         try:
             os.kill(int(pid), 0)

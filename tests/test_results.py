@@ -20,3 +20,17 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
     assert all(p.wait(timeout=300) == 0 for p in procs)
     rows = pd.read_csv(path)
     assert len(rows) == 120 and rows["run_id"].is_unique
+
+
+def test_run_id_changes_when_a_text_corpus_changes(tmp_path):
+    from ldlm.config import make_config
+    from ldlm.results import run_id
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one doc.\n\nanother doc.\n")
+    cfg = make_config("smoke", dataset=f"text:{corpus}").to_dict()
+    first = run_id(cfg)
+    assert run_id(cfg) == first
+    corpus.write_text("one doc.\n\nan edited doc.\n")
+    assert run_id(cfg) != first
+    assert run_id(make_config("smoke").to_dict()).startswith("smoke-wiki-full-s0-")  # named datasets: as before
