@@ -191,3 +191,20 @@ def test_config_with_another_variant_is_refused(smoke_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--variant naive" in err and "--preset smoke --variant naive" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_rerun_after_a_kill_before_the_first_checkpoint_starts_clean(tmp_path, capsys):
+    """A run killed before its first checkpoint (config.json and log lines, no ckpt.pt) starts over
+    without duplicated lines, by a plain rerun (the pipeline) or --resume; another config is refused."""
+    from ldlm.runs import RunFolderError
+
+    cfg = smoke(max_steps=5, eval_every=100)
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / "config.json").write_text(cfg.to_json())
+    (out / "metrics.jsonl").write_text('{"step": 5, "loss": 9.0}\n')
+    with pytest.raises(RunFolderError, match="holds another run"):
+        train(smoke(max_steps=5, eval_every=100, lr=0.5), out, progress=False)
+    assert train_main(["--out", str(out), "--resume", "--no-progress"]) == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r] == [5]
+    assert read_jsonl(out / "metrics.jsonl")[0]["loss"] != 9.0
