@@ -149,7 +149,7 @@ def read_user_corpus(kind: str, path: str) -> list[str]:
                 raise DataError(f"{file}:{n}: expected a JSON object with a 'text' field") from None
     docs = [d for d in docs if d]
     if len(docs) < 2:
-        raise DataError(f"corpus file {str(file)!r} holds {len(docs)} document(s); it needs at least two "
+        raise DataError(f"corpus file {str(file)!r} holds {'one document' if docs else 'no text'}; it needs at least two "
                         f"(separated by blank lines in text:, one per line in jsonl:)")
     return docs
 
