@@ -16,7 +16,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import checkpoint
+from . import checkpoint, runs
 from .config import make_config
 from .data import load_corpus
 from .evaluate import evaluate_file, evaluate_reference
@@ -69,11 +69,17 @@ def train_or_resume(cfg, runs_dir: str | Path, progress: bool = True, nproc: int
     rid = run_id(cfg.to_dict())
     run_dir = Path(runs_dir) / rid
     summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        return run_dir, json.loads(summary_path.read_text())
-    resume = (run_dir / checkpoint.CKPT_NAME).exists()
-    if nproc <= 1:
-        return run_dir, train(cfg, run_dir, resume=resume, progress=progress)
+    while True:  # notebooks side by side may ask for the same run: one trains it, the others wait and reuse it
+        runs.wait_for_writer(run_dir)
+        if summary_path.exists():
+            return run_dir, json.loads(summary_path.read_text())
+        resume = (run_dir / checkpoint.CKPT_NAME).exists()
+        if nproc > 1:
+            break
+        try:
+            return run_dir, train(cfg, run_dir, resume=resume, progress=progress)
+        except runs.RunFolderBusy:  # another process took the folder between our check and our claim
+            continue
     request = Path(runs_dir) / f"{rid}.config.json"
     write_text(request, cfg.to_json())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",

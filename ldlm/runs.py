@@ -29,6 +29,19 @@ class RunFolderError(RuntimeError):
     """An --out folder that cannot be trained into now; the message says why and what to do."""
 
 
+class RunFolderBusy(RunFolderError):
+    """Another process is training this run folder."""
+
+
+def wait_for_writer(out: Path) -> None:
+    """Return once no process trains `out` (a shared flock is granted only when the writer's exclusive
+    one is gone), so a notebook reuses a run another notebook is training instead of failing."""
+    lock = Path(out) / LOCK_NAME
+    if lock.exists():
+        with open(lock) as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+
+
 def check_resume(saved: dict, given: dict) -> None:
     """`given` (any subset of config keys) may differ from the saved run only in RESUME_MUTABLE."""
     for key, value in given.items():
@@ -115,7 +128,7 @@ def claim(out: Path, cfg: dict, resume: bool):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "?"
-            raise RunFolderError(f"run folder {out} is being trained by another process (pid {holder}); "
+            raise RunFolderBusy(f"run folder {out} is being trained by another process (pid {holder}); "
                                  f"wait for it to finish, or choose another --out") from None
         handle.seek(0)
         handle.truncate()

@@ -1,3 +1,5 @@
+import pytest
+
 from ldlm import pipeline
 
 
@@ -25,3 +27,29 @@ def test_score_key_follows_the_held_out_text(tmp_path):
     assert pipeline.score_key(f"text:{corpus}", judge="smollm2") == key
     corpus.write_text(corpus.read_text() + "\n\none more held-out document")
     assert pipeline.score_key(f"text:{corpus}", judge="smollm2")["held_out_sha256"] != key["held_out_sha256"]
+
+
+TRAIN_SAME_RUN = """
+import json, sys
+from ldlm import pipeline
+from ldlm.config import make_config
+run_dir, summary = pipeline.train_or_resume(make_config("smoke", max_steps=10), sys.argv[1], progress=False)
+print(json.dumps(dict(run=str(run_dir), step=summary["step"])))
+"""
+
+
+@pytest.mark.slow
+def test_notebooks_asking_for_the_same_run_train_it_once(tmp_path):
+    """Two processes (notebooks side by side) ask for one run: one trains, the other waits and reuses it."""
+    import json
+    import subprocess
+    import sys
+
+    from ldlm.io import read_jsonl
+
+    procs = [subprocess.Popen([sys.executable, "-c", TRAIN_SAME_RUN, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs) and outs[0] == outs[1] and outs[0]["step"] == 10
+    steps = [r["step"] for r in read_jsonl(f"{outs[0]['run']}/metrics.jsonl") if "loss" in r]
+    assert steps == sorted(set(steps))  # one writer: no line twice
