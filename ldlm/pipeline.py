@@ -55,10 +55,10 @@ def score_key(dataset: str, **parts) -> dict:
                 versions={k: versions_[k] for k in ("torch", "transformers", "mauve-text", "numpy")})
 
 
-def budget_overrides(max_steps: int) -> dict:
-    """Config overrides for a shorter (or longer) training budget than the preset's (S_wu and the EMA
-    warm-up follow the budget by themselves). {} for max_steps = 0: the preset's budget."""
-    return {"max_steps": max_steps} if max_steps else {}
+def budget_overrides(max_steps: int, batch_size: int = 0) -> dict:
+    """Config overrides for another training budget than the preset's (S_wu and the EMA warm-up follow
+    it by themselves); 0 keeps the preset's value."""
+    return {k: v for k, v in (("max_steps", max_steps), ("batch_size", batch_size)) if v}
 
 
 def train_or_resume(cfg, runs_dir: str | Path, progress: bool = True, nproc: int = 1) -> tuple[Path, dict]:
