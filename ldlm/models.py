@@ -16,6 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _rms_norm(norm: nn.RMSNorm, t: torch.Tensor) -> torch.Tensor:
+    """norm(t) with the weight in t's dtype: under bf16 autocast a float32 weight makes torch skip its
+    fused kernel (a warning per call on GPUs); in float32 it is norm(t) exactly."""
+    return F.rms_norm(t, norm.normalized_shape, norm.weight.to(t.dtype), norm.eps)
+
+
 class Attention(nn.Module):
     """Multi-head attention, queries from `x`, keys/values from `context` (default: x), qk-norm."""
 
@@ -31,9 +37,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
         split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # B T (H D) -> B H T D
-        q = self.q_norm(split(self.q(x)))
+        q = _rms_norm(self.q_norm, split(self.q(x)))
         k, v = (split(t) for t in self.kv(context).chunk(2, dim=-1))
-        y = F.scaled_dot_product_attention(q, self.k_norm(k), v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, _rms_norm(self.k_norm, k), v, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).flatten(-2))
 
 
