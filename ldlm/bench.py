@@ -116,33 +116,41 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
     return rows
 
 
-def bench_training(model, cfg, h: torch.Tensor, tokens: torch.Tensor, repeats: int = 5, warmup: int = 2) -> dict:
-    """Median time of the training loop's own step (`train.train_step`: loss, backward, clipping,
-    AdamW, EMA, time-sampler update) on one batch; FLOP/s >= 6 * per-token params * tokens/s."""
+def bench_training(model, cfg, corpus, steps: int = 20, warmup: int = 3) -> dict:
+    """Seconds per step of the training loop's own path on a copy of `model`: rows from `train.step_loader`,
+    `TrainingData.to_device` (float16 states -> float32), `train.train_step` (loss, backward, clipping,
+    AdamW, EMA, time-sampler update), for consecutive steps from 0. The mean of `steps` steps after
+    `warmup`, as the loop's logged tokens/s: a median would pick one mode, since only about half of
+    LDLM's steps run the self-conditioning pass. FLOP/s >= 6 * per-token params * tokens/s."""
     import copy
 
     from .diffusion import make_time_sampler
-    from .train import Objective, lr_lambda, make_optimizer, train_step
+    from .distributed import DistEnv, batch_plan, micro_positions
+    from .train import Objective, keep_freed_memory, lr_lambda, make_optimizer, step_loader, train_step
 
+    keep_freed_memory()  # as train() does
+    model = copy.deepcopy(model)
     device = next(model.parameters()).device
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema, sampler, objective = copy.deepcopy(model).requires_grad_(False), make_time_sampler(cfg), Objective(model, cfg)
-    positions = [range(len(tokens))]
-    lengths = torch.full((len(tokens),), tokens.shape[1], device=device)
-    step = iter(range(10**9))
-    median = statistics.median(time_calls(
-        lambda: train_step(objective, model, optimizer, scheduler, ema, sampler, [(h, tokens, lengths)], positions, cfg,
-                           next(step), device), warmup=warmup, repeats=repeats, device=device))
+    positions = micro_positions(cfg.batch_size, *batch_plan(cfg.batch_size, cfg.micro_batch_size, 1), DistEnv())
+    loader = iter(step_loader(corpus, cfg, positions, 0, warmup + steps, pin=device.type == "cuda"))
+    step = iter(range(warmup + steps))
+
+    def one_step():
+        micro_batches = [corpus.to_device(r, device) for r in next(loader)]
+        train_step(objective, model, optimizer, scheduler, ema, sampler, micro_batches, positions, cfg, next(step), device)
+
+    seconds = statistics.mean(time_calls(one_step, warmup=warmup, repeats=steps, device=device))
     params = per_token_parameters(model)
-    tokens_per_s = tokens.numel() / median
+    tokens_per_s = cfg.batch_size * cfg.seq_len / seconds
     flops = 6 * params * tokens_per_s  # attention scores, self-conditioning pass, adaLN excluded: a lower bound
     peak = matmul_peak_flops(device)
-    model.eval()
-    return dict(kind="training", batch=len(tokens), steps=0, nfe=0, seq_len=tokens.shape[1], seconds=median,
-                samples_per_s=len(tokens) / median, tokens_per_s=tokens_per_s, train_flops_per_s=flops,
+    return dict(kind="training", batch=cfg.batch_size, steps=0, nfe=0, seq_len=cfg.seq_len, seconds=seconds,
+                samples_per_s=cfg.batch_size / seconds, tokens_per_s=tokens_per_s, train_flops_per_s=flops,
                 per_token_params=params,
-                matmul_peak_flops_per_s=peak, utilisation=flops / peak, repeats=repeats, dtype=compute_dtype(cfg, device),
+                matmul_peak_flops_per_s=peak, utilisation=flops / peak, repeats=steps, dtype=compute_dtype(cfg, device),
                 **hardware(device))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import ctypes
 import json
 import math
 import os
@@ -131,6 +132,17 @@ def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
+
+
+def keep_freed_memory() -> None:
+    """Have glibc keep freed blocks up to 32 MiB in the heap instead of returning them to the OS, so a
+    CPU step does not page-fault its activations afresh every time (2-5% of a step); no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (the largest glibc accepts)
+    libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap top
 
 
 def autocast(cfg: Config, device: torch.device):
@@ -336,6 +348,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     ckpt_path = out / checkpoint.CKPT_NAME
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    keep_freed_memory()
     env, device = distributed.setup(cfg.device)
     micro, accum = distributed.batch_plan(cfg.batch_size, cfg.micro_batch_size, env.world)
     positions = distributed.micro_positions(cfg.batch_size, micro, accum, env)

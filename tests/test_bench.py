@@ -61,3 +61,20 @@ def test_per_token_parameters_leave_out_lookups_conditioning_and_rare_clusters()
     model = Tiny()
     head_cluster = sum(p.numel() for p in model.head.head.parameters())
     assert per_token_parameters(model) == 72 + head_cluster
+
+
+def test_training_bench_runs_the_loop_path_on_a_copy():
+    import torch
+
+    from ldlm.bench import bench_training
+    from ldlm.config import make_config
+    from ldlm.train import init_model, load_corpus_states
+
+    cfg = make_config("smoke")
+    corpus = load_corpus_states(cfg, "cpu")
+    model = init_model(cfg, corpus, "cpu")
+    before = [p.clone() for p in model.parameters()]
+    row = bench_training(model, cfg, corpus, steps=2, warmup=1)
+    assert row["kind"] == "training" and row["repeats"] == 2 and row["batch"] == cfg.batch_size
+    assert row["seconds"] > 0 and row["tokens_per_s"] == cfg.batch_size * cfg.seq_len / row["seconds"]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the caller's model is untouched
