@@ -66,7 +66,7 @@ TRAINS    = -p nproc $(NPROC)
 JUDGE      = $(or $(shell sed -n 's/^judge: *//p' params/$(PRESET).yaml),smollm2)
 FEATURIZER = $(or $(shell sed -n 's/^featurizer: *//p' params/$(PRESET).yaml),minilm)
 # the ablation's seeds (one notebook execution each, side by side; then one that tabulates them all)
-ABLATION_SEEDS = $(or $(shell sed -n 's/^ablation_seeds: *\[\(.*\)\]/\1/p' params/$(PRESET).yaml | tr -d ','),0)
+ABLATION_SEEDS = $(or $(shell sed -n 's/^ablation_seeds: *\[\([^]]*\)\].*/\1/p' params/$(PRESET).yaml | tr -d ','),0)
 PREPARE    = $(foreach d,$(DATASETS),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset $(d) \
              --workers $(or $(WORKERS),1) --states --judge $(JUDGE) --featurizer $(FEATURIZER) &&) true
 

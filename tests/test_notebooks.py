@@ -120,3 +120,13 @@ def test_figures_notebook_on_fixture(tmp_path):
     fixture = ROOT / "tests" / "fixtures" / "results"
     run("90_figures.ipynb", tmp_path, results_dir=str(fixture), figures_dir=str(tmp_path / "figures"))
     assert {p.stem for p in (tmp_path / "figures").glob("*.png")} == FIGURES
+
+
+def test_parameters_cells_parse_cleanly_under_papermill():
+    """Every assignment of a parameters cell is one papermill sees (an apostrophe in a comment hid them)."""
+    import papermill
+
+    for path in NOTEBOOKS:
+        cell = nbformat.read(path, as_version=4).cells[1].source
+        names = {line.split("=", 1)[0].strip() for line in cell.splitlines() if "=" in line.split("#", 1)[0]}
+        assert set(papermill.inspect_notebook(str(path))) == names, path.name
