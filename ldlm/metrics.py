@@ -344,7 +344,10 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     keep = np.sort(rng.permutation(len(texts))[: len(refs)])  # all samples unless refs run short
     features = lambda items: np.stack(map_sharded(lambda part: list(featurizer.encode(part)), items, env))
     ref_texts = [join_docs(d) for d in _decode(tok, refs)]
-    row.update(mauve=mauve_score(features([texts[i] for i in keep]), features(ref_texts)),
+    # all-empty samples have no distribution to compare: MAUVE is undefined (NaN), not a number of the clustering
+    mauve = (float("nan") if count_empty(texts) == len(texts)
+             else mauve_score(features([texts[i] for i in keep]), features(ref_texts)))
+    row.update(mauve=mauve,
                mauve_n=len(refs), mauve_num_buckets=mauve_buckets(len(refs)), mauve_seed=25, ref_seed=seed,
                ref_split=ref_split, ref_len_tokens=float(np.mean([len(r) for r in _content(refs)])),
                seconds=round(time.time() - start, 2))

@@ -432,3 +432,10 @@ def test_quality_matched_speedup_compares_seed_means():
                           [("ldlm", 10, 40.0), ("ldlm", 30, 20.0), ("mdlm", 100, 5.0)]])
     table = quality_matched_speedup(main, speed, batch=64)
     assert len(table) == 1 and table.iloc[0]["LDLM steps"] == 30 and table.iloc[0]["speed-up"] == "4.00x"
+
+
+def test_all_empty_samples_have_no_mauve(bert_tokenizer):
+    """Nothing to compare: MAUVE is NaN for all-empty samples (it scored 0.07 for a collapsed variant)."""
+    row = metrics.evaluate_samples(["", " "], [[], []], "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
+                                   text_tokenizer=bert_tokenizer, ref_length=8)
+    assert math.isnan(row["mauve"]) and row["n_empty"] == 2
