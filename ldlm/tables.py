@@ -28,16 +28,17 @@ def _summarise(rows: pd.DataFrame, by: list[str], versus=None) -> pd.DataFrame:
     seed stds ends in WITHIN_SPREAD: the difference is not a finding at this number of seeds."""
     cols = [c for c in METRIC_COLUMNS if c in rows.columns]
     grouped = rows.groupby(by, sort=False)[cols]
-    mean, std, n = grouped.mean(), grouped.std(), grouped.size()
+    mean, std, n, counts = grouped.mean(), grouped.std(), grouped.size(), grouped.count()
     out = mean.copy().astype(object)
     for c in cols:
         cells = []
-        for key, m, s, k in zip(mean.index, mean[c], std[c], n):
+        for key, m, s, k, have in zip(mean.index, mean[c], std[c], n, counts[c]):
             if pd.isna(m):
                 cells.append("–")
                 continue
-            cell = f"{m:.3g}" + (f" ± {s:.2g}" if k > 1 and pd.notna(s) else "")
-            if versus is not None and key != versus and versus in mean.index and k > 1 and n[versus] > 1:
+            cell = f"{m:.3g}" + (f" ± {s:.2g}" if have > 1 and pd.notna(s) else "")
+            cell += f" ({have} of {k} seeds)" if have < k else ""  # e.g. no PPL for a seed whose samples are all empty
+            if versus is not None and key != versus and versus in mean.index and have > 1 and counts.loc[versus, c] > 1:
                 spread = s + std.loc[versus, c]
                 if pd.notna(spread) and abs(m - mean.loc[versus, c]) <= spread:
                     cell += f" {WITHIN_SPREAD}"

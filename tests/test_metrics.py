@@ -439,3 +439,13 @@ def test_all_empty_samples_have_no_mauve(bert_tokenizer):
     row = metrics.evaluate_samples(["", " "], [[], []], "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
                                    text_tokenizer=bert_tokenizer, ref_length=8)
     assert math.isnan(row["mauve"]) and row["n_empty"] == 2
+
+
+def test_tables_say_when_a_metric_has_fewer_seeds_than_the_row():
+    import pandas as pd
+    from ldlm.tables import ablation_table
+
+    rows = pd.DataFrame([dict(variant="full", seed=0, gen_ppl_tok=float("nan"), entropy=0.0),
+                         dict(variant="full", seed=1, gen_ppl_tok=50.0, entropy=1.0)])
+    table = ablation_table(rows, ["full"])
+    assert table["Gen PPL (tok) ↓"].iloc[0] == "50 (1 of 2 seeds)" and table["Entropy"].iloc[0] == "0.5 ± 0.71"
