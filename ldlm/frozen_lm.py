@@ -54,15 +54,20 @@ def _offline_hint(name: str, err: Exception) -> ModelUnavailable:
     )
 
 
-def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
-
+def _from_pretrained(loader, name: str, **kwargs):
+    """loader.from_pretrained for registry name `name`; any failure is one ModelUnavailable that says what to do."""
     try:
-        return AutoTokenizer.from_pretrained(model_location(name))
+        return loader.from_pretrained(model_location(name), **kwargs)
     except ModelUnavailable:
         raise
     except Exception as err:
         raise _offline_hint(name, err) from err
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    return _from_pretrained(AutoTokenizer, name)
 
 
 def _block_list(model: nn.Module) -> nn.ModuleList:
@@ -110,12 +115,7 @@ def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu", dt
     """The frozen LM cut after hidden_states[layer]; bf16 on GPUs (its states are inputs, not targets of a judge)."""
     from transformers import AutoModel
 
-    try:
-        model = AutoModel.from_pretrained(model_location(name), dtype=dtype)
-    except ModelUnavailable:
-        raise
-    except Exception as err:
-        raise _offline_hint(name, err) from err
+    model = _from_pretrained(AutoModel, name, dtype=dtype)
     return FrozenLM(model, layer).to(device)
 
 
@@ -177,12 +177,7 @@ def lm_config(name: str):
     """The transformers config of frozen LM `name` (no weights loaded)."""
     from transformers import AutoConfig
 
-    try:
-        return AutoConfig.from_pretrained(model_location(name))
-    except ModelUnavailable:
-        raise
-    except Exception as err:
-        raise _offline_hint(name, err) from err
+    return _from_pretrained(AutoConfig, name)
 
 
 def max_positions(config) -> int | None:
