@@ -117,9 +117,11 @@ smoke: $(VENV)/.installed  ## the whole pipeline on the smoke preset, into resul
 figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
 	$(PAPERMILL) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
 
-clean-results:  ## delete results/, figures/ and the pipeline stamps (keeps trained runs in runs/)
-	rm -rf $(RESULTS)/*.csv $(RESULTS)/*.md $(RESULTS)/*.tex $(RESULTS)/runs $(RESULTS)/samples \
-	       $(RESULTS)/curves $(RESULTS)/executed $(RESULTS)/_smoke $(FIGURES)/*.png $(FIGURES)/*.pdf runs/stamps
+# what the notebooks write, no more: gpu_check's and hand-run results (gpu_check.csv, decoder_noise_sweep.csv) stay
+PIPELINE_OUTPUTS = main_*.csv table1_*.md table1_*.tex ablation.csv ablation_table.md ablation_table.tex speed.csv \
+                   speedup_*.md speedup_*.tex latents_pca.csv latents_dims.csv runs samples curves executed _smoke
+clean-results:  ## delete what make reproduce wrote to results/ and figures/, and the pipeline stamps (keeps trained runs in runs/)
+	rm -rf $(addprefix $(RESULTS)/,$(PIPELINE_OUTPUTS)) $(FIGURES)/*.png $(FIGURES)/*.pdf runs/stamps
 
 tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki
