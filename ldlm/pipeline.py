@@ -28,6 +28,11 @@ from .sample import load_run, sample_rows
 from .train import train
 
 
+# the evaluation's columns that go into a result row
+ROW_METRICS = ("gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "mauve", "n_empty", "sample_len_tokens",
+               "metrics_version")
+
+
 def scores(cache: Path, key: dict, compute: Callable[[], dict]) -> dict:
     """compute()'s metrics row, reused from `cache` while `key` (everything the numbers depend on: the
     samples' bytes, judge, featurizer, seed, METRICS_VERSION, library versions) is unchanged. A re-run
@@ -127,8 +132,7 @@ def run_experiment(preset: str, dataset: str, variant: str = "full", seed: int =
                          train_steps=summary["step"], train_seconds=summary["train_seconds"],
                          train_tokens_per_s=summary["train_tokens_per_s"], sample_seconds=seconds,
                          samples_per_s=n_samples / seconds, pack_mode=cfg.pack_mode,
-                         **{k: metrics[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty",
-                                                    "sample_len_tokens", "metrics_version") if k in metrics}))
+                         **{k: metrics[k] for k in ROW_METRICS if k in metrics}))
         sample_files[setting] = str(path)
     frame = upsert_rows(results_dir / f"{table}.csv", rows)
     write_text(results_dir / "curves" / f"{rid}.jsonl", (run_dir / "metrics.jsonl").read_text())  # for the figures
@@ -155,9 +159,6 @@ def reference_rows(dataset: str, n: int, length: int, judge: str = "smollm2", fe
     row = dict(preset=preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
                featurizer=metrics["featurizer"], n_samples=n, dtype="float32", draw_dtype=None,
                run_id=f"reference-{dataset}",
-               model="reference", **{k: metrics[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve",
-                                                             "mauve_train", "n_empty", "sample_len_tokens",
-                                                             "metrics_version")
-                                     if k in metrics})
+               model="reference", **{k: metrics[k] for k in (*ROW_METRICS, "mauve_train") if k in metrics})
     frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row])
     return frame[frame["run_id"] == row["run_id"]]
