@@ -133,20 +133,28 @@ def run_label(results_dir: Path, rid: str) -> str:
 
 
 def training_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
+    """Losses and held-out reconstruction over training steps; one colour per run setting (its seeds
+    share it), the legend below the panels."""
     logs = sorted((results_dir / "curves").glob("*.jsonl"))
     if not logs:
         return []
     panels = ["loss_diff", "loss_h", "loss_tok", "ema_recon_acc"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    colours, handles = {}, {}
     for log in logs:
         rows = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
+        label = run_label(results_dir, log.stem)
+        colour = colours.setdefault(label, f"C{len(colours) % 10}" if len(colours) < 10 else plt.cm.tab20(len(colours) % 20))
         for ax, key in zip(axes, panels):
             if key in rows:
                 part = rows.dropna(subset=[key])
-                ax.plot(part["step"], part[key], label=run_label(results_dir, log.stem), lw=1)
+                (line,) = ax.plot(part["step"], part[key], color=colour, lw=1, marker=".", ms=4)
+                handles.setdefault(label, line)
     for ax, key in zip(axes, panels):
-        ax.set(title=key, xlabel="training step")
-    axes[-1].legend(fontsize=6)
+        ax.set(title=key + (" ↑" if key == "ema_recon_acc" else " ↓"), xlabel="training step")
+    fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(4, len(handles)), fontsize=7, frameon=False)
+    fig.suptitle("Training curves (each line one run; the seeds of a setting share its colour)")
     fig.tight_layout()
     return _save(fig, figures_dir, "training_curves")
 
