@@ -76,9 +76,12 @@ def test_main_notebook_rows(smoke_pipeline):
 def test_ablation_rows_and_tables(smoke_pipeline):
     rows = pd.read_csv(smoke_pipeline / "results" / "ablation.csv")
     assert set(rows["variant"]) == {"full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive"}
-    assert ROW_COLUMNS <= set(rows.columns) and rows["run_id"].nunique() == 6
+    seeds = SMOKE["ablation_seeds"]
+    assert ROW_COLUMNS <= set(rows.columns) and rows["run_id"].nunique() == 6 * len(seeds)
+    assert sorted(rows["seed"].unique()) == sorted(seeds)
     md = (smoke_pipeline / "results" / "ablation_table.md").read_text()
     assert "naive joint training" in md and "\\begin{table}" in (smoke_pipeline / "results" / "ablation_table.tex").read_text()
+    assert f"seeds {seeds}" in md and " ± " in md  # every seed in the table, as mean ± std
 
 
 @pytest.mark.slow
