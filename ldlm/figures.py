@@ -35,7 +35,8 @@ def _read(results_dir: Path, pattern: str) -> pd.DataFrame:
 def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
     """Gen PPL (token-weighted) vs entropy, one panel per dataset; LDLM and MDLM points traced by
     sampling steps, the GPT's by nucleus p, held-out text as the star. Each point is the mean over
-    seeds with ± std bars; the seeds' own points are drawn faintly behind it."""
+    seeds, its bars the range of the seeds (a ± std bar would cross zero on the log axis); the seeds'
+    own points are drawn faintly behind it."""
     rows = _read(results_dir, "main_*.csv")
     if rows.empty:
         return []
@@ -50,12 +51,13 @@ def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
                 ax.scatter(group["entropy"], group["gen_ppl_tok"], label="held-out text", zorder=3, **style)
                 continue
             setting = "top_p" if ar else "steps"
-            stats = group.groupby(setting)[["entropy", "gen_ppl_tok"]].agg(["mean", "std"]).sort_index()
+            stats = group.groupby(setting)[["entropy", "gen_ppl_tok"]].agg(["mean", "min", "max"]).sort_index()
             seeds = group["seed"].nunique() if "seed" in group else 1
+            spread = lambda m: [stats[(m, "mean")] - stats[(m, "min")], stats[(m, "max")] - stats[(m, "mean")]]
             ax.scatter(group["entropy"], group["gen_ppl_tok"], marker=style["marker"], color=style.get("color"),
                        alpha=0.25, s=14)
-            ax.errorbar(stats[("entropy", "mean")], stats[("gen_ppl_tok", "mean")], xerr=stats[("entropy", "std")],
-                        yerr=stats[("gen_ppl_tok", "std")], marker=style["marker"], color=style.get("color"),
+            ax.errorbar(stats[("entropy", "mean")], stats[("gen_ppl_tok", "mean")], xerr=spread("entropy"),
+                        yerr=spread("gen_ppl_tok"), marker=style["marker"], color=style.get("color"),
                         capsize=2, label=f"{'AR (GPT)' if ar else model.upper()} ({seeds} seed{'s' * (seeds > 1)})")
             for value, r in stats.iterrows():
                 ax.annotate(f"p={value:g}" if ar else f"{int(value)}", (r[("entropy", "mean")], r[("gen_ppl_tok", "mean")]),
@@ -64,7 +66,7 @@ def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
         ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats) →",
                ylabel=f"Gen PPL, token-weighted, judge {judge} ↓", yscale="log")
         ax.legend(fontsize=8)
-    fig.suptitle("Quality–diversity fronts: mean ± std over seeds (labels: sampling steps; AR: nucleus p)")
+    fig.suptitle("Quality–diversity fronts: seed mean, bars the range of the seeds (labels: sampling steps; AR: nucleus p)")
     return _save(fig, figures_dir, "pareto")
 
 
@@ -77,9 +79,9 @@ def ablation(results_dir: Path, figures_dir: Path) -> list[Path]:
     metrics = [m for m in ("gen_ppl_tok", "entropy", "mauve", "recon_acc") if m in rows]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6))
     for ax, metric in zip(axes, metrics):
-        stats = rows.groupby("variant")[metric].agg(["mean", "std"]).reindex(order)
-        ax.bar(range(len(order)), stats["mean"], yerr=stats["std"].fillna(0), color=["C0"] + ["C7"] * (len(order) - 2) + ["C3"],
-               alpha=0.7, capsize=2)
+        stats = rows.groupby("variant")[metric].agg(["mean", "min", "max"]).reindex(order)
+        ax.bar(range(len(order)), stats["mean"], yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
+               color=["C0"] + ["C7"] * (len(order) - 2) + ["C3"], alpha=0.7, capsize=2)
         position = {v: i for i, v in enumerate(order)}  # each seed's value on its bar
         ax.scatter(rows["variant"].map(position), rows[metric], color="k", s=8, zorder=3)
         ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=8)
@@ -88,7 +90,7 @@ def ablation(results_dir: Path, figures_dir: Path) -> list[Path]:
             ax.set_yscale("log")
     seeds = rows["seed"].nunique() if "seed" in rows else 1
     fig.suptitle(f"Ablation of the four recipe components ({rows['preset'].iloc[0]}, {rows['dataset'].iloc[0]}; "
-                 f"bars: mean ± std over {seeds} seeds, dots: seeds)")
+                 f"bars: mean of {seeds} seeds with their range, dots: seeds)")
     fig.tight_layout()
     return _save(fig, figures_dir, "ablation")
 
