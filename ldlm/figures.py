@@ -32,6 +32,12 @@ def _read(results_dir: Path, pattern: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _sigma_dec(rows: pd.DataFrame) -> str:
+    """The decoder-input noise the LDLM rows were trained with, for a title (0 in the ablation's no-noise rows)."""
+    values = rows["decoder_noise"].dropna() if "decoder_noise" in rows else pd.Series(dtype=float)
+    return f"; LDLM σ_dec = {values.max():g}" if len(values) else ""
+
+
 def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
     """Gen PPL (token-weighted) vs entropy, one panel per dataset; LDLM and MDLM points traced by
     sampling steps, the GPT's by nucleus p, held-out text as the star. Each point is the mean over
@@ -66,7 +72,8 @@ def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
         ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats) →",
                ylabel=f"Gen PPL, token-weighted, judge {judge} ↓", yscale="log")
         ax.legend(fontsize=8)
-    fig.suptitle("Quality–diversity fronts: seed mean, bars the range of the seeds (labels: sampling steps; AR: nucleus p)")
+    fig.suptitle("Quality–diversity fronts: seed mean, bars the range of the seeds (labels: sampling steps; AR: nucleus p)"
+                 + _sigma_dec(rows))
     return _save(fig, figures_dir, "pareto")
 
 
@@ -90,7 +97,7 @@ def ablation(results_dir: Path, figures_dir: Path) -> list[Path]:
             ax.set_yscale("log")
     seeds = rows["seed"].nunique() if "seed" in rows else 1
     fig.suptitle(f"Ablation of the four recipe components ({rows['preset'].iloc[0]}, {rows['dataset'].iloc[0]}; "
-                 f"bars: mean of {seeds} seeds with their range, dots: seeds)")
+                 f"bars: mean of {seeds} seeds with their range, dots: seeds){_sigma_dec(rows)}")
     fig.tight_layout()
     return _save(fig, figures_dir, "ablation")
 
