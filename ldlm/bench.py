@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from .precision import autocast, compute_dtype
 from .results import upsert_rows
 
 
@@ -74,26 +75,12 @@ def per_token_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in skip)
 
 
-def max_nfe(model, steps: int) -> int:
-    """Network calls of one sampling run: LDLM's DiT steps + one decode; MDLM's steps (fewer when a step
-    unmasks nothing); the GPT's steps (one cached call per token)."""
-    return steps if getattr(model, "kind", "ldlm") in ("mdlm", "ar") else steps + 1
-
-
-def compute_dtype(cfg, device: torch.device) -> str:
-    """The dtype the run's matmuls use (`train.autocast`), as torch names it: bfloat16 or float32."""
-    from .train import autocast_dtype
-
-    return str(autocast_dtype(cfg, device) or torch.float32).removeprefix("torch.")
-
-
 def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup: int = 1, seed: int = 0,
                    min_seconds: float = 2.0) -> list[dict]:
     """Rows of median latency, samples/s and tokens/s per (batch size, sampling steps), in the run's
-    training precision (`train.autocast`: bf16 on GPUs under precision=auto, fp32 on CPUs); each
+    training precision (`ldlm.precision`: bf16 on GPUs under precision=auto, fp32 on CPUs); each
     setting timed `repeats` times, or more until min_seconds (`time_calls`)."""
     from .sample import generate
-    from .train import autocast
 
     device = next(model.parameters()).device
     dtype = compute_dtype(cfg, device)
@@ -110,37 +97,37 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
             times = time_calls(lambda: call(batch, steps), warmup=0, repeats=repeats, device=device,
                                min_seconds=min_seconds)
             median = statistics.median(times)
-            rows.append(dict(kind="sampling", batch=batch, steps=steps, nfe=max_nfe(model, steps), seq_len=cfg.seq_len,
+            rows.append(dict(kind="sampling", batch=batch, steps=steps, nfe=model.nfe(steps), seq_len=cfg.seq_len,
                              seconds=median, samples_per_s=batch / median, tokens_per_s=batch * cfg.seq_len / median,
                              repeats=len(times), dtype=dtype, **hardware(device)))
     return rows
 
 
-def bench_training(model, cfg, corpus, steps: int = 20, warmup: int = 3) -> dict:
-    """Seconds per step of the training loop's own path on a copy of `model`: rows from `train.step_loader`,
-    `TrainingData.to_device` (float16 states -> float32), `train.train_step` (loss, backward, clipping,
-    AdamW, EMA, time-sampler update), for consecutive steps from 0. The mean of `steps` steps after
+def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3) -> dict:
+    """Seconds per step of the training loop's own path on a copy of `model`: rows from `batches.step_loader`,
+    `TrainingData.to_device` (float16 states -> float32), `optim.train_step` (loss, backward, clipping,
+    AdamW, EMA, the model's `observe`), for consecutive steps from 0. The mean of `steps` steps after
     `warmup`, as the loop's logged tokens/s: a median would pick one mode, since only about half of
     LDLM's steps run the self-conditioning pass. FLOP/s >= 6 * per-token params * tokens/s."""
     import copy
 
-    from .diffusion import make_time_sampler
+    from .batches import step_loader
     from .distributed import DistEnv, batch_plan, micro_positions
-    from .train import Objective, keep_freed_memory, lr_lambda, make_optimizer, step_loader, train_step
+    from .optim import Objective, keep_freed_memory, lr_lambda, make_optimizer, train_step
 
     keep_freed_memory()  # as train() does
     model = copy.deepcopy(model)
     device = next(model.parameters()).device
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    ema, sampler, objective = copy.deepcopy(model).requires_grad_(False), make_time_sampler(cfg), Objective(model, cfg)
+    ema, objective = copy.deepcopy(model).requires_grad_(False), Objective(model)
     positions = micro_positions(cfg.batch_size, *batch_plan(cfg.batch_size, cfg.micro_batch_size, 1), DistEnv())
-    loader = iter(step_loader(corpus, cfg, positions, 0, warmup + steps, pin=device.type == "cuda"))
+    loader = iter(step_loader(data, cfg, positions, 0, warmup + steps, pin=device.type == "cuda"))
     step = iter(range(warmup + steps))
 
     def one_step():
-        micro_batches = [corpus.to_device(r, device) for r in next(loader)]
-        train_step(objective, model, optimizer, scheduler, ema, sampler, micro_batches, positions, cfg, next(step), device)
+        micro_batches = [data.to_device(r, device) for r in next(loader)]
+        train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, next(step), device)
 
     seconds = statistics.mean(time_calls(one_step, warmup=warmup, repeats=steps, device=device))
     params = per_token_parameters(model)
@@ -159,7 +146,7 @@ def main(argv=None) -> int:
     from .config import ConfigError, check_counts
     from .frozen_lm import default_device
     from .io import PathError, check_output
-    from .sample import load_run
+    from .build import load_run
 
     parser = argparse.ArgumentParser(prog="python -m ldlm.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,7 +165,7 @@ def main(argv=None) -> int:
     except (CheckpointError, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows = [dict(r, model="ldlm", run_id=str(args.run)) for r in bench_sampling(model, cfg, args.steps, args.batch, args.repeats)]
+    rows = [dict(r, model=cfg.model, run_id=str(args.run)) for r in bench_sampling(model, cfg, args.steps, args.batch, args.repeats)]
     upsert_rows(args.out, rows, key=["model", "kind", "batch", "steps", "device", "run_id"])
     for r in rows:
         print(f"batch {r['batch']:>4} steps {r['steps']:>4}: {r['seconds']:.3f} s  {r['samples_per_s']:.2f} samples/s")

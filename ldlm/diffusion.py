@@ -149,9 +149,3 @@ class AdaptiveTimeSampler:
         """Quartiles of the sampled t (for the metrics log)."""
         q = self.inverse_cdf(torch.tensor([0.25, 0.5, 0.75]))
         return {"t_q25": float(q[0]), "t_q50": float(q[1]), "t_q75": float(q[2])}
-
-
-def make_time_sampler(cfg):
-    if cfg.time_sampling == "adaptive" and cfg.model == "ldlm":  # the baselines sample t themselves
-        return AdaptiveTimeSampler(cfg.time_bins, cfg.time_ema, cfg.t_min)
-    return UniformTimeSampler(cfg.t_min)

@@ -100,7 +100,7 @@ from .frozen_lm import FrozenLM, ModelUnavailable, default_device, lm_config, lo
 from .io import PathError, check_output, read_jsonl
 from .results import upsert_rows
 from .runs import RunFolderError
-from .train import Diverged
+from .optim import Diverged
 
 CHECK_DATASET = "wiki"
 OWT_BATCH = 32          # global = per-device batch at seq_len 1024 (bf16 fits one 80 GB GPU)
@@ -189,7 +189,7 @@ def flops_per_token(cfg: Config, lm: dict, vocab_size: int, head_vocab: int | No
     from .models import LDLM
 
     with torch.device("meta"):
-        model = LDLM(cfg, lm["width"], vocab_size, head_vocab=head_vocab)
+        model = LDLM(cfg, vocab_size, head_vocab, lm["width"])
     T, Lz = cfg.seq_len, cfg.latent_len or cfg.seq_len
     enc, enc_dense, enc_attn = _perceiver_forward(model.encoder, T, Lz)
     dec, dec_dense, dec_attn = _perceiver_forward(model.decoder, Lz, T)
@@ -329,7 +329,8 @@ def time_sampling(model, cfg: Config, device, batches: list[int], steps_list: li
 
 
 def run_check(args, device: torch.device, start: float) -> list[dict]:
-    from .sample import load_run, sample_rows
+    from .build import load_run
+    from .sample import sample_rows
 
     overrides = {k: v for k, v in parse_overrides(args.overrides).items()}
     requested = args.frozen_lm if args.frozen_lm != "auto" else overrides.get("frozen_lm")

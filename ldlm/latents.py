@@ -14,11 +14,11 @@ from .sampling import generate_latents
 class LatentView:
     """Latents of the first `n` held-out examples of a corpus, encoded once (clean, no decoder noise)."""
 
-    def __init__(self, model, corpus, n: int = 64):
+    def __init__(self, model, data, n: int = 64):
         self.model, self.cfg = model.eval(), model.cfg
         self.tokenizer = load_tokenizer(self.cfg.frozen_lm)
-        rows = np.arange(min(n, len(corpus.tokens.valid)))
-        h, self.tokens, self.lengths = corpus.batch("valid", rows, "cpu")
+        rows = np.arange(min(n, len(data.tokens.valid)))
+        h, self.tokens, self.lengths = data.batch("valid", rows, "cpu")
         with torch.no_grad():
             self.z = model.encode(model.standardize(h))
 

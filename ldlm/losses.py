@@ -13,21 +13,12 @@ depend on which process or micro-batch computes it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from .diffusion import scale_encoder_grad, tangent_alpha_sigma
 from .frozen_lm import attention_mask
-
-
-@dataclass
-class LossOutput:
-    loss: torch.Tensor
-    parts: dict          # floats for the log
-    t: torch.Tensor      # sampled diffusion times [B]
-    diff_per_sample: torch.Tensor  # detached x0-MSE per sample [B], feeds the adaptive sampler
+from .protocol import LossOutput
 
 
 def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, time_sampler, noise,
@@ -73,10 +64,3 @@ def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, t
     parts = dict(loss=loss.item(), loss_diff=loss_diff.item(), loss_h=loss_h.item(), loss_tok=loss_tok.item(),
                  train_tok_acc=acc.item(), gamma=gamma)
     return LossOutput(loss, parts, t.detach(), diff_per_sample.detach())
-
-
-def baseline_loss(model, tokens: torch.Tensor, lengths: torch.Tensor, cfg, noise) -> LossOutput:
-    """MDLM's NELBO or the GPT's next-token loss (ldlm.baselines) on the same token blocks, padding masked."""
-    valid = attention_mask(lengths, tokens.shape[1]).bool()
-    loss, t, per_sample = model.loss(tokens, valid, noise, cfg.t_min)
-    return LossOutput(loss, dict(loss=loss.item()), t.detach(), per_sample)

@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .diffusion import AdaptiveTimeSampler, UniformTimeSampler, warmup_gamma
+from .frozen_lm import attention_mask
+from .losses import ldlm_loss
+from .metrics import token_matches
+from .protocol import LossOutput, TextModel
+from .sampling import generate_latents
 
 
 def _rms_norm(norm: nn.RMSNorm, t: torch.Tensor) -> torch.Tensor:
@@ -209,31 +217,45 @@ class DiTBlock(nn.Module):
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
-class DiT(nn.Module):
+class AdaLNBackbone(nn.Module):
+    """The DiT trunk shared by LDLM's DiT and the MDLM baseline: learned positions, a time MLP, adaLN-Zero
+    blocks and the final modulated LayerNorm. Subclasses build their input layer, call `build_backbone`,
+    then build their output layer (that order fixes the random initialisation), and run `backbone`."""
+
+    def build_backbone(self, seq_len: int, width: int, layers: int, heads: int, mlp_ratio: int = 4,
+                       dropout: float = 0.0) -> None:
+        self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        nn.init.zeros_(self.ada_out[1].weight), nn.init.zeros_(self.ada_out[1].bias)
+
+    def backbone(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Embedded inputs x [B, L, width] at times t [B] -> features [B, L, width]."""
+        x = x + self.pos[: x.shape[1]]
+        c = self.time(timestep_embedding(t, x.shape[-1]))
+        for block in self.blocks:
+            x = block(x, c)
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+        return modulate(self.norm_out(x), shift, scale)
+
+
+class DiT(AdaLNBackbone):
     """(z_t, t, self-conditioning x0 estimate) [B, L, latent_dim] -> x0 prediction [B, L, latent_dim]."""
 
     def __init__(self, latent_dim: int, seq_len: int, width: int, layers: int, heads: int,
                  mlp_ratio: int = 4, dropout: float = 0.0):
         super().__init__()
         self.in_proj = nn.Linear(2 * latent_dim, width)  # [z_t; x0_self_cond]
-        self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
-        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
-        self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
-        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.build_backbone(seq_len, width, layers, heads, mlp_ratio, dropout)
         self.out = nn.Linear(width, latent_dim)
-        for layer in (self.ada_out[1], self.out):  # zero-init: the first prediction is 0 = E[z0]
-            nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)  # the first prediction is 0 = E[z0]
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, x0_self_cond: torch.Tensor | None = None) -> torch.Tensor:
         if x0_self_cond is None:
             x0_self_cond = torch.zeros_like(z_t)
-        x = self.in_proj(torch.cat([z_t, x0_self_cond], dim=-1)) + self.pos[: z_t.shape[1]]
-        c = self.time(timestep_embedding(t, x.shape[-1]))
-        for block in self.blocks:
-            x = block(x, c)
-        shift, scale = self.ada_out(c).chunk(2, dim=-1)
-        return self.out(modulate(self.norm_out(x), shift, scale))
+        return self.out(self.backbone(self.in_proj(torch.cat([z_t, x0_self_cond], dim=-1)), t))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,38 +270,19 @@ def normalize_latents(z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z, dim=-1) * math.sqrt(z.shape[-1])
 
 
-class VocabMap(nn.Module):
-    """The token classes a model predicts: `head_ids` [V'] lists the tokenizer ids of the head (with
-    corpus_vocab, the ids seen in training, most frequent first); `to_head` maps tokenizer ids to
-    classes, and an id outside them to an extra "other" class V' that never matches a real token."""
-
-    def __init__(self, vocab_size: int, head_vocab: int | None = None):
-        super().__init__()
-        self.register_buffer("head_ids", torch.arange(head_vocab or vocab_size))
-        self.register_buffer("to_head", torch.arange(vocab_size))
-
-    def set_vocab(self, head_ids: torch.Tensor) -> None:
-        """Restrict the head to `head_ids`; other tokenizer ids map to the "other" class."""
-        assert len(head_ids) == len(self.head_ids), "head size is fixed at construction"
-        self.head_ids.copy_(head_ids)
-        self.to_head.fill_(len(head_ids))
-        self.to_head[head_ids] = torch.arange(len(head_ids), device=head_ids.device)
-
-    def head_to_tokens(self, idx: torch.Tensor) -> torch.Tensor:
-        """Head class indices -> tokenizer ids ("other" -> -1)."""
-        return torch.cat([self.head_ids, self.head_ids.new_full((1,), -1)])[idx]
-
-
-class LDLM(VocabMap):
+class LDLM(TextModel):
     """Encoder, DiT, decoder, token decoder, plus the frozen LM's state statistics and the token map.
 
     Buffers: `h_mean`, `h_std` standardise the frozen LM's states (the MSE target and the encoder
-    input); `head_ids` / `to_head` (VocabMap) say which tokenizer ids the token head predicts.
+    input); `head_ids` / `to_head` (VocabMap) say which tokenizer ids the token head predicts. The
+    adaptive timestep sampler is training state (`observe`, `training_state`), not weights.
     """
 
-    def __init__(self, cfg, lm_width: int, vocab_size: int, head_vocab: int | None = None):
-        super().__init__(vocab_size, head_vocab)
-        self.cfg = cfg
+    uses_frozen_lm = True
+    held_out_keys = ("correct", "tokens", "loss_h", "rows")
+
+    def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
+        super().__init__(cfg, vocab_size, head_vocab)
         seq, lat_len = cfg.seq_len, cfg.latent_len or cfg.seq_len
         head_vocab = head_vocab or vocab_size
         kw = dict(mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
@@ -290,6 +293,8 @@ class LDLM(VocabMap):
                                           adaptive_head=cfg.adaptive_head, **kw)
         self.register_buffer("h_mean", torch.zeros(lm_width))
         self.register_buffer("h_std", torch.ones(lm_width))
+        self.time_sampler = (AdaptiveTimeSampler(cfg.time_bins, cfg.time_ema, cfg.t_min)
+                             if cfg.time_sampling == "adaptive" else UniformTimeSampler(cfg.t_min))
 
     def set_h_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.h_mean.copy_(mean), self.h_std.copy_(std.clamp(min=1e-4))
@@ -312,11 +317,64 @@ class LDLM(VocabMap):
     def latents_to_tokens(self, z: torch.Tensor) -> torch.Tensor:
         return self.hidden_to_tokens(self.decode(z))
 
+    # -- the protocol (ldlm.protocol) ----------------------------------------------------------------
+    def prepare(self, data, device) -> None:
+        """State statistics from 256 training rows (fixed by the seed)."""
+        rows = np.random.default_rng(self.cfg.seed).choice(len(data.tokens.train), min(256, len(data.tokens.train)),
+                                                           replace=False)
+        h, _, _ = data.batch("train", rows, device)
+        self.set_h_stats(h.mean(dim=(0, 1)), h.std(dim=(0, 1)))
+
+    def loss(self, h, tokens, lengths, noise, step: int) -> LossOutput:
+        cfg = self.cfg
+        gamma = warmup_gamma(step, cfg.warmup_steps, cfg.gamma_min, cfg.warmup_k, cfg.warmup_c) if cfg.encoder_warmup else 1.0
+        return ldlm_loss(self, h, tokens, cfg, gamma, self.time_sampler, noise, lengths)
+
+    def observe(self, t, losses) -> None:
+        self.time_sampler.update(t.cpu(), losses.cpu())
+
+    def training_state(self) -> dict:
+        return self.time_sampler.state_dict()
+
+    def load_training_state(self, state: dict) -> None:
+        self.time_sampler.load_state_dict(state)
+
+    def log_stats(self) -> dict:
+        return self.time_sampler.summary()
+
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.encoder, self.dit, self.decoder, self.token_decoder]
+
+    def held_out_sums(self, h, tokens, lengths, noise) -> dict[str, torch.Tensor]:
+        """Reconstruction from clean latents (no decoder noise): matching tokens, tokens, L_h * rows, rows."""
+        h_std = self.standardize(h)
+        h_hat = self.decode(self.encode(h_std)).float()
+        preds = self.hidden_to_tokens(h_hat)
+        correct, count = token_matches(preds, tokens, attention_mask(lengths, tokens.shape[1]))
+        return dict(correct=correct, tokens=count, loss_h=F.mse_loss(h_hat, h_std).double() * len(h),
+                    rows=torch.tensor(float(len(h)), device=h.device))
+
+    @staticmethod
+    def held_out_metrics(sums: dict) -> dict:
+        return {"recon_acc": sums["correct"] / max(sums["tokens"], 1), "valid_loss_h": sums["loss_h"] / max(sums["rows"], 1),
+                "valid_tokens": int(sums["tokens"])}
+
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0) -> torch.Tensor:
+        """Reverse process from N(0, I) with `steps` steps, then decoder -> token decoder -> argmax ids."""
+        return self.latents_to_tokens(generate_latents(self, n, steps, self.cfg, generator, sampler or self.cfg.sampler))
+
+    def sampling_record(self, steps, sampler, top_p) -> dict:
+        # only Gaussian noise is drawn, in the latents' float32; tokens are picked by argmax
+        return dict(steps=steps, top_p=None, sampler=sampler or self.cfg.sampler, draw_dtype="float32")
+
+    def nfe(self, steps: int) -> int:
+        return steps + 1  # the DiT at every step and once more at t_min (sampling.py)
+
 
 def count_parameters(cfg, lm_width: int, vocab_size: int) -> dict[str, int]:
     """Trainable parameters per module, computed on the meta device (no memory allocated)."""
     with torch.device("meta"):
-        model = LDLM(cfg, lm_width, vocab_size)
+        model = LDLM(cfg, vocab_size, lm_width=lm_width)
     counts = {name: sum(p.numel() for p in getattr(model, name).parameters())
               for name in ("encoder", "dit", "decoder", "token_decoder")}
     counts["total"] = sum(counts.values())

@@ -30,7 +30,8 @@ from .data import DataError, build_token_data, read_token_cache, token_cache_pat
 from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
 from .io import PathError
 from .judges import load_featurizer, load_judge
-from .train import load_corpus_states
+from .batches import load_training_data
+from .build import model_class
 
 
 def describe(data, folder, seconds: float, built: bool) -> str:
@@ -75,8 +76,8 @@ def main(argv=None) -> int:
         print(describe(data, folder, seconds, built), flush=True)
         if args.states:
             t0 = time.perf_counter()
-            if cfg.cache_hidden and cfg.model == "ldlm":
-                load_corpus_states(cfg, default_device(cfg.device))
+            if cfg.cache_hidden and model_class(cfg.model).uses_frozen_lm:
+                load_training_data(cfg, default_device(cfg.device))
                 print(f"states: {cfg.frozen_lm} layer {cfg.lm_layer} cached in {time.perf_counter() - t0:.1f} s")
             else:
                 print("states: not cached for this config (cache_hidden=off: training computes them)")

@@ -8,7 +8,7 @@ decoder -> token decoder -> argmax tokens -> text. MDLM: `--steps` ancestral unm
 one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). Uses the EMA weights.
 Batch k of `--batch-size` samples draws from a generator seeded by (seed, k), so the samples are the
 same for any number of processes (under torchrun ranks take every world-th batch; rank 0 writes).
-Sampling runs in the run's training precision (`train.autocast`: bf16 on GPUs under precision=auto).
+Sampling runs in the run's training precision (`ldlm.precision`: bf16 on GPUs under precision=auto).
 One JSON line per sample: text (its documents joined by a blank line), docs (the documents: a wrapped
 block can span several), token_ids (the documents' tokens), raw_ids (the sampled row as is, specials
 included), steps, seed, sampler, dtype (of the model's compute), draw_dtype (of the random draws).
@@ -23,29 +23,17 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, distributed
-from .baselines.model import Baseline
-from .bench import compute_dtype
+from .build import load_run
+from .config import ConfigError, check_counts
 from .data import unpack_docs
 from .distributed import DistEnv, gather_objects
 from .frozen_lm import ModelUnavailable, load_tokenizer
-from .config import ConfigError, check_counts
 from .io import PathError, check_output, write_jsonl
 from .metrics import join_docs
-from .models import LDLM
 from .noise import seed_for
-from .sampling import SAMPLERS, generate_latents
-from .train import autocast
-
-
-def load_run(run: str | Path, device="cpu", weights: str = "ema") -> tuple[LDLM | Baseline, object]:
-    """(model with the run's EMA (or raw) weights, its config) from a run folder or checkpoint file."""
-    from .train import build_model
-
-    state = checkpoint.load(run)
-    cfg = checkpoint.load_config(state)
-    model = build_model(cfg, state["lm_width"], state["vocab_size"], state["head_vocab"])
-    checkpoint.load_module(model, state[weights], f"{weights} weights")
-    return model.to(device).eval(), cfg
+from .precision import autocast, compute_dtype
+from .protocol import TextModel
+from .sampling import SAMPLERS
 
 
 def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:
@@ -53,13 +41,7 @@ def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:
     return [i for doc in unpack_docs(tokenizer, ids, pack_mode) for i in doc]
 
 
-def sampler_name(model, sampler: str | None, cfg) -> str:
-    if isinstance(model, Baseline):
-        return "ancestral" if model.kind == "mdlm" else "nucleus"
-    return sampler or cfg.sampler
-
-
-def sample_rows(model: LDLM | Baseline, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
+def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
                 sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> tuple[list[dict], float]:
     """n sample rows (module docstring; token ids in the model's tokenizer) and seconds."""
     device = next(model.parameters()).device
@@ -67,23 +49,19 @@ def sample_rows(model: LDLM | Baseline, cfg, tokenizer, n: int, steps: int, seed
     with autocast(cfg, device):
         ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env)
     seconds = time.perf_counter() - t0
-    ar = isinstance(model, Baseline) and model.kind == "ar"
-    # the baselines' categorical draws are float64 (baselines.sample_categorical); LDLM draws only
-    # Gaussian noise, in the latents' float32, and picks tokens by argmax
-    draw_dtype = "float64" if isinstance(model, Baseline) else "float32"
+    setting = model.sampling_record(steps, sampler, top_p)  # steps, top_p, sampler, draw_dtype as they ran
     rows = []
     for row in ids.tolist():
         docs_ids = unpack_docs(tokenizer, row, cfg.pack_mode)
         docs = [t for t in (tokenizer.decode(d).strip() for d in docs_ids) if t]
         rows.append(dict(text=join_docs(docs), docs=docs, token_ids=[i for d in docs_ids for i in d], raw_ids=row,
-                         n_other=row.count(-1), steps=cfg.seq_len - 1 if ar else steps, top_p=top_p if ar else None,
-                         seed=seed, sampler=sampler_name(model, sampler, cfg), dtype=compute_dtype(cfg, device),
-                         draw_dtype=draw_dtype))
+                         n_other=row.count(-1), steps=setting["steps"], top_p=setting["top_p"], seed=seed,
+                         sampler=setting["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=setting["draw_dtype"]))
     return rows, seconds
 
 
 @torch.no_grad()
-def generate(model: LDLM | Baseline, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
+def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
              sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> torch.Tensor:
     """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under
     torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order."""
@@ -93,11 +71,7 @@ def generate(model: LDLM | Baseline, cfg, n: int, steps: int, seed: int = 0, bat
         if k % env.world != env.rank:
             continue
         generator = torch.Generator(device=device).manual_seed(seed_for(seed, k))
-        size = min(batch_size, n - start)
-        if isinstance(model, Baseline):
-            ids = model.generate(size, cfg.seq_len, steps, generator, top_p)
-        else:
-            ids = model.latents_to_tokens(generate_latents(model, size, steps, cfg, generator, sampler or cfg.sampler))
+        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p)
         mine.append((k, ids.cpu()))
     batches = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
     return torch.cat([b for _, b in batches]) if batches else torch.empty(0, cfg.seq_len, dtype=torch.long)

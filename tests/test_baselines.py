@@ -116,23 +116,23 @@ def test_mdlm_ignores_time_without_time_conditioning():
 
 
 def mdlm_baseline(batch_size: int):
-    from ldlm.baselines.model import Baseline
+    from ldlm.baselines.model import MaskedDiffusion
     from ldlm.config import make_config
 
     torch.manual_seed(0)
-    return Baseline(make_config("smoke", model="mdlm", batch_size=batch_size), V).eval()
+    return MaskedDiffusion(make_config("smoke", model="mdlm", batch_size=batch_size), V).eval()
 
 
 def test_mdlm_antithetic_t_has_one_sample_per_stratum():
     from ldlm.noise import SampleNoise
 
     B, t_min = 8, 1e-3
-    model, tokens = mdlm_baseline(B), torch.randint(0, V, (B, T), generator=gen(21))
-    valid = torch.ones(B, T, dtype=torch.bool)
-    _, t, _ = model.loss(tokens, valid, SampleNoise(0, 5, range(B)), t_min)
+    model = mdlm_baseline(B)
+    assert model.cfg.t_min == t_min
+    t = model.times(SampleNoise(0, 5, range(B)))
     strata = ((t.double() - t_min) / (1 - t_min) * B).floor()
     assert torch.equal(strata, torch.arange(B, dtype=torch.float64))  # position i in [i/B, (i+1)/B)
-    _, t_next, _ = model.loss(tokens, valid, SampleNoise(0, 6, range(B)), t_min)
+    t_next = model.times(SampleNoise(0, 6, range(B)))
     assert not torch.equal(t, t_next)  # a fresh draw within each stratum every step
 
 
@@ -143,10 +143,11 @@ def test_mdlm_loss_of_a_sample_does_not_depend_on_the_batch_split():
     B = 8
     model, tokens = mdlm_baseline(B), torch.randint(0, V, (B, T), generator=gen(22))
     valid = torch.ones(B, T, dtype=torch.bool)
-    _, t, per_sample = model.loss(tokens, valid, SampleNoise(0, 5, range(B)), 1e-3)
-    parts = [model.loss(tokens[s], valid[s], SampleNoise(0, 5, range(B)[s]), 1e-3) for s in (slice(0, 3), slice(3, 8))]
-    assert torch.equal(t, torch.cat([p[1] for p in parts]))
-    assert torch.allclose(per_sample, torch.cat([p[2] for p in parts]), atol=1e-6)
+    t, (_, per_sample) = model.times(SampleNoise(0, 5, range(B))), model.token_loss(tokens, valid, SampleNoise(0, 5, range(B)))
+    splits = (slice(0, 3), slice(3, 8))
+    assert torch.equal(t, torch.cat([model.times(SampleNoise(0, 5, range(B)[s])) for s in splits]))
+    parts = [model.token_loss(tokens[s], valid[s], SampleNoise(0, 5, range(B)[s]))[1] for s in splits]
+    assert torch.allclose(per_sample, torch.cat(parts), atol=1e-6)
 
 
 @pytest.mark.parametrize("steps", [1, 3, 16])
@@ -303,7 +304,8 @@ def test_backbones_match_dit(width, layers, heads):
 def test_baseline_trains_checkpoints_and_samples_through_the_kit(kind, tmp_path):
     from ldlm.config import make_config
     from ldlm.io import read_jsonl
-    from ldlm.sample import generate, load_run, main as sample_main
+    from ldlm.build import load_run
+    from ldlm.sample import generate, main as sample_main
     from ldlm.train import train
 
     cfg = make_config("smoke", model=kind, max_steps=40, eval_every=40)

@@ -68,13 +68,14 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
 
     from ldlm.bench import bench_training
     from ldlm.config import make_config
-    from ldlm.train import init_model, load_corpus_states
+    from ldlm.batches import load_training_data
+    from ldlm.build import init_model
 
     cfg = make_config("smoke")
-    corpus = load_corpus_states(cfg, "cpu")
-    model = init_model(cfg, corpus, "cpu")
+    data = load_training_data(cfg, "cpu")
+    model = init_model(cfg, data, "cpu")
     before = [p.clone() for p in model.parameters()]
-    row = bench_training(model, cfg, corpus, steps=2, warmup=1)
+    row = bench_training(model, cfg, data, steps=2, warmup=1)
     assert row["kind"] == "training" and row["repeats"] == 2 and row["batch"] == cfg.batch_size
     assert row["seconds"] > 0 and row["tokens_per_s"] == cfg.batch_size * cfg.seq_len / row["seconds"]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the caller's model is untouched

@@ -111,7 +111,6 @@ def test_flops_per_token_matches_flop_counter(self_cond_prob, latent_len):
     from torch.utils.flop_counter import FlopCounterMode
 
     from ldlm.config import make_config
-    from ldlm.diffusion import make_time_sampler
     from ldlm.losses import ldlm_loss
     from ldlm.models import LDLM
     from ldlm.noise import SampleNoise
@@ -119,10 +118,10 @@ def test_flops_per_token_matches_flop_counter(self_cond_prob, latent_len):
     cfg = make_config("smoke", adaptive_head=False, corpus_vocab=False, seq_len=16, latent_len=latent_len,
                       self_cond_prob=self_cond_prob)
     lm_width, vocab, B, T = 24, 500, 3, cfg.seq_len
-    model = LDLM(cfg, lm_width, vocab).train()
+    model = LDLM(cfg, vocab, lm_width=lm_width).train()
     h, tokens = torch.randn(B, T, lm_width), torch.randint(0, vocab, (B, T))
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:  # math SDPA: counted matmuls
-        ldlm_loss(model, h, tokens, cfg, 1.0, make_time_sampler(cfg), SampleNoise(0, 0, range(B))).loss.backward()
+        ldlm_loss(model, h, tokens, cfg, 1.0, model.time_sampler, SampleNoise(0, 0, range(B))).loss.backward()
     measured = counter.get_total_flops() / (B * T)
     # not model FLOPs, but in the count: the loss's progress accuracy (head forward on <= 256 positions) ...
     head = model.token_decoder.head.weight.numel()

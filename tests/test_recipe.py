@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ldlm.config import make_config
-from ldlm.diffusion import AdaptiveTimeSampler, UniformTimeSampler, make_time_sampler
+from ldlm.diffusion import AdaptiveTimeSampler, UniformTimeSampler
 from ldlm.frozen_lm import attention_mask
 from ldlm.losses import ldlm_loss
 from ldlm.models import LDLM, count_parameters
@@ -16,7 +16,7 @@ LM_WIDTH, VOCAB = 24, 50
 def small_model(**overrides):
     cfg = make_config("smoke", seq_len=12, **overrides)
     torch.manual_seed(0)
-    return LDLM(cfg, LM_WIDTH, VOCAB), cfg
+    return LDLM(cfg, VOCAB, lm_width=LM_WIDTH), cfg
 
 
 def batch(seed=0, n=6, seq=12):
@@ -94,8 +94,8 @@ def test_decoder_noise_only_in_training_with_sigma_dec():
 
 
 def test_time_sampling_switch():
-    assert isinstance(make_time_sampler(make_config("tiny")), AdaptiveTimeSampler)
-    assert isinstance(make_time_sampler(make_config("tiny", time_sampling="uniform")), UniformTimeSampler)
+    assert isinstance(small_model()[0].time_sampler, AdaptiveTimeSampler)
+    assert isinstance(small_model(time_sampling="uniform")[0].time_sampler, UniformTimeSampler)
 
 
 def test_adaptive_time_sampler_receives_per_sample_losses():
@@ -103,8 +103,8 @@ def test_adaptive_time_sampler_receives_per_sample_losses():
     sampler = AdaptiveTimeSampler(cfg.time_bins, cfg.time_ema, cfg.t_min)
     h, tokens = batch()
     out = ldlm_loss(model, h, tokens, cfg, 1.0, sampler, noise())
-    assert out.t.shape == out.diff_per_sample.shape == (len(h),)
-    sampler.update(out.t, out.diff_per_sample)
+    assert out.t.shape == out.per_sample.shape == (len(h),)
+    sampler.update(out.t, out.per_sample)
     assert sampler.seen.sum() == len(h)
 
 
@@ -125,7 +125,7 @@ def test_per_sample_loss_does_not_depend_on_the_batch_split():
     parts = [ldlm_loss(model, h[s], tokens[s], cfg, 0.5, UniformTimeSampler(), SampleNoise(0, 3, range(6)[s]))
              for s in (slice(0, 2), slice(2, 6))]
     assert torch.equal(whole.t, torch.cat([p.t for p in parts]))
-    assert torch.allclose(whole.diff_per_sample, torch.cat([p.diff_per_sample for p in parts]), atol=1e-6)
+    assert torch.allclose(whole.per_sample, torch.cat([p.per_sample for p in parts]), atol=1e-6)
 
 
 def test_latents_have_fixed_scale():
@@ -157,7 +157,7 @@ def test_overfits_one_batch():
 def test_parameter_count_without_allocation_matches_real_model():
     cfg = make_config("smoke")
     counts = count_parameters(cfg, 384, 1000)
-    real = LDLM(cfg, 384, 1000)
+    real = LDLM(cfg, 1000, lm_width=384)
     assert counts["total"] == sum(p.numel() for p in real.parameters())
 
 

@@ -13,8 +13,10 @@ import torch
 from ldlm import checkpoint
 from ldlm.config import make_config
 from ldlm.io import read_jsonl
-from ldlm.sample import generate, load_run, main as sample_main
-from ldlm.train import batch_indices, main as train_main, train
+from ldlm.batches import batch_indices
+from ldlm.build import load_run
+from ldlm.sample import generate, main as sample_main
+from ldlm.train import main as train_main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,7 +176,7 @@ def test_mismatched_checkpoint_is_a_clear_error(smoke_run, tmp_path):
 def test_short_budget_ema_keeps_under_one_percent_of_the_initial_weights(steps, decay):
     """The EMA of every budget the kit runs (smoke, the tiny notebooks' 150/400, gpu_check's 300) is the
     trained weights' average, not the initialisation's: start the EMA at 0, train weights at 1."""
-    from ldlm.train import update_ema
+    from ldlm.optim import update_ema
 
     ema, model = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
     torch.nn.init.zeros_(ema.weight), torch.nn.init.zeros_(ema.bias)

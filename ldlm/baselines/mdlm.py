@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..models import DiTBlock, head_logits, head_nll, modulate, timestep_embedding, vocab_head
+from ..models import AdaLNBackbone, head_logits, head_nll, vocab_head
 from . import sample_categorical
 
 EPS = 1e-3  # alpha_1 = eps: MDLM's log-linear noise schedule
@@ -59,8 +59,9 @@ def mask_tokens(tokens: torch.Tensor, t: torch.Tensor, mask_u: torch.Tensor, mas
     return tokens.masked_fill(masked, mask_id), masked
 
 
-class MDLM(nn.Module):
-    """(x_t [B, T] over vocab_size + 1 ids, t [B]) -> logits [B, T, vocab_size] of x_0 (no MASK class).
+class MDLM(AdaLNBackbone):
+    """(x_t [B, T] over vocab_size + 1 ids, t [B]) -> logits [B, T, vocab_size] of x_0 (no MASK class):
+    a token embedding, the DiT trunk LDLM's DiT uses (`models.AdaLNBackbone`), and a vocabulary head.
 
     Without time conditioning (the reference default) t is replaced by 0, as the reference's
     `_process_sigma` zeroes sigma. With it the embedding is of t (the reference embeds sigma_t =
@@ -74,24 +75,13 @@ class MDLM(nn.Module):
         self.time_conditioning = time_conditioning
         self.vocab_size, self.mask_id = vocab_size, vocab_size  # the last input id is MASK
         self.embed = nn.Embedding(vocab_size + 1, width)
-        self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
-        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
-        self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
-        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.build_backbone(seq_len, width, layers, heads, mlp_ratio, dropout)
         self.out = vocab_head(width, vocab_size, adaptive_head)  # the same head kind as LDLM's token decoder
-        nn.init.zeros_(self.ada_out[1].weight), nn.init.zeros_(self.ada_out[1].bias)
         if isinstance(self.out, nn.Linear):  # zero-init (DiT, MDLM): the first prediction is uniform
             nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
 
     def features(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x_t) + self.pos[: x_t.shape[1]]
-        t = t if self.time_conditioning else torch.zeros_like(t)
-        c = self.time(timestep_embedding(t, x.shape[-1]))
-        for block in self.blocks:
-            x = block(x, c)
-        shift, scale = self.ada_out(c).chunk(2, dim=-1)
-        return modulate(self.norm_out(x), shift, scale)
+        return self.backbone(self.embed(x_t), t if self.time_conditioning else torch.zeros_like(t))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return head_logits(self.out, self.features(x_t, t))

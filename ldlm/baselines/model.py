@@ -1,53 +1,108 @@
-"""The baselines as runs of the kit: an MDLM or a GPT over the same token classes as LDLM's head.
+"""The baselines as model kinds of the kit (ldlm.protocol): an MDLM and a GPT over the same token
+classes as LDLM's head.
 
-`Baseline` holds the network and LDLM's vocabulary map (corpus ids + "other"), so a baseline run
+Each holds its network (`net`) and LDLM's vocabulary map (corpus ids + "other"), so a baseline run
 trains on the same token blocks, with the same head kind, batch, steps and schedule as an LDLM run
-(`model=mdlm` or `model=ar` in the config). The backbone width, depth and heads come from the
-DiT's keys (`dit_width`, `dit_layers`, `dit_heads`); the GPT gets the depth that matches the DiT's
-block parameters (`size.ar_layers_for`).
+(`model=mdlm` or `model=ar` in the config). The backbone width, depth and heads come from the DiT's
+keys (`dit_width`, `dit_layers`, `dit_heads`); the GPT gets the depth that matches the DiT's block
+parameters (`size.ar_layers_for`).
 """
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from ..models import VocabMap
+from ..diffusion import UniformTimeSampler
+from ..frozen_lm import attention_mask
+from ..protocol import LossOutput, TextModel
 from .ar import GPT, ar_loss, ar_sample
 from .mdlm import MDLM, mdlm_loss, mdlm_sample
 from .size import ar_layers_for
 
 
-class Baseline(VocabMap):
-    def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None):
-        super().__init__(vocab_size, head_vocab)
-        classes = len(self.head_ids) + 1  # + "other"
-        kw = dict(mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, adaptive_head=cfg.adaptive_head)
-        if cfg.model == "mdlm":
-            self.net = MDLM(classes, cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads,
-                            time_conditioning=cfg.mdlm_time_conditioning, **kw)
-        elif cfg.model == "ar":
-            layers = ar_layers_for(cfg.dit_layers, cfg.dit_width, cfg.dit_heads, cfg.mlp_ratio)
-            self.net = GPT(classes, cfg.seq_len, cfg.dit_width, layers, cfg.dit_heads, **kw)
-        else:
-            raise ValueError(f"model={cfg.model!r} is not a baseline")
-        self.kind, self.strata = cfg.model, cfg.batch_size  # MDLM: antithetic t over the global batch
+class Baseline(TextModel):
+    """What the two baselines share: a network on head classes, evaluated by its held-out loss."""
+
+    held_out_keys = ("loss_x_tokens", "tokens")
+
+    def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
+        super().__init__(cfg, vocab_size, head_vocab)
         self.register_buffer("bos_class", torch.tensor(0))  # the AR prefix, set from the tokenizer
 
-    def loss(self, tokens: torch.Tensor, valid: torch.Tensor, noise, t_min: float):
-        """(loss, t [B], per-sample loss [B]) on tokenizer ids [B, T]; all randomness from `noise`."""
-        classes = self.to_head[tokens]
-        if self.kind == "ar":
-            loss, per_sample = ar_loss(self.net, classes, valid)
-            return loss, torch.zeros(len(tokens), device=tokens.device), per_sample
-        t = (t_min + (1 - t_min) * noise.stratified(self.strata)).float().to(tokens.device)  # antithetic
-        mask_u = noise.uniform(tokens.shape[1]).to(tokens.device)
-        loss, per_sample = mdlm_loss(self.net, classes, t, mask_u, valid)
-        return loss, t, per_sample
+    def classes(self) -> int:
+        return len(self.head_ids) + 1  # + "other"
 
-    @torch.no_grad()
-    def generate(self, n: int, seq_len: int, steps: int, generator: torch.Generator, top_p: float = 1.0) -> torch.Tensor:
-        """Tokenizer ids [n, seq_len]: MDLM with `steps` steps, or the GPT (steps unused) with nucleus top_p."""
-        if self.kind == "mdlm":
-            classes = mdlm_sample(self.net, n, seq_len, steps, generator)
-        else:
-            classes = ar_sample(self.net, n, seq_len, generator, int(self.bos_class), top_p=top_p)
-        return self.head_to_tokens(classes)
+    def prepare(self, data, device) -> None:
+        self.bos_class.fill_(int(self.to_head[data.bos]))
+
+    def loss(self, h, tokens, lengths, noise, step: int) -> LossOutput:
+        loss, _ = self.token_loss(tokens, attention_mask(lengths, tokens.shape[1]).bool(), noise)
+        return LossOutput(loss, dict(loss=loss.item()))
+
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.net]
+
+    def held_out_sums(self, h, tokens, lengths, noise) -> dict[str, torch.Tensor]:
+        """Held-out loss (MDLM: NELBO bound at fixed noise per row; GPT: NLL) times tokens, and tokens."""
+        valid = attention_mask(lengths, tokens.shape[1]).bool()
+        _, per_sample = self.token_loss(tokens, valid, noise)
+        n = valid.sum(1).double()
+        return dict(loss_x_tokens=(per_sample.double() * n).sum(), tokens=n.sum())
+
+    @staticmethod
+    def held_out_metrics(sums: dict) -> dict:
+        return {"valid_loss": sums["loss_x_tokens"] / max(sums["tokens"], 1), "valid_tokens": int(sums["tokens"])}
+
+    def token_loss(self, tokens, valid, noise) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, per-sample loss [B]) on tokenizer ids [B, T]; all randomness from `noise`."""
+        raise NotImplementedError
+
+
+class MaskedDiffusion(Baseline):
+    """MDLM (`mdlm.py`): antithetic t over the global batch, ancestral unmasking sampler."""
+
+    def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
+        super().__init__(cfg, vocab_size, head_vocab)
+        self.net = MDLM(self.classes(), cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, mlp_ratio=cfg.mlp_ratio,
+                        dropout=cfg.dropout, adaptive_head=cfg.adaptive_head, time_conditioning=cfg.mdlm_time_conditioning)
+
+    def times(self, noise) -> torch.Tensor:
+        """Antithetic t in [t_min, 1) [B]: one draw per 1/batch_size stratum of the global batch."""
+        return UniformTimeSampler(self.cfg.t_min).from_uniform(noise.stratified(self.cfg.batch_size))
+
+    def token_loss(self, tokens, valid, noise):
+        t = self.times(noise).to(tokens.device)
+        mask_u = noise.uniform(tokens.shape[1]).to(tokens.device)
+        return mdlm_loss(self.net, self.to_head[tokens], t, mask_u, valid)
+
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0) -> torch.Tensor:
+        return self.head_to_tokens(mdlm_sample(self.net, n, self.cfg.seq_len, steps, generator))
+
+    def sampling_record(self, steps, sampler, top_p) -> dict:
+        return dict(steps=steps, top_p=None, sampler="ancestral", draw_dtype="float64")  # sample_categorical
+
+    def nfe(self, steps: int) -> int:
+        return steps  # at most: a step that unmasks nothing calls no network
+
+
+class Autoregressive(Baseline):
+    """The GPT (`ar.py`): next-token loss, nucleus sampling with a KV cache (one call per token)."""
+
+    def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
+        super().__init__(cfg, vocab_size, head_vocab)
+        layers = ar_layers_for(cfg.dit_layers, cfg.dit_width, cfg.dit_heads, cfg.mlp_ratio)
+        self.net = GPT(self.classes(), cfg.seq_len, cfg.dit_width, layers, cfg.dit_heads, mlp_ratio=cfg.mlp_ratio,
+                       dropout=cfg.dropout, adaptive_head=cfg.adaptive_head)
+
+    def token_loss(self, tokens, valid, noise):
+        return ar_loss(self.net, self.to_head[tokens], valid)
+
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0) -> torch.Tensor:
+        """`steps` is fixed by the length: one token per step."""
+        return self.head_to_tokens(ar_sample(self.net, n, self.cfg.seq_len, generator, int(self.bos_class), top_p=top_p))
+
+    def sampling_record(self, steps, sampler, top_p) -> dict:
+        return dict(steps=self.cfg.seq_len - 1, top_p=top_p, sampler="nucleus", draw_dtype="float64")
+
+    def nfe(self, steps: int) -> int:
+        return self.cfg.seq_len - 1

@@ -1,0 +1,127 @@
+"""The one interface every model kind (LDLM, MDLM, the GPT) offers the rest of the kit.
+
+`train`, `sample`, `bench`, `pipeline` and `gpu_check` call these methods and never ask which kind
+they hold (k-diffusion's `Denoiser.loss()` is the example: the training loop has no model branches).
+A kind is a `TextModel` subclass registered by name in `ldlm.build.MODELS`.
+
+    loss(h, tokens, lengths, noise, step) -> LossOutput     training loss of a micro-batch
+    observe(t, losses)                                      per-sample losses of the global batch (adaptive t)
+    held_out_sums(h, tokens, lengths, noise) -> sums        summable held-out statistics of a chunk ...
+    held_out_metrics(sums) -> metrics                       ... and the metrics they give
+    generate(n, steps, generator, sampler, top_p) -> ids    tokenizer ids [n, seq_len] (-1 = "other")
+    sampling_record(steps, sampler, top_p) -> dict          what a sample row records of that setting
+    nfe(steps) -> int                                       network calls of one sampling run
+    compile_targets() -> modules                            what `compile=on` compiles
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .distributed import DistEnv, all_reduce_sum
+
+EVAL_STREAM = 2**40  # the "step" of the noise used by held-out losses: never a training step
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    parts: dict                           # floats for the log
+    t: torch.Tensor | None = None         # diffusion times [B] the adaptive sampler learns from
+    per_sample: torch.Tensor | None = None  # detached diffusion loss per sample [B], with t
+
+
+class VocabMap(nn.Module):
+    """The token classes a model predicts: `head_ids` [V'] lists the tokenizer ids of the head (with
+    corpus_vocab, the ids seen in training, most frequent first); `to_head` maps tokenizer ids to
+    classes, and an id outside them to an extra "other" class V' that never matches a real token."""
+
+    def __init__(self, vocab_size: int, head_vocab: int | None = None):
+        super().__init__()
+        self.register_buffer("head_ids", torch.arange(head_vocab or vocab_size))
+        self.register_buffer("to_head", torch.arange(vocab_size))
+
+    def set_vocab(self, head_ids: torch.Tensor) -> None:
+        """Restrict the head to `head_ids`; other tokenizer ids map to the "other" class."""
+        assert len(head_ids) == len(self.head_ids), "head size is fixed at construction"
+        self.head_ids.copy_(head_ids)
+        self.to_head.fill_(len(head_ids))
+        self.to_head[head_ids] = torch.arange(len(head_ids), device=head_ids.device)
+
+    def head_to_tokens(self, idx: torch.Tensor) -> torch.Tensor:
+        """Head class indices -> tokenizer ids ("other" -> -1)."""
+        return torch.cat([self.head_ids, self.head_ids.new_full((1,), -1)])[idx]
+
+
+class TextModel(VocabMap):
+    """Base of the model kinds: built from (config, tokenizer vocabulary, head size, frozen-LM width)."""
+
+    uses_frozen_lm = False  # does training read the frozen LM's hidden states?
+
+    def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
+        super().__init__(vocab_size, head_vocab)
+        self.cfg = cfg
+
+    # -- training --------------------------------------------------------------------------------
+    def prepare(self, data, device) -> None:
+        """Set what the model takes from the training split before step 0 (state statistics, BOS)."""
+
+    def loss(self, h, tokens: torch.Tensor, lengths: torch.Tensor, noise, step: int) -> LossOutput:
+        raise NotImplementedError
+
+    def observe(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        """Learn from the global batch's per-sample losses (LossOutput.t, .per_sample); default: nothing."""
+
+    def training_state(self) -> dict:
+        """Training state outside the weights that a checkpoint keeps (the adaptive sampler's)."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        pass
+
+    def log_stats(self) -> dict:
+        """Extra columns of each metrics-log line."""
+        return {}
+
+    def compile_targets(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    # -- evaluation ------------------------------------------------------------------------------
+    held_out_keys: tuple[str, ...] = ()  # the names of held_out_sums, in the order they are reduced
+
+    def held_out_sums(self, h, tokens: torch.Tensor, lengths: torch.Tensor, noise) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def held_out_metrics(sums: dict[str, float]) -> dict:
+        raise NotImplementedError
+
+    # -- sampling ----------------------------------------------------------------------------------
+    def generate(self, n: int, steps: int, generator: torch.Generator, sampler: str | None = None,
+                 top_p: float = 1.0) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sampling_record(self, steps: int, sampler: str | None, top_p: float) -> dict:
+        raise NotImplementedError
+
+    def nfe(self, steps: int) -> int:
+        raise NotImplementedError
+
+
+@torch.no_grad()
+def held_out_metrics(model: TextModel, data, cfg, device, chunks, env: DistEnv = DistEnv()) -> dict:
+    """The model's held-out metrics over this rank's row `chunks` (batches.held_out_chunks): its
+    `held_out_sums` added over chunks in float64 and over ranks, so any sharding gives the same numbers."""
+    from .noise import SampleNoise
+    from .precision import autocast
+
+    model.eval()
+    totals = torch.zeros(len(model.held_out_keys), dtype=torch.float64, device=device)
+    for idx in chunks:
+        h, tokens, lengths = data.batch("valid", idx, device)
+        with autocast(cfg, device):
+            sums = model.held_out_sums(h, tokens, lengths, SampleNoise(cfg.seed, EVAL_STREAM, idx, device))
+        totals += torch.stack([sums[k].double() for k in model.held_out_keys])
+    return model.held_out_metrics(dict(zip(model.held_out_keys, all_reduce_sum(totals, env).tolist())))
