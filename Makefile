@@ -44,12 +44,12 @@ RESULTS  ?= results
 FIGURES  ?= figures
 # processes (GPUs) per training run: > 1 trains under torchrun (DDP)
 NPROC    ?= 1
-DATASETS_smoke := wiki news
-DATASETS_tiny  := wiki news
-DATASETS_lm1b  := lm1b
-DATASETS_owt   := openwebtext
-DATASETS ?= $(DATASETS_$(PRESET))
-MAIN_DATASET := $(firstword $(DATASETS))
+# the experiment spec (params/PRESET.yaml read by ldlm.experiment): its datasets, seeds and evaluation models
+EXPERIMENT = $(shell $(PY) -m ldlm.experiment --preset $(PRESET) $(1) 2>/dev/null)
+ifeq ($(origin DATASETS),undefined)
+DATASETS := $(call EXPERIMENT,datasets)
+endif
+MAIN_DATASET = $(firstword $(DATASETS))
 OFFLINE  := $(if $(filter smoke tiny,$(PRESET)),1,0)
 STAMPS   := runs/stamps/$(PRESET)$(subst /,_,$(RESULTS))
 SRC      := $(wildcard ldlm/*.py ldlm/*/*.py) pyproject.toml
@@ -57,16 +57,15 @@ SRC      := $(wildcard ldlm/*.py ldlm/*/*.py) pyproject.toml
 # poorly over threads; time slices do not); the speed benchmark runs alone, after all of them.
 JOBS     ?= $(if $(filter smoke tiny,$(PRESET)),3,1)
 ONE_THREAD = $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1)
-PAPERMILL_ALONE = HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m papermill --cwd $(CURDIR) -k python3 --log-output \
-                  -f params/$(PRESET).yaml -p results_dir $(RESULTS)
+PAPERMILL_BASE  = HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m papermill --cwd $(CURDIR) -k python3 --log-output -p results_dir $(RESULTS)
+PAPERMILL_ALONE = $(PAPERMILL_BASE) -p preset $(PRESET)
 PAPERMILL = $(ONE_THREAD) $(PAPERMILL_ALONE)
 # for the notebooks that train
 TRAINS    = -p nproc $(NPROC)
-# the judge and featurizer the parameter file names (the notebooks' defaults otherwise)
-JUDGE      = $(or $(shell sed -n 's/^judge: *//p' params/$(PRESET).yaml),smollm2)
-FEATURIZER = $(or $(shell sed -n 's/^featurizer: *//p' params/$(PRESET).yaml),minilm)
+JUDGE      = $(call EXPERIMENT,judge)
+FEATURIZER = $(call EXPERIMENT,featurizer)
 # the ablation's seeds (one notebook execution each, side by side; then one that tabulates them all)
-ABLATION_SEEDS = $(or $(shell sed -n 's/^ablation_seeds: *\[\([^]]*\)\].*/\1/p' params/$(PRESET).yaml | tr -d ','),0)
+ABLATION_SEEDS := $(call EXPERIMENT,ablation_seeds)
 PREPARE    = $(foreach d,$(DATASETS),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset $(d) \
              --workers $(or $(WORKERS),1) --states --judge $(JUDGE) --featurizer $(FEATURIZER) &&) true
 
@@ -84,7 +83,7 @@ $(STAMPS)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)
 
 $(STAMPS)/ablation_s%: notebooks/10_ablation.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)/caches | $(VENV)/.installed
 	@mkdir -p $(@D) $(RESULTS)/executed
-	$(PAPERMILL) $(TRAINS) -p dataset $(lastword $(DATASETS)) -y "ablation_seeds: [$*]" $< $(RESULTS)/executed/10_ablation_s$*.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset $(lastword $(DATASETS)) -y "spec: {ablation_seeds: [$*]}" $< $(RESULTS)/executed/10_ablation_s$*.ipynb
 	touch $@
 
 # every seed's runs exist by now: this execution only reads them back (and their cached scores) for the table
@@ -104,7 +103,7 @@ $(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/main_$(MAIN_DATASET) | $
 # the ablation first: with JOBS=3 its seeds run side by side, then the two main notebooks share the 2 cores
 $(STAMPS)/figures: notebooks/90_figures.ipynb $(STAMPS)/ablation $(addprefix $(STAMPS)/main_,$(DATASETS)) \
                    $(STAMPS)/speed $(STAMPS)/latents | $(VENV)/.installed
-	$(PAPERMILL_ALONE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
+	$(PAPERMILL_BASE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
 	touch $@
 
 reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny; NPROC=8 on a GPU box)
@@ -115,7 +114,7 @@ smoke: $(VENV)/.installed  ## the whole pipeline on the smoke preset, into resul
 	$(MAKE) --no-print-directory reproduce PRESET=smoke RESULTS=results/_smoke FIGURES=results/_smoke/figures
 
 figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
-	$(PAPERMILL) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
+	$(ONE_THREAD) $(PAPERMILL_BASE) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
 
 # what the notebooks write, no more: gpu_check's and hand-run results (gpu_check.csv, decoder_noise_sweep.csv) stay
 PIPELINE_OUTPUTS = main_*.csv table1_*.md table1_*.tex ablation.csv ablation_table.md ablation_table.tex speed.csv \

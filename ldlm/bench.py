@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import statistics
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from .flops import frozen_lm_shape, training_flops
 from .precision import autocast, compute_dtype
 from .results import upsert_rows
 
@@ -53,26 +53,10 @@ def hardware(device: torch.device) -> dict:
 
 
 def matmul_peak_flops(device: torch.device, n: int = 1024, dtype=torch.float32, repeats: int = 5) -> float:
-    """Achievable FLOP/s of one n x n matrix multiply, measured now (the denominator of utilisation)."""
+    """Achievable FLOP/s of one n x n matrix multiply, measured now (the denominator of MFU)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     seconds = statistics.median(time_calls(lambda: a @ b, warmup=2, repeats=repeats, device=device))
     return 2 * n**3 / seconds
-
-
-PER_SEQUENCE = re.compile(r"(^|\.)(ada|ada_out|time)\.")  # DiT conditioning: runs once per sequence
-
-
-def per_token_parameters(model: torch.nn.Module) -> int:
-    """Trainable parameters that take part in a matrix multiply for every token: not embedding
-    tables (lookups), not the DiT's time/adaLN layers (once per sequence), not the adaptive softmax's
-    tail clusters (only for rare tokens). 6 x this x tokens/s is a lower bound on training FLOP/s."""
-    skip = set()
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Embedding) or PER_SEQUENCE.search(name + "."):
-            skip |= {id(p) for p in module.parameters()}
-        if isinstance(module, torch.nn.AdaptiveLogSoftmaxWithLoss):
-            skip |= {id(p) for p in module.tail.parameters()}
-    return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in skip)
 
 
 def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup: int = 1, seed: int = 0,
@@ -108,7 +92,8 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3) -> dict:
     `TrainingData.to_device` (float16 states -> float32), `optim.train_step` (loss, backward, clipping,
     AdamW, EMA, the model's `observe`), for consecutive steps from 0. The mean of `steps` steps after
     `warmup`, as the loop's logged tokens/s: a median would pick one mode, since only about half of
-    LDLM's steps run the self-conditioning pass. FLOP/s >= 6 * per-token params * tokens/s."""
+    LDLM's steps run the self-conditioning pass. MFU: ldlm.flops.training_flops x tokens/s over the
+    matmul peak measured in the same call."""
     import copy
 
     from .batches import step_loader
@@ -130,15 +115,15 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3) -> dict:
         train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, next(step), device)
 
     seconds = statistics.mean(time_calls(one_step, warmup=warmup, repeats=steps, device=device))
-    params = per_token_parameters(model)
     tokens_per_s = cfg.batch_size * cfg.seq_len / seconds
-    flops = 6 * params * tokens_per_s  # attention scores, self-conditioning pass, adaLN excluded: a lower bound
+    lm = frozen_lm_shape(cfg.frozen_lm, cfg.lm_layer) if model.uses_frozen_lm and not cfg.cache_hidden else None
+    flops = training_flops(model, lm)
     peak = matmul_peak_flops(device)
     return dict(kind="training", batch=cfg.batch_size, steps=0, nfe=0, seq_len=cfg.seq_len, seconds=seconds,
-                samples_per_s=cfg.batch_size / seconds, tokens_per_s=tokens_per_s, train_flops_per_s=flops,
-                per_token_params=params,
-                matmul_peak_flops_per_s=peak, utilisation=flops / peak, repeats=steps, dtype=compute_dtype(cfg, device),
-                **hardware(device))
+                samples_per_s=cfg.batch_size / seconds, tokens_per_s=tokens_per_s, params_trainable=flops["params_trainable"],
+                flops_per_token=flops["total"], achieved_flops_per_s=flops["total"] * tokens_per_s,
+                matmul_peak_flops_per_s=peak, mfu=flops["total"] * tokens_per_s / peak, repeats=steps,
+                dtype=compute_dtype(cfg, device), **hardware(device))
 
 
 def main(argv=None) -> int:

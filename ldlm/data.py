@@ -35,17 +35,15 @@ import bz2
 import hashlib
 import importlib.resources
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import cache_dir, read_utf8, remove_stale, temp_prefix, write_json
+from .io import atomic_dir, cache_dir, read_utf8, write_json
 
 DATA_VERSION = 3  # bump when extraction or packing changes, so caches are rebuilt (3: .npy folders, uint16)
 
@@ -443,16 +441,6 @@ def read_token_cache(folder: Path) -> TokenData | None:
         return None
 
 
-def _build_folder(final: Path) -> Path:
-    """A fresh temporary sibling of `final`, named after this host and process (see io.remove_stale)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=temp_prefix(final), suffix=".tmp", dir=final.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders; the cache should read like any other folder
-    return Path(tmp)
-
-
 def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> TokenData:
     """Token blocks for cfg.dataset, memory-mapped from the cache; built there first if missing.
 
@@ -463,10 +451,8 @@ def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> T
         return cached
     if workers < 1:
         raise DataError(f"workers={workers}: need at least one tokenizer process")
-    remove_stale(final)  # build folders of killed processes (OpenWebText: tens of GB each)
     key = token_key(cfg, tokenizer, tokenizer_name)
-    tmp = _build_folder(final)
-    try:
+    with atomic_dir(final, complete=lambda folder: read_token_cache(folder) is not None) as tmp:
         train_docs, valid_docs = document_splits(cfg.dataset, cfg.valid_docs, cfg.dataset_revision)
         ids, dtype = special_ids(tokenizer), token_dtype(tokenizer)
         stats = dict(key, train_docs=len(train_docs), valid_docs_held_out=len(valid_docs), token_dtype=dtype.name)
@@ -478,14 +464,6 @@ def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> T
         shutil.rmtree(tmp / "arrow")
         shapes = {name: list(np.load(tmp / f"{name}.npy", mmap_mode="r").shape) for name in SPLIT_FILES}
         write_json(tmp / "meta.json", dict(pad_id=ids[2], mode=cfg.pack_mode, shapes=shapes, stats=stats))
-        if read_token_cache(final) is None:  # else another process finished the same build first
-            shutil.rmtree(final, ignore_errors=True)  # an incomplete or tampered entry
-            try:
-                os.replace(tmp, final)
-            except OSError:  # lost a race to another process; its folder is as good as ours
-                pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     data = read_token_cache(final)
     if data is None:
         raise DataError(f"token cache {final} could not be written or read back; check the disk (df -h {final.parent})")

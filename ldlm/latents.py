@@ -8,7 +8,7 @@ import torch
 from .frozen_lm import attention_mask, load_tokenizer
 from .models import normalize_latents
 from .sample import content_ids
-from .sampling import generate_latents
+from .samplers import generate_latents
 
 
 class LatentView:

@@ -14,7 +14,6 @@ depend on which process or micro-batch computes it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .diffusion import scale_encoder_grad, tangent_alpha_sigma
 from .frozen_lm import attention_mask

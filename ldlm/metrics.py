@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .distributed import DistEnv, map_sharded
+from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 
 METRICS_VERSION = "2"
 DOC_SEP = "\n\n"  # between the documents of a sample in its `text` (for people and the featurizer)
@@ -249,18 +250,27 @@ def truncate_texts(texts: Sequence[str], length: int, tokenizer) -> list[str]:
     return [tokenizer.decode(ids[:length]) for ids in judge_token_ids(texts, tokenizer)]
 
 
-def reference_pieces(dataset: str, length: int, tokenizer, split: str = "valid",
+def held_out_corpus(corpus):
+    """`corpus` as a data.Corpus: pass the run's own (data.load_corpus(cfg.dataset, cfg.valid_docs,
+    cfg.dataset_revision)) so evaluation holds out what training held out; a bare dataset name gets
+    that dataset's default split."""
+    from .data import Corpus, load_corpus
+
+    return corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+
+
+def reference_pieces(corpus, length: int, tokenizer, split: str = "valid",
                      pack_mode: str = "wrap") -> list[Piece]:
-    """The dataset's held-out split (or its train split) packed as training packs it (`pack_mode`, rows
+    """The corpus's held-out split (or its train split) packed as training packs it (`pack_mode`, rows
     of `length` tokens with the BOS/EOS framing: the samples' seq_len) and unpacked as the sampler
     unpacks a sample (`data.unpack_docs`); rows without text are left out."""
-    from .data import load_corpus, pack_pad, pack_wrap, special_ids, unpack_docs
+    from .data import pack_pad, pack_wrap, special_ids, unpack_docs
 
     if split not in ("valid", "train"):
         raise EvalError(f"reference split {split!r}: choose 'valid' (held-out) or 'train'")
     if pack_mode not in ("wrap", "pad") or length < 3:
         raise EvalError(f"references need pack_mode wrap or pad and length >= 3; got {pack_mode!r}, {length}")
-    corpus = load_corpus(dataset)
+    corpus = held_out_corpus(corpus)
     ids = judge_token_ids(corpus.valid if split == "valid" else corpus.train, tokenizer)
     bos, eos, pad = special_ids(tokenizer)
     rows = pack_wrap(ids, length, bos, eos) if pack_mode == "wrap" else pack_pad(ids, length, bos, eos, pad)[0]
@@ -296,12 +306,13 @@ def _content(pieces: Sequence[Piece]) -> list[list[int]]:
 # one row per sample set
 
 
-def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | None, dataset: str,
-                     judge="smollm2", featurizer="minilm", *, docs: Sequence[Sequence[str]] | None = None,
+def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | None, corpus,
+                     judge=DEFAULT_JUDGE, featurizer=DEFAULT_FEATURIZER, *, docs: Sequence[Sequence[str]] | None = None,
                      raw_ids: Sequence[Sequence[int]] | None = None, pack_mode: str = "wrap",
                      ref_length: int | None = None, text_tokenizer=None, ref_split: str = "valid", seed: int = 0,
                      batch_size: int = 16, env: DistEnv = DistEnv()) -> dict:
-    """Every metric of one sample set, as one tidy row (dict of scalars).
+    """Every metric of one sample set, as one tidy row (dict of scalars). `corpus`: the run's
+    data.Corpus, or a dataset name (`held_out_corpus`).
 
     `docs` (each sample's documents) go to the judge if given, else `texts`; the featurizer gets
     `texts`. Entropy: over `raw_ids` if given (Duo), else over `token_ids`, else over the texts'
@@ -326,10 +337,11 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     if not ref_length:  # the samples' rows; else the median non-empty sample, robust to a few odd lengths
         ref_length = len(raw_ids[0]) if raw_ids else 2 + (int(np.median(lengths[lengths > 0])) if (lengths > 0).any() else 1)
     length = int(ref_length)
-    pool = reference_pieces(dataset, length, tok, split=ref_split, pack_mode=pack_mode)  # bad names fail fast
+    corpus = held_out_corpus(corpus)
+    pool = reference_pieces(corpus, length, tok, split=ref_split, pack_mode=pack_mode)  # bad names fail fast
 
     row = dict(gen_ppl(docs if docs is not None else texts, judge, batch_size, env=env), n_samples=len(texts),
-               dataset=dataset, judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
+               dataset=corpus.name, judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
                length_tokens=tok_name, sample_len_tokens=float(lengths.mean()), ref_length=length,
                ref_pack_mode=pack_mode)
     content, content_name = (token_ids, "token_ids") if token_ids is not None else (ids, tok_name)
@@ -354,7 +366,7 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     return row
 
 
-def reference_ceiling(dataset: str, n: int, length: int, judge="smollm2", featurizer="minilm",
+def reference_ceiling(corpus, n: int, length: int, judge=DEFAULT_JUDGE, featurizer=DEFAULT_FEATURIZER,
                       seed: int = 0, *, text_tokenizer=None, batch_size: int = 16, pack_mode: str = "wrap") -> dict:
     """The metrics of real held-out text: what a model that samples the held-out data would score.
 
@@ -367,14 +379,15 @@ def reference_ceiling(dataset: str, n: int, length: int, judge="smollm2", featur
     start = time.time()
     judge, featurizer = _load(judge, featurizer)
     tok, tok_name = _tokenizer_for(text_tokenizer, judge)
-    pool = reference_pieces(dataset, length, tok, pack_mode=pack_mode)
+    corpus = held_out_corpus(corpus)
+    pool = reference_pieces(corpus, length, tok, pack_mode=pack_mode)
     if len(pool) < 2 * n:
-        raise EvalError(f"dataset {dataset!r} has {len(pool)} held-out rows of {length} tokens; "
+        raise EvalError(f"dataset {corpus.name!r} has {len(pool)} held-out rows of {length} tokens; "
                         f"the ceiling needs 2n, so use n <= {len(pool) // 2}")
     rng = np.random.default_rng(seed)
     both = _pick(pool, 2 * n, rng)
     a, b = both[:n], both[n:]
-    train = _pick(reference_pieces(dataset, length, tok, split="train", pack_mode=pack_mode), n, rng)
+    train = _pick(reference_pieces(corpus, length, tok, split="train", pack_mode=pack_mode), n, rng)
     docs_a = _decode(tok, a)
     texts_a = [join_docs(d) for d in docs_a]
     feats_b = featurizer.encode([join_docs(d) for d in _decode(tok, b)])
@@ -384,7 +397,7 @@ def reference_ceiling(dataset: str, n: int, length: int, judge="smollm2", featur
         entropy_content=unigram_entropy(_content(a)), mauve=mauve_score(featurizer.encode(texts_a), feats_b),
         mauve_train=mauve_score(featurizer.encode(train_texts), feats_b) if len(train) == n else float("nan"),
         mauve_n=n, mauve_num_buckets=mauve_buckets(n), mauve_seed=25, ref_seed=seed,
-        reference=True, dataset=dataset, n_samples=n, ref_length=length, ref_pack_mode=pack_mode,
+        reference=True, dataset=corpus.name, n_samples=n, ref_length=length, ref_pack_mode=pack_mode,
         length_tokens=tok_name, sample_len_tokens=float(np.mean([len(x) for x in _content(a)])),
         held_out_pieces=len(pool), judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
         seconds=round(time.time() - start, 2),

@@ -21,7 +21,7 @@ from .frozen_lm import attention_mask
 from .losses import ldlm_loss
 from .metrics import token_matches
 from .protocol import LossOutput, TextModel
-from .sampling import generate_latents
+from .samplers import generate_latents
 
 
 def _rms_norm(norm: nn.RMSNorm, t: torch.Tensor) -> torch.Tensor:
@@ -345,6 +345,16 @@ class LDLM(TextModel):
     def compile_targets(self) -> list[nn.Module]:
         return [self.encoder, self.dit, self.decoder, self.token_decoder]
 
+    def forward_flops(self) -> dict:
+        from .flops import backbone_forward, blocks_forward, linear_weights, perceiver_forward
+
+        T, Lz, tok = self.cfg.seq_len, self.cfg.latent_len or self.cfg.seq_len, self.token_decoder
+        dit = backbone_forward(self.dit, Lz) + 2 * (linear_weights(self.dit.in_proj) + linear_weights(self.dit.out)) * Lz
+        tokens = blocks_forward(tok.blocks, tok.in_proj.out_features, T) + 2 * (linear_weights(tok.in_proj)
+                                                                                 + linear_weights(tok.head)) * T
+        grad = perceiver_forward(self.encoder, T, Lz) + perceiver_forward(self.decoder, Lz, T) + dit + tokens
+        return dict(grad=grad, no_grad=self.cfg.self_cond_prob * dit)  # the head counted whole (adaptive: an upper bound)
+
     def held_out_sums(self, h, tokens, lengths, noise) -> dict[str, torch.Tensor]:
         """Reconstruction from clean latents (no decoder noise): matching tokens, tokens, L_h * rows, rows."""
         h_std = self.standardize(h)
@@ -368,7 +378,10 @@ class LDLM(TextModel):
         return dict(steps=steps, top_p=None, sampler=sampler or self.cfg.sampler, draw_dtype="float32")
 
     def nfe(self, steps: int) -> int:
-        return steps + 1  # the DiT at every step and once more at t_min (sampling.py)
+        return steps + 1  # the DiT at every step and once more at t_min (samplers.py)
+
+    def result_columns(self, summary: dict) -> dict:
+        return {"recon_acc": summary["ema_recon_acc"], "decoder_noise": self.cfg.decoder_noise}
 
 
 def count_parameters(cfg, lm_width: int, vocab_size: int) -> dict[str, int]:

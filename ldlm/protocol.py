@@ -10,8 +10,11 @@ A kind is a `TextModel` subclass registered by name in `ldlm.build.MODELS`.
     held_out_metrics(sums) -> metrics                       ... and the metrics they give
     generate(n, steps, generator, sampler, top_p) -> ids    tokenizer ids [n, seq_len] (-1 = "other")
     sampling_record(steps, sampler, top_p) -> dict          what a sample row records of that setting
+    sampling_settings(step_counts, top_ps) -> settings      what an experiment samples at
     nfe(steps) -> int                                       network calls of one sampling run
+    result_columns(summary) -> dict                         the trained run's columns of a result row
     compile_targets() -> modules                            what `compile=on` compiles
+    forward_flops() -> dict                                 FLOPs of a training sequence (ldlm.flops)
 """
 from __future__ import annotations
 
@@ -88,6 +91,11 @@ class TextModel(VocabMap):
     def compile_targets(self) -> list[nn.Module]:
         raise NotImplementedError
 
+    def forward_flops(self) -> dict:
+        """Forward FLOPs per training sequence (ldlm.flops): "grad" through the trainable modules, and
+        "no_grad" for passes without gradient."""
+        raise NotImplementedError
+
     # -- evaluation ------------------------------------------------------------------------------
     held_out_keys: tuple[str, ...] = ()  # the names of held_out_sums, in the order they are reduced
 
@@ -107,6 +115,16 @@ class TextModel(VocabMap):
         raise NotImplementedError
 
     def nfe(self, steps: int) -> int:
+        raise NotImplementedError
+
+    def sampling_settings(self, step_counts: list[int], top_ps: list[float]) -> list[dict]:
+        """The settings an experiment samples at: name (in file names), steps, top_p. Diffusion kinds
+        sample at each step count; the GPT overrides this with its nucleus p values."""
+        return [dict(name=f"k{k}", steps=k, top_p=1.0) for k in step_counts]
+
+    # -- results -------------------------------------------------------------------------------------
+    def result_columns(self, summary: dict) -> dict:
+        """The trained run's columns of a result row, from its summary.json."""
         raise NotImplementedError
 
 

@@ -21,6 +21,26 @@ from .io import atomic_path, write_json
 
 ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id"]
 
+# A result row of results/<table>.csv (main_*, ablation), in column order: what produced it, what the
+# trained run measured (recon_acc and decoder_noise: LDLM; valid_loss: the baselines), the timings,
+# then the evaluation's metrics (ldlm.metrics). A row holds the columns that apply to it.
+RESULT_COLUMNS = [
+    "preset", "dataset", "variant", "seed", "steps", "top_p", "judge", "featurizer", "n_samples", "dtype",
+    "draw_dtype", "run_id", "model",
+    "recon_acc", "decoder_noise", "valid_loss",
+    "train_steps", "train_seconds", "train_tokens_per_s", "sample_seconds", "samples_per_s", "pack_mode",
+    "gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "mauve", "n_empty", "sample_len_tokens",
+    "metrics_version", "mauve_train",
+]
+
+
+def result_row(**values) -> dict:
+    """A row of the result tables, its columns in RESULT_COLUMNS order; an unknown column is a bug."""
+    unknown = sorted(set(values) - set(RESULT_COLUMNS))
+    if unknown:
+        raise ValueError(f"not result-table columns: {unknown} (add them to results.RESULT_COLUMNS)")
+    return {k: values[k] for k in RESULT_COLUMNS if k in values}
+
 
 def corpus_sha256(dataset: str) -> str | None:
     """sha256 of a `text:`/`jsonl:` corpus file (None for named datasets or a missing file)."""

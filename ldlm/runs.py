@@ -19,6 +19,7 @@ from .checkpoint import CKPT_NAME
 from .config import ConfigError, config_from_dict
 
 LOCK_NAME = ".lock"
+BUSY = "is being trained by another process"  # in RunFolderBusy's message: a caller may wait and retry
 
 # Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
 RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",
@@ -128,7 +129,7 @@ def claim(out: Path, cfg: dict, resume: bool):
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "?"
-            raise RunFolderBusy(f"run folder {out} is being trained by another process (pid {holder}); "
+            raise RunFolderBusy(f"run folder {out} {BUSY} (pid {holder}); "
                                  f"wait for it to finish, or choose another --out") from None
         handle.seek(0)
         handle.truncate()

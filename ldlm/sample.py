@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -33,7 +32,7 @@ from .metrics import join_docs
 from .noise import seed_for
 from .precision import autocast, compute_dtype
 from .protocol import TextModel
-from .sampling import SAMPLERS
+from .samplers import SAMPLERS
 
 
 def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:

@@ -45,24 +45,6 @@ def test_repeats_must_be_positive():
         time_calls(lambda: None, repeats=0)
 
 
-def test_per_token_parameters_leave_out_lookups_conditioning_and_rare_clusters():
-    from torch import nn
-
-    from ldlm.bench import per_token_parameters
-
-    class Tiny(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(100, 8)               # a lookup: no matmul
-            self.proj = nn.Linear(8, 8)                     # 72: every token
-            self.time = nn.Linear(8, 8)                     # once per sequence
-            self.head = nn.AdaptiveLogSoftmaxWithLoss(8, 100, [20], div_value=2.0)
-
-    model = Tiny()
-    head_cluster = sum(p.numel() for p in model.head.head.parameters())
-    assert per_token_parameters(model) == 72 + head_cluster
-
-
 def test_training_bench_runs_the_loop_path_on_a_copy():
     import torch
 
@@ -79,3 +61,7 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
     assert row["kind"] == "training" and row["repeats"] == 2 and row["batch"] == cfg.batch_size
     assert row["seconds"] > 0 and row["tokens_per_s"] == cfg.batch_size * cfg.seq_len / row["seconds"]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the caller's model is untouched
+    from ldlm.flops import training_flops
+
+    assert row["flops_per_token"] == training_flops(model)["total"]  # the one FLOP model gpu_check uses too
+    assert row["mfu"] == pytest.approx(row["achieved_flops_per_s"] / row["matmul_peak_flops_per_s"])

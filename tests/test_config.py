@@ -72,8 +72,8 @@ def test_config_round_trip():
 
 def test_encoder_warmup_is_one_fraction_of_every_budget():
     """S_wu is defined once (warmup_frac of max_steps): presets, notebook budgets and gpu_check agree."""
+    from ldlm.experiment import Experiment
     from ldlm.gpu_check import check_config
-    from ldlm.pipeline import budget_overrides
 
     assert "warmup_steps" not in Config.__dataclass_fields__
     assert make_config("owt").warmup_steps == 50_000  # the paper's 50k of 200k
@@ -81,7 +81,7 @@ def test_encoder_warmup_is_one_fraction_of_every_budget():
         cfg = make_config(name)
         assert cfg.warmup_frac == Config.warmup_frac and cfg.warmup_steps == round(0.25 * cfg.max_steps)
     for steps in (150, 400):
-        assert make_config("tiny", **budget_overrides(steps)).warmup_steps == round(0.25 * steps)
+        assert Experiment.load("tiny", max_steps=steps).config("wiki").warmup_steps == round(0.25 * steps)
     assert check_config("owt", 300, "gpt2", {}).warmup_steps == 75
 
 

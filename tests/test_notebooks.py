@@ -5,11 +5,11 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-import yaml
+from ldlm.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-SMOKE = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+SMOKE = Experiment.load("smoke")
 ROW_COLUMNS = {"preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id",
                "gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty", "recon_acc"}
 FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents"}
@@ -34,8 +34,9 @@ def run(name, tmp, **params):
     out = tmp / "executed" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(ROOT / "notebooks" / name), str(out), cwd=str(ROOT), kernel_name="python3",
-                               parameters={**SMOKE, "results_dir": str(tmp / "results"), "runs_dir": str(tmp / "runs"),
-                                           **params}, progress_bar=False)
+                               parameters={**({} if name == "90_figures.ipynb" else {"preset": "smoke",
+                                                                                        "runs_dir": str(tmp / "runs")}),
+                                           "results_dir": str(tmp / "results"), **params}, progress_bar=False)
     return out
 
 
@@ -44,10 +45,10 @@ def smoke_pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     for dataset in ("wiki", "news"):
         run("20_main.ipynb", tmp, dataset=dataset)
-    run("10_ablation.ipynb", tmp, dataset="news", n_samples=4)
+    run("10_ablation.ipynb", tmp, dataset="news", spec={"n_samples": 4})
     run("30_speed.ipynb", tmp, dataset="wiki")
     run("40_latents.ipynb", tmp, dataset="wiki")
-    run("01_run.ipynb", tmp, dataset="wiki", variant="naive", sample_steps=[2])
+    run("01_run.ipynb", tmp, dataset="wiki", variant="naive", spec={"step_counts": [2]})
     return tmp
 
 
@@ -57,16 +58,16 @@ def test_main_notebook_rows(smoke_pipeline):
         rows = pd.read_csv(smoke_pipeline / "results" / f"main_{dataset}.csv")
         assert ROW_COLUMNS <= set(rows.columns)
         ldlm = rows[rows["model"] == "ldlm"]
-        assert sorted(ldlm["steps"]) == sorted(SMOKE["sample_steps"]) and (ldlm["n_samples"] == SMOKE["n_samples"]).all()
+        assert sorted(ldlm["steps"]) == sorted(SMOKE.step_counts) and (ldlm["n_samples"] == SMOKE.n_samples).all()
         assert (rows["model"] == "reference").sum() == 1
         assert (smoke_pipeline / "results" / f"table1_{dataset}.md").exists()
         for rid in ldlm["run_id"].unique():
             record = json.loads((smoke_pipeline / "results" / "runs" / f"{rid}.json").read_text())
             assert record["config"]["preset"] == "smoke" and "torch" in record["versions"]
-            assert Path(record["samples"][f"k{SMOKE['sample_steps'][0]}"]).exists()
+            assert Path(record["samples"][f"k{SMOKE.step_counts[0]}"]).exists()
         # the baselines: same training budget, MDLM over the same steps, the GPT over nucleus p
         mdlm, ar = rows[rows["model"] == "mdlm"], rows[rows["model"] == "ar"]
-        assert sorted(mdlm["steps"]) == sorted(SMOKE["sample_steps"]) and len(ar) == 2 and ar["top_p"].notna().all()
+        assert sorted(mdlm["steps"]) == sorted(SMOKE.step_counts) and len(ar) == 2 and ar["top_p"].notna().all()
         assert set(mdlm["train_steps"]) == set(ar["train_steps"]) == set(ldlm["train_steps"])
         assert (rows.loc[rows["model"] != "reference", "valid_loss"].notna() == rows.loc[rows["model"] != "reference", "model"].ne("ldlm")).all()
         assert "AR (GPT), nucleus p = 0.9" in (smoke_pipeline / "results" / f"table1_{dataset}.md").read_text()
@@ -76,7 +77,7 @@ def test_main_notebook_rows(smoke_pipeline):
 def test_ablation_rows_and_tables(smoke_pipeline):
     rows = pd.read_csv(smoke_pipeline / "results" / "ablation.csv")
     assert set(rows["variant"]) == {"full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive"}
-    seeds = SMOKE["ablation_seeds"]
+    seeds = SMOKE.ablation_seeds
     assert ROW_COLUMNS <= set(rows.columns) and rows["run_id"].nunique() == 6 * len(seeds)
     assert sorted(rows["seed"].unique()) == sorted(seeds)
     md = (smoke_pipeline / "results" / "ablation_table.md").read_text()
@@ -88,15 +89,15 @@ def test_ablation_rows_and_tables(smoke_pipeline):
 def test_speed_and_latent_rows(smoke_pipeline):
     speed = pd.read_csv(smoke_pipeline / "results" / "speed.csv")
     sampling = speed[speed["kind"] == "sampling"]
-    assert set(sampling["batch"]) == set(SMOKE["batch_sizes"]) and set(sampling["model"]) == {"ldlm", "mdlm", "ar"}
-    assert set(sampling.loc[sampling["model"] != "ar", "steps"]) == set(SMOKE["steps_list"])
+    assert set(sampling["batch"]) == set(SMOKE.bench_batches) and set(sampling["model"]) == {"ldlm", "mdlm", "ar"}
+    assert set(sampling.loc[sampling["model"] != "ar", "steps"]) == set(SMOKE.bench_step_counts)
     assert {"hardware", "threads", "dtype", "samples_per_s"} <= set(speed.columns)
     training = speed[speed["kind"] == "training"]
-    assert sorted(training["model"]) == ["ar", "ldlm", "mdlm"] and (training["utilisation"] > 0).all()
+    assert sorted(training["model"]) == ["ar", "ldlm", "mdlm"] and (training["mfu"] > 0).all()
     speedup = (smoke_pipeline / "results" / "speedup_wiki.md").read_text()
     assert "MDLM, 2 steps" in speedup and "AR (GPT)" in speedup
     pca = pd.read_csv(smoke_pipeline / "results" / "latents_pca.csv")
-    assert len(pca) == SMOKE["n_sentences"] and {"pc1", "pc2"} <= set(pca.columns)
+    assert len(pca) == SMOKE.n_sentences and {"pc1", "pc2"} <= set(pca.columns)
 
 
 @pytest.mark.slow
@@ -107,7 +108,7 @@ def test_rerun_reuses_finished_runs(smoke_pipeline):
 
     before = stamps()
     assert any(p.parent.name == "scores" for p in before)
-    run("01_run.ipynb", smoke_pipeline, dataset="wiki", variant="naive", sample_steps=[2])
+    run("01_run.ipynb", smoke_pipeline, dataset="wiki", variant="naive", spec={"step_counts": [2]})
     run("20_main.ipynb", smoke_pipeline, dataset="news")  # nothing retrained, resampled or re-scored
     assert before == stamps()
 

@@ -10,7 +10,9 @@ def test_scores_are_reused_until_their_key_changes(tmp_path):
         calls.append(1)
         return {"gen_ppl_tok": 10.0 * len(calls)}
 
-    key = pipeline.score_key("news", samples_sha256="abc", judge="smollm2", seed=0)
+    from ldlm.data import load_corpus
+
+    key = pipeline.score_key(load_corpus("news"), samples_sha256="abc", judge="smollm2", seed=0)
     first = pipeline.scores(cache, key, compute)
     assert pipeline.scores(cache, key, compute) == first and len(calls) == 1
     changed = pipeline.scores(cache, dict(key, samples_sha256="abd"), compute)
@@ -20,20 +22,34 @@ def test_scores_are_reused_until_their_key_changes(tmp_path):
 
 
 def test_score_key_follows_the_held_out_text(tmp_path):
+    from ldlm.data import load_corpus
+
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"document {i} with a few words" for i in range(40)))
-    key = pipeline.score_key(f"text:{corpus}", judge="smollm2")
+    key = pipeline.score_key(load_corpus(f"text:{corpus}"), judge="smollm2")
     assert key["metrics_version"] and "torch" in key["versions"]
-    assert pipeline.score_key(f"text:{corpus}", judge="smollm2") == key
+    assert pipeline.score_key(load_corpus(f"text:{corpus}"), judge="smollm2") == key
     corpus.write_text(corpus.read_text() + "\n\none more held-out document")
-    assert pipeline.score_key(f"text:{corpus}", judge="smollm2")["held_out_sha256"] != key["held_out_sha256"]
+    assert pipeline.score_key(load_corpus(f"text:{corpus}"), judge="smollm2")["held_out_sha256"] != key["held_out_sha256"]
+
+
+def test_evaluation_holds_out_what_the_run_held_out(tmp_path):
+    """The references come from the run's own held-out split (its valid_docs), not the dataset's default."""
+    from ldlm.config import make_config
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"document {i} with a few words" for i in range(40)))
+    default = pipeline.held_out(make_config("smoke", dataset=f"text:{corpus}"))
+    mine = pipeline.held_out(make_config("smoke", dataset=f"text:{corpus}", valid_docs=7))
+    assert len(mine.valid) == 7 and len(default.valid) == 2  # the default: 1 in 20 documents
+    assert mine.valid[-1] == default.valid[-1] == "document 39 with a few words"
 
 
 TRAIN_SAME_RUN = """
 import json, sys
 from ldlm import pipeline
 from ldlm.config import make_config
-run_dir, summary = pipeline.train_or_resume(make_config("smoke", max_steps=10), sys.argv[1], progress=False)
+run_dir, summary = pipeline.train_or_resume(make_config("smoke", max_steps=10), sys.argv[1])
 print(json.dumps(dict(run=str(run_dir), step=summary["step"])))
 """
 
@@ -49,7 +65,7 @@ def test_notebooks_asking_for_the_same_run_train_it_once(tmp_path):
 
     procs = [subprocess.Popen([sys.executable, "-c", TRAIN_SAME_RUN, str(tmp_path)], stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
-    outs = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
+    outs = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]  # relayed log first
     assert all(p.returncode == 0 for p in procs) and outs[0] == outs[1] and outs[0]["step"] == 10
     steps = [r["step"] for r in read_jsonl(f"{outs[0]['run']}/metrics.jsonl") if "loss" in r]
     assert steps == sorted(set(steps))  # one writer: no line twice

@@ -53,6 +53,9 @@ class Baseline(TextModel):
     def held_out_metrics(sums: dict) -> dict:
         return {"valid_loss": sums["loss_x_tokens"] / max(sums["tokens"], 1), "valid_tokens": int(sums["tokens"])}
 
+    def result_columns(self, summary: dict) -> dict:
+        return {"valid_loss": summary["ema_valid_loss"]}
+
     def token_loss(self, tokens, valid, noise) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, per-sample loss [B]) on tokenizer ids [B, T]; all randomness from `noise`."""
         raise NotImplementedError
@@ -65,6 +68,12 @@ class MaskedDiffusion(Baseline):
         super().__init__(cfg, vocab_size, head_vocab)
         self.net = MDLM(self.classes(), cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, mlp_ratio=cfg.mlp_ratio,
                         dropout=cfg.dropout, adaptive_head=cfg.adaptive_head, time_conditioning=cfg.mdlm_time_conditioning)
+
+    def forward_flops(self) -> dict:
+        from ..flops import backbone_forward, linear_weights
+
+        T = self.cfg.seq_len  # the head runs at masked positions only: half of them on average over t ~ U(0, 1)
+        return dict(grad=backbone_forward(self.net, T) + 2 * linear_weights(self.net.out) * T / 2)
 
     def times(self, noise) -> torch.Tensor:
         """Antithetic t in [t_min, 1) [B]: one draw per 1/batch_size stratum of the global batch."""
@@ -97,12 +106,21 @@ class Autoregressive(Baseline):
     def token_loss(self, tokens, valid, noise):
         return ar_loss(self.net, self.to_head[tokens], valid)
 
+    def forward_flops(self) -> dict:
+        from ..flops import blocks_forward, linear_weights
+
+        n = self.cfg.seq_len - 1  # next-token prediction on the first T - 1 positions
+        return dict(grad=blocks_forward(self.net.blocks, self.net.pos.shape[1], n) + 2 * linear_weights(self.net.head) * n)
+
     def generate(self, n, steps, generator, sampler=None, top_p=1.0) -> torch.Tensor:
         """`steps` is fixed by the length: one token per step."""
         return self.head_to_tokens(ar_sample(self.net, n, self.cfg.seq_len, generator, int(self.bos_class), top_p=top_p))
 
     def sampling_record(self, steps, sampler, top_p) -> dict:
         return dict(steps=self.cfg.seq_len - 1, top_p=top_p, sampler="nucleus", draw_dtype="float64")
+
+    def sampling_settings(self, step_counts, top_ps) -> list[dict]:
+        return [dict(name=f"p{p:g}", steps=self.cfg.seq_len - 1, top_p=p) for p in top_ps]
 
     def nfe(self, steps: int) -> int:
         return self.cfg.seq_len - 1

@@ -1,0 +1,128 @@
+"""The experiment spec: what the pipeline's notebooks run besides each model's config.
+
+    exp = Experiment.load("tiny")                 # params/tiny.yaml over the defaults below
+    exp = Experiment.load("tiny", seeds=[0])      # ... with overrides (a notebook's `spec` parameter)
+    python -m ldlm.experiment --preset tiny judge # one value, for the Makefile: smollm2
+
+A budget of None is the preset's own (ldlm/config.py); a list is a list, an int an int. Unknown keys
+and wrong types are errors that name the key and the file.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import VARIANTS, Config, ConfigError, make_config
+from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
+
+PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
+
+
+@dataclass
+class Experiment:
+    preset: str = "tiny"
+    datasets: list[str] = field(default_factory=lambda: ["wiki"])  # main comparison: one table each
+    # --- main comparison: every model, the same budget -------------------------------------------
+    models: list[str] = field(default_factory=lambda: ["ldlm", "mdlm", "ar"])
+    max_steps: int | None = None        # training steps; None = the preset's
+    batch_size: int | None = None       # None = the preset's
+    seeds: list[int] = field(default_factory=lambda: [0])
+    step_counts: list[int] = field(default_factory=lambda: [100])  # sampling steps of LDLM and MDLM
+    top_ps: list[float] = field(default_factory=lambda: [0.9, 1.0])  # the GPT's nucleus p
+    # --- evaluation --------------------------------------------------------------------------------
+    n_samples: int = 64
+    sample_batch: int = 128
+    reference_length: int = 64          # tokens per held-out reference row (the models' seq_len)
+    judge: str = DEFAULT_JUDGE
+    featurizer: str = DEFAULT_FEATURIZER
+    # --- ablation (on the last dataset) ------------------------------------------------------------
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    ablation_steps: int | None = None
+    ablation_batch: int | None = None
+    ablation_seeds: list[int] = field(default_factory=lambda: [0])
+    ablation_step_count: int = 50
+    # --- speed benchmark and latent inspection -----------------------------------------------------
+    bench_step_counts: list[int] = field(default_factory=lambda: [10, 30, 100])
+    bench_batches: list[int] = field(default_factory=lambda: [1, 64])
+    bench_repeats: int = 3
+    n_sentences: int = 64
+    trajectory_steps: int = 50
+
+    @classmethod
+    def load(cls, preset: str = "tiny", params_dir: str | Path | None = None, **overrides) -> "Experiment":
+        """The defaults, then params/<preset>.yaml if there is one, then `overrides`."""
+        import yaml
+
+        path = Path(params_dir or PARAMS_DIR) / f"{preset}.yaml"
+        values = {}
+        if path.is_file():
+            values = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: expected a mapping of experiment keys")
+        from_dict(values, source=str(path))  # a bad file is named as such
+        exp = from_dict({**values, "preset": preset, **overrides}, source=f"{path} with spec {overrides}")
+        make_config(exp.preset)  # an unknown preset fails here
+        return exp
+
+    def ablation(self) -> "Experiment":
+        """The ablation's experiment: its budget, seeds and sampling steps in the main fields."""
+        return dataclasses.replace(self, max_steps=self.ablation_steps, batch_size=self.ablation_batch,
+                                   seeds=self.ablation_seeds, step_counts=[self.ablation_step_count])
+
+    def config(self, dataset: str, kind: str = "ldlm", variant: str = "full", seed: int = 0) -> Config:
+        """The run config of one model (`kind`: ldlm | mdlm | ar): the preset, with this experiment's budget."""
+        budget = {k: v for k, v in (("max_steps", self.max_steps), ("batch_size", self.batch_size)) if v is not None}
+        return make_config(self.preset, dataset=dataset, model=kind, variant=variant, seed=seed, **budget)
+
+
+_TYPES = typing.get_type_hints(Experiment)
+
+
+def _check(key: str, value, source: str):
+    kind, given = _TYPES[key], value
+    optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+    if value is None and optional:
+        return None
+    base = next(a for a in typing.get_args(kind) if a is not type(None)) if optional else kind  # int | None -> int
+    origin = typing.get_origin(base)
+    if origin is list:
+        item = typing.get_args(base)[0]
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, item) or (item is float and isinstance(v, int)) for v in value):
+            return [item(v) for v in value]
+    elif isinstance(value, base) and not isinstance(value, bool) or (base is float and isinstance(value, int)):
+        return base(value)
+    raise ConfigError(f"{source}: {key}={given!r} is not a {getattr(base, '__name__', base)}"
+                      f"{' or null (= the preset value)' if optional else ''}")
+
+
+def from_dict(values: dict, source: str = "experiment") -> Experiment:
+    names = {f.name for f in dataclasses.fields(Experiment)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown experiment key(s) {unknown}; known: {sorted(names)}")
+    return Experiment(**{k: _check(k, v, source) for k, v in values.items()})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ldlm.experiment", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("key", help="the experiment key to print (lists: space-separated)")
+    args = parser.parse_args(argv)
+    try:
+        value = getattr(Experiment.load(args.preset), args.key)
+    except (ConfigError, AttributeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(" ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else value))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The experiment spec: params/<preset>.yaml read in one place, passed whole, asked for by the Makefile."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ldlm.config import ConfigError, make_config
+from ldlm.experiment import Experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("preset", ["smoke", "tiny", "lm1b", "owt"])
+def test_every_parameter_file_is_a_valid_spec(preset):
+    exp = Experiment.load(preset)
+    assert exp.preset == preset and exp.datasets and all(isinstance(s, int) for s in exp.seeds)
+
+
+def test_a_budget_of_none_is_the_presets_and_a_number_overrides_it():
+    exp = Experiment.load("smoke")
+    assert exp.max_steps is None and exp.config("wiki").max_steps == make_config("smoke").max_steps
+    assert Experiment.load("smoke", max_steps=7).config("wiki", kind="mdlm", seed=3).max_steps == 7
+    cfg = Experiment.load("tiny").config("news", variant="no_mse", seed=1)
+    assert (cfg.max_steps, cfg.dataset, cfg.decoder_loss, cfg.seed) == (250, "news", "ce", 1)  # params/tiny.yaml
+
+
+def test_the_ablation_brings_its_own_budget_seeds_and_sampling_steps():
+    exp = Experiment.load("tiny")
+    ablation = exp.ablation()
+    assert (ablation.max_steps, ablation.batch_size) == (exp.ablation_steps, exp.ablation_batch)
+    assert ablation.seeds == exp.ablation_seeds and ablation.step_counts == [exp.ablation_step_count]
+    assert ablation.config("news").batch_size == exp.ablation_batch
+
+
+@pytest.mark.parametrize("bad, named", [(dict(seeds="x"), "seeds"), (dict(max_steps="1"), "max_steps"),
+                                        (dict(nope=1), "nope"), (dict(step_counts=[1.5]), "step_counts")])
+def test_bad_spec_values_name_the_key(bad, named):
+    with pytest.raises(ConfigError, match=named):
+        Experiment.load("smoke", **bad)
+
+
+def test_a_bad_parameter_file_is_named(tmp_path):
+    (tmp_path / "smoke.yaml").write_text("judge: [1, 2]\n")
+    with pytest.raises(ConfigError, match="smoke.yaml"):
+        Experiment.load("smoke", params_dir=tmp_path)
+
+
+def test_the_makefile_asks_the_library_for_values():
+    ask = lambda key: subprocess.run([sys.executable, "-m", "ldlm.experiment", "--preset", "tiny", key], cwd=ROOT,
+                                     capture_output=True, text=True)
+    exp = Experiment.load("tiny")
+    assert ask("judge").stdout.strip() == exp.judge
+    assert ask("ablation_seeds").stdout.split() == [str(s) for s in exp.ablation_seeds]
+    assert ask("datasets").stdout.split() == exp.datasets
+    wrong = ask("no_such_key")
+    assert wrong.returncode == 2 and "no_such_key" in wrong.stderr

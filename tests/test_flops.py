@@ -1,0 +1,76 @@
+"""One FLOP model for every kind (ldlm.flops), checked against torch's FLOP counter on a real training
+loss + backward: the MFU that bench and gpu_check report rests on it."""
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from ldlm.build import build_model
+from ldlm.config import make_config
+from ldlm.flops import training_flops
+from ldlm.noise import SampleNoise
+
+LM_WIDTH, VOCAB, B = 24, 500, 3
+
+
+def counted(fn) -> int:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:  # math SDPA: counted matmuls
+        fn()
+    return counter.get_total_flops()
+
+
+def small(model: str, **overrides):
+    cfg = make_config("smoke", model=model, adaptive_head=False, corpus_vocab=False, seq_len=16, batch_size=B, **overrides)
+    torch.manual_seed(0)
+    return build_model(cfg, VOCAB, lm_width=LM_WIDTH).train(), cfg
+
+
+@pytest.mark.parametrize("self_cond_prob,latent_len", [(0.0, 0), (1.0, 0), (1.0, 8)])
+def test_ldlm_count_matches_the_flop_counter(self_cond_prob, latent_len):
+    from ldlm.losses import ldlm_loss
+
+    model, cfg = small("ldlm", latent_len=latent_len, self_cond_prob=self_cond_prob)
+    T = cfg.seq_len
+    h, tokens = torch.randn(B, T, LM_WIDTH), torch.randint(0, VOCAB, (B, T))
+    measured = counted(lambda: ldlm_loss(model, h, tokens, cfg, 1.0, model.time_sampler,
+                                         SampleNoise(0, 0, range(B))).loss.backward()) / (B * T)
+    # not model FLOPs, but in the count: the loss's progress accuracy (head forward on <= 256 positions) ...
+    measured -= 2 * model.token_decoder.head.weight.numel() * min(256, B * T) / (B * T)
+    # ... and the input gradients autograd skips (encoder and token decoder inputs need none)
+    measured += 2 * (model.encoder.in_proj.weight.numel() + model.token_decoder.in_proj.weight.numel())
+    f = training_flops(model)
+    assert f["frozen_lm"] == 0 and f["total"] == pytest.approx(measured, rel=0.01)
+    assert f["params_trainable"] == sum(p.numel() for p in model.parameters())
+
+
+def test_gpt_count_matches_the_flop_counter():
+    model, cfg = small("ar")
+    T = cfg.seq_len
+    tokens, valid = torch.randint(0, VOCAB, (B, T)), torch.ones(B, T, dtype=torch.bool)
+    measured = counted(lambda: model.token_loss(tokens, valid, SampleNoise(0, 0, range(B)))[0].backward()) / (B * T)
+    assert training_flops(model)["total"] == pytest.approx(measured, rel=0.01)
+
+
+def test_mdlm_count_matches_the_flop_counter_at_its_expected_masking():
+    """The head runs at masked positions only; the model counts the expected half, so the measured
+    count is moved from this draw's masked positions to half of them before comparing."""
+    from ldlm.baselines.mdlm import mask_tokens
+
+    model, cfg = small("mdlm")
+    T = cfg.seq_len
+    tokens, valid = torch.randint(0, VOCAB, (B, T)), torch.ones(B, T, dtype=torch.bool)
+    measured = counted(lambda: model.token_loss(tokens, valid, SampleNoise(0, 0, range(B)))[0].backward())
+    noise = SampleNoise(0, 0, range(B))  # the same draws again: t, then the mask
+    t = model.times(noise)
+    _, masked = mask_tokens(tokens, t, noise.uniform(T), model.net.mask_id)
+    head = 3 * 2 * model.net.out.weight.numel()  # forward + backward of the head, per position
+    measured += head * (B * T / 2 - int(masked.sum()))
+    assert training_flops(model)["total"] == pytest.approx(measured / (B * T), rel=0.01)
+
+
+def test_a_frozen_lm_run_every_step_is_counted_and_needs_its_shape():
+    model, _ = small("ldlm", cache_hidden=False)
+    with pytest.raises(ValueError, match="shape"):
+        training_flops(model)
+    lm = dict(params=1000, layers=2, width=LM_WIDTH)
+    assert training_flops(model, lm)["frozen_lm"] == (2 * 1000 * 16 + 4 * LM_WIDTH * 2 * 16 * 16) / 16
