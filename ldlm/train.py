@@ -10,7 +10,8 @@ of `micro_batch_size` (gradient accumulation) when that is set. Every sample's n
 
 A run folder holds config.json (the resolved config), data.json (dataset statistics),
 metrics.jsonl (one line per log step and per evaluation), ckpt.pt (the last checkpoint, written
-atomically) and summary.json (final metrics, wall time, throughput).
+atomically), summary.json (final metrics, wall time, throughput) and what `logger` writes (tb/:
+TensorBoard event files of the same numbers and `eval_samples` sampled texts; ldlm.tracking).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint, distributed, runs
+from . import checkpoint, distributed, runs, tracking
 from .batches import held_out_chunks, load_training_data, step_loader
 from .build import init_model, model_class
 from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
@@ -49,6 +50,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     still runs to cfg.max_steps), as if the job had been killed right after saving; `resume=True`
     continues. Inputs that cannot work fail here, before any data or model is loaded."""
     default_device(cfg.device)
+    tracking.check_logger(cfg.logger)
     if model_class(cfg.model).uses_frozen_lm:
         check_positions(cfg.frozen_lm, cfg.seq_len)
     out = Path(out)
@@ -115,10 +117,13 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         barrier(env)
 
     log = open(out / "metrics.jsonl", "a") if env.is_main else None
+    tracker = tracking.open_tracker(cfg, out, step) if env.is_main else tracking.Tracker()
+    eval_samples = tracking.EvalSamples(cfg, tracker)
     def write_log(row: dict):
         if log:
             log.write(dumps(row) + "\n")
             log.flush()
+        tracker.scalars(row["step"], {k: v for k, v in row.items() if k != "step"})
 
     tokens_per_step = cfg.batch_size * cfg.seq_len
     last = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
@@ -151,6 +156,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             metrics = held_out_metrics(ema, data, cfg, device, held_out_chunks(data, cfg, cfg.eval_batches, env), env)
             write_log(dict(step=step, **{f"ema_{k}": v for k, v in metrics.items()}))
+            eval_samples.log(ema, step)
             window_t = time.perf_counter()  # evaluation time is not training throughput
         if step % cfg.ckpt_every == 0 or step == last:
             save_checkpoint()
@@ -158,6 +164,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     bar.close()
     if log:
         log.close()
+    tracker.close()
     if not ckpt_path.exists():  # max_steps == 0
         save_checkpoint()
 
