@@ -225,7 +225,7 @@ def _check_key(key: str) -> None:
     if key not in _FIELDS:
         close = [k for k in _FIELDS if key.split("_")[0] in k][:5]
         hint = f" (did you mean one of {close}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}; see ldlm/config.py for all keys")
+        raise ConfigError(f"unknown config key {key!r}{hint}; python -m ldlm.train --help lists all keys")
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict:

@@ -31,7 +31,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from . import checkpoint, distributed, runs, tracking
 from .batches import held_out_chunks, load_training_data, step_loader
 from .build import init_model, model_class
-from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
+from .config import PRESETS, Config, ConfigError, config_from_dict, make_config, parse_overrides
+from .config_help import keys_help
 from .data import DataError
 from .distributed import barrier
 from .frozen_lm import ModelUnavailable, check_positions, default_device
@@ -180,41 +181,92 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     return summary
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ldlm.train", description=__doc__,
+def _preset_asked(argv) -> str | None:
+    """--preset's value, read before parsing so that --help can show that preset's defaults."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--preset" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _parser(argv) -> argparse.ArgumentParser:
+    """The command line; --help ends with every config key, at the defaults of --preset if one is given."""
+    preset = _preset_asked(argv)
+    if preset in PRESETS:
+        keys = keys_help(make_config(preset), f"--preset {preset}")
+    else:
+        keys = keys_help(Config(), "the dataclass's, paper scale (= --preset owt); without --preset a run uses "
+                                   "tiny: see --preset tiny --help")
+    parser = argparse.ArgumentParser(prog="python -m ldlm.train", description=__doc__, epilog=keys,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None, help="smoke | tiny | lm1b | owt (default tiny)")
-    parser.add_argument("--config", default=None, help="a resolved config JSON (as a run's config.json) instead of --preset")
+    parser.add_argument("--config", default=None, help="a resolved config, JSON (as a run's config.json) or YAML "
+                                                       "(.yaml/.yml), instead of --preset; missing keys take the "
+                                                       "dataclass defaults")
     parser.add_argument("--dataset", default=None, help="wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH")
     parser.add_argument("--variant", default=None, help="full | naive | no_mse | no_warmup | no_adaptive | no_decoder_noise")
-    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--out", default=None, help="run folder (required, except with --print-config)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config (JSON) and exit")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="config key=value pairs (see ldlm/config.py)")
-    args = parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="config key=value pairs (listed below)")
+    return parser
+
+
+def _read_config_file(path: str) -> dict:
+    """--config's values: YAML for .yaml/.yml, else JSON; any problem is one line that names the file."""
+    import yaml
+
+    kind = "YAML" if Path(path).suffix.lower() in (".yaml", ".yml") else "JSON"
     try:
-        given = {k: v for k, v in (("dataset", args.dataset), ("variant", args.variant)) if v is not None}
-        saved = runs.resumed_config(Path(args.out)) if args.resume else None
-        if args.config:
-            try:
-                values = json.loads(Path(args.config).read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise ConfigError(f"--config {args.config}: not a readable JSON config ({err})") from None
-            if args.variant is not None and args.variant != values.get("variant"):
-                # a resolved config carries the recipe switches themselves; a new label would not change them
-                raise ConfigError(f"--variant {args.variant} with --config {args.config} (variant "
-                                  f"{values.get('variant')!r}): the config fixes the recipe switches. Use "
-                                  f"--preset {values.get('preset', 'tiny')} --variant {args.variant}, or edit the config")
-            cfg = config_from_dict({**values, **given, **parse_overrides(args.overrides)})
-            if saved:  # every key of the file is given: all are checked
-                runs.check_resume(saved, cfg.to_dict())
-        elif saved:
-            asked = make_config(args.preset or saved["preset"], args.overrides, **given)  # validates keys and types
-            explicit = [*given, *(o.split("=", 1)[0].strip() for o in args.overrides)] + (["preset"] if args.preset else [])
-            runs.check_resume(saved, {k: getattr(asked, k) for k in explicit})
-            cfg = config_from_dict({**saved, **{k: getattr(asked, k) for k in explicit}})
-        else:
-            cfg = make_config(args.preset or "tiny", args.overrides, **given)
+        text = Path(path).read_text()
+        values = yaml.safe_load(text) if kind == "YAML" else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
+        mark = getattr(err, "problem_mark", None)  # YAML's messages span lines: keep the problem and where
+        why = f"{err.problem}, line {mark.line + 1} column {mark.column + 1}" if mark else " ".join(str(err).split())
+        raise ConfigError(f"--config {path}: not a readable {kind} config ({why})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of config keys, got a {type(values).__name__}")
+    return values
+
+
+def resolve_config(args) -> Config:
+    """The config a command line asks for: --config or --preset (default tiny), --dataset, --variant and
+    key=value overrides; with --resume, the saved run's, where only RESUME_MUTABLE keys may change."""
+    given = {k: v for k, v in (("dataset", args.dataset), ("variant", args.variant)) if v is not None}
+    saved = runs.resumed_config(Path(args.out)) if args.resume else None
+    if args.config:
+        values = _read_config_file(args.config)
+        if args.variant is not None and args.variant != values.get("variant"):
+            # a resolved config carries the recipe switches themselves; a new label would not change them
+            raise ConfigError(f"--variant {args.variant} with --config {args.config} (variant "
+                              f"{values.get('variant')!r}): the config fixes the recipe switches. Use "
+                              f"--preset {values.get('preset', 'tiny')} --variant {args.variant}, or edit the config")
+        cfg = config_from_dict({**values, **given, **parse_overrides(args.overrides)})
+        if saved:  # every key of the file is given: all are checked
+            runs.check_resume(saved, cfg.to_dict())
+        return cfg
+    if saved:
+        asked = make_config(args.preset or saved["preset"], args.overrides, **given)  # validates keys and types
+        explicit = [*given, *(o.split("=", 1)[0].strip() for o in args.overrides)] + (["preset"] if args.preset else [])
+        runs.check_resume(saved, {k: getattr(asked, k) for k in explicit})
+        return config_from_dict({**saved, **{k: getattr(asked, k) for k in explicit}})
+    return make_config(args.preset or "tiny", args.overrides, **given)
+
+
+def main(argv=None) -> int:
+    parser = _parser(argv)
+    args = parser.parse_args(argv)
+    if args.out is None and not (args.print_config and not args.resume):
+        parser.error("the following arguments are required: --out")
+    try:
+        cfg = resolve_config(args)
+        if args.print_config:
+            print(cfg.to_json())
+            return 0
         summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     except (ConfigError, DataError, ModelUnavailable, checkpoint.CheckpointError, runs.RunFolderError, PathError,
             Diverged) as err:
