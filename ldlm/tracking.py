@@ -5,7 +5,7 @@
     wandb        a W&B run in RUN/wandb/, offline unless WANDB_MODE says otherwise (`pip install wandb`)
 
 Every backend offers the one interface the training loop calls: `scalars(step, values)` with a
-metrics.jsonl row, `text(step, tag, texts)`, `close()`. A resumed run continues the same record:
+metrics.jsonl row, `text(step, name, texts)`, `close()`. A resumed run continues the same record:
 what a killed run logged after its checkpoint is dropped, as its metrics.jsonl lines are.
 """
 from __future__ import annotations
