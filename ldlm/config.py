@@ -103,13 +103,15 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.98
     grad_clip: float = 1.0
-    ema_decay: float = 0.9999        # the cap of the EMA warm-up (train.ema_decay_at): any budget's EMA forgets its init
+    ema_decay: float = 0.9999        # the cap of the EMA warm-up (optim.ema_decay_at): any budget's EMA forgets its init
 
     # --- logging / checkpoints / evaluation --------------------------------------------------------
     log_every: int = 100
     eval_every: int = 5_000
     ckpt_every: int = 5_000
     eval_batches: int = 20           # held-out batches for reconstruction accuracy during training
+    logger: str = "tensorboard"      # tensorboard (RUN/tb/) | jsonl | wandb (offline unless WANDB_MODE); metrics.jsonl always
+    eval_samples: int = 4            # texts sampled by the EMA model (<= 20 steps) at each evaluation, for the logger; 0 = off
 
     # --- sampling defaults --------------------------------------------------------------------------
     sample_steps: int = 200
@@ -135,6 +137,7 @@ CHOICES = {
     "sampler": ("ddpm", "ddim"),
     "precision": ("auto", "bf16", "fp32"),
     "model": ("ldlm", "mdlm", "ar"),
+    "logger": ("tensorboard", "jsonl", "wandb"),
 }
 
 # The named presets. Values not in the paper are ours; each says why.
@@ -222,7 +225,7 @@ def _check_key(key: str) -> None:
     if key not in _FIELDS:
         close = [k for k in _FIELDS if key.split("_")[0] in k][:5]
         hint = f" (did you mean one of {close}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}; see ldlm/config.py for all keys")
+        raise ConfigError(f"unknown config key {key!r}{hint}; python -m ldlm.train --help lists all keys")
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict:
@@ -273,6 +276,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"warmup_frac={cfg.warmup_frac}: must be in [0, 1] (S_wu as a fraction of max_steps)")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"ema_decay={cfg.ema_decay}: must be in [0, 1)")
+    if cfg.eval_samples < 0:
+        raise ConfigError(f"eval_samples={cfg.eval_samples}: must be >= 0 (0 = off)")
     if not 0.0 < cfg.gamma_min <= 1.0:
         raise ConfigError(f"gamma_min={cfg.gamma_min}: must be in (0, 1]")
     for key, low in (("seq_len", 4), ("batch_size", 1), ("max_steps", 1), ("log_every", 1), ("eval_every", 1),

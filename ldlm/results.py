@@ -19,6 +19,9 @@ import pandas as pd
 
 from .io import atomic_path, write_json
 
+# Keys that change where a run executes or what it reports, never its weights or metrics.
+NOT_IN_RUN_ID = ("device", "num_threads", "logger", "eval_samples")
+
 ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id"]
 
 # A result row of results/<table>.csv (main_*, ablation), in column order: what produced it, what the
@@ -58,7 +61,7 @@ def corpus_sha256(dataset: str) -> str | None:
 def run_id(cfg_dict: dict) -> str:
     """Short stable id of a resolved config (same config -> same id, so finished runs are found again).
     A user corpus's content is part of it: an edited text: file is a new run, not the old one reused."""
-    values = {k: v for k, v in cfg_dict.items() if k not in ("device", "num_threads")}
+    values = {k: v for k, v in cfg_dict.items() if k not in NOT_IN_RUN_ID}
     sha = corpus_sha256(cfg_dict.get("dataset", ""))
     if sha:
         values["corpus_sha256"] = sha

@@ -23,7 +23,7 @@ BUSY = "is being trained by another process"  # in RunFolderBusy's message: a ca
 
 # Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
 RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",
-                  "precision", "compile", "num_workers", "micro_batch_size"}
+                  "precision", "compile", "num_workers", "micro_batch_size", "logger", "eval_samples"}
 
 
 class RunFolderError(RuntimeError):

@@ -10,7 +10,8 @@ of `micro_batch_size` (gradient accumulation) when that is set. Every sample's n
 
 A run folder holds config.json (the resolved config), data.json (dataset statistics),
 metrics.jsonl (one line per log step and per evaluation), ckpt.pt (the last checkpoint, written
-atomically) and summary.json (final metrics, wall time, throughput).
+atomically), summary.json (final metrics, wall time, throughput) and what `logger` writes (tb/:
+TensorBoard event files of the same numbers and `eval_samples` sampled texts; ldlm.tracking).
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint, distributed, runs
+from . import checkpoint, distributed, runs, tracking
 from .batches import held_out_chunks, load_training_data, step_loader
 from .build import init_model, model_class
-from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
+from .config import PRESETS, Config, ConfigError, config_from_dict, make_config, parse_overrides
+from .config_help import keys_help
 from .data import DataError
 from .distributed import barrier
 from .frozen_lm import ModelUnavailable, check_positions, default_device
@@ -49,6 +51,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     still runs to cfg.max_steps), as if the job had been killed right after saving; `resume=True`
     continues. Inputs that cannot work fail here, before any data or model is loaded."""
     default_device(cfg.device)
+    tracking.check_logger(cfg.logger)
     if model_class(cfg.model).uses_frozen_lm:
         check_positions(cfg.frozen_lm, cfg.seq_len)
     out = Path(out)
@@ -115,10 +118,13 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         barrier(env)
 
     log = open(out / "metrics.jsonl", "a") if env.is_main else None
+    tracker = tracking.open_tracker(cfg, out, step) if env.is_main else tracking.Tracker()
+    eval_samples = tracking.EvalSamples(cfg, tracker)
     def write_log(row: dict):
         if log:
             log.write(dumps(row) + "\n")
             log.flush()
+        tracker.scalars(row["step"], {k: v for k, v in row.items() if k != "step"})
 
     tokens_per_step = cfg.batch_size * cfg.seq_len
     last = min(cfg.max_steps, stop_at) if stop_at is not None else cfg.max_steps
@@ -151,6 +157,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             metrics = held_out_metrics(ema, data, cfg, device, held_out_chunks(data, cfg, cfg.eval_batches, env), env)
             write_log(dict(step=step, **{f"ema_{k}": v for k, v in metrics.items()}))
+            eval_samples.log(ema, step)
             window_t = time.perf_counter()  # evaluation time is not training throughput
         if step % cfg.ckpt_every == 0 or step == last:
             save_checkpoint()
@@ -158,6 +165,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     bar.close()
     if log:
         log.close()
+    tracker.close()
     if not ckpt_path.exists():  # max_steps == 0
         save_checkpoint()
 
@@ -173,41 +181,92 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     return summary
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ldlm.train", description=__doc__,
+def _preset_asked(argv) -> str | None:
+    """--preset's value, read before parsing so that --help can show that preset's defaults."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--preset" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _parser(argv) -> argparse.ArgumentParser:
+    """The command line; --help ends with every config key, at the defaults of --preset if one is given."""
+    preset = _preset_asked(argv)
+    if preset in PRESETS:
+        keys = keys_help(make_config(preset), f"--preset {preset}")
+    else:
+        keys = keys_help(Config(), "the dataclass's, paper scale (= --preset owt); without --preset a run uses "
+                                   "tiny: see --preset tiny --help")
+    parser = argparse.ArgumentParser(prog="python -m ldlm.train", description=__doc__, epilog=keys,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None, help="smoke | tiny | lm1b | owt (default tiny)")
-    parser.add_argument("--config", default=None, help="a resolved config JSON (as a run's config.json) instead of --preset")
+    parser.add_argument("--config", default=None, help="a resolved config, JSON (as a run's config.json) or YAML "
+                                                       "(.yaml/.yml), instead of --preset; missing keys take the "
+                                                       "dataclass defaults")
     parser.add_argument("--dataset", default=None, help="wiki | news | openwebtext | lm1b | text:PATH | jsonl:PATH")
     parser.add_argument("--variant", default=None, help="full | naive | no_mse | no_warmup | no_adaptive | no_decoder_noise")
-    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--out", default=None, help="run folder (required, except with --print-config)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config (JSON) and exit")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="config key=value pairs (see ldlm/config.py)")
-    args = parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="config key=value pairs (listed below)")
+    return parser
+
+
+def _read_config_file(path: str) -> dict:
+    """--config's values: YAML for .yaml/.yml, else JSON; any problem is one line that names the file."""
+    import yaml
+
+    kind = "YAML" if Path(path).suffix.lower() in (".yaml", ".yml") else "JSON"
     try:
-        given = {k: v for k, v in (("dataset", args.dataset), ("variant", args.variant)) if v is not None}
-        saved = runs.resumed_config(Path(args.out)) if args.resume else None
-        if args.config:
-            try:
-                values = json.loads(Path(args.config).read_text())
-            except (OSError, json.JSONDecodeError) as err:
-                raise ConfigError(f"--config {args.config}: not a readable JSON config ({err})") from None
-            if args.variant is not None and args.variant != values.get("variant"):
-                # a resolved config carries the recipe switches themselves; a new label would not change them
-                raise ConfigError(f"--variant {args.variant} with --config {args.config} (variant "
-                                  f"{values.get('variant')!r}): the config fixes the recipe switches. Use "
-                                  f"--preset {values.get('preset', 'tiny')} --variant {args.variant}, or edit the config")
-            cfg = config_from_dict({**values, **given, **parse_overrides(args.overrides)})
-            if saved:  # every key of the file is given: all are checked
-                runs.check_resume(saved, cfg.to_dict())
-        elif saved:
-            asked = make_config(args.preset or saved["preset"], args.overrides, **given)  # validates keys and types
-            explicit = [*given, *(o.split("=", 1)[0].strip() for o in args.overrides)] + (["preset"] if args.preset else [])
-            runs.check_resume(saved, {k: getattr(asked, k) for k in explicit})
-            cfg = config_from_dict({**saved, **{k: getattr(asked, k) for k in explicit}})
-        else:
-            cfg = make_config(args.preset or "tiny", args.overrides, **given)
+        text = Path(path).read_text()
+        values = yaml.safe_load(text) if kind == "YAML" else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
+        mark = getattr(err, "problem_mark", None)  # YAML's messages span lines: keep the problem and where
+        why = f"{err.problem}, line {mark.line + 1} column {mark.column + 1}" if mark else " ".join(str(err).split())
+        raise ConfigError(f"--config {path}: not a readable {kind} config ({why})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of config keys, got a {type(values).__name__}")
+    return values
+
+
+def resolve_config(args) -> Config:
+    """The config a command line asks for: --config or --preset (default tiny), --dataset, --variant and
+    key=value overrides; with --resume, the saved run's, where only RESUME_MUTABLE keys may change."""
+    given = {k: v for k, v in (("dataset", args.dataset), ("variant", args.variant)) if v is not None}
+    saved = runs.resumed_config(Path(args.out)) if args.resume else None
+    if args.config:
+        values = _read_config_file(args.config)
+        if args.variant is not None and args.variant != values.get("variant"):
+            # a resolved config carries the recipe switches themselves; a new label would not change them
+            raise ConfigError(f"--variant {args.variant} with --config {args.config} (variant "
+                              f"{values.get('variant')!r}): the config fixes the recipe switches. Use "
+                              f"--preset {values.get('preset', 'tiny')} --variant {args.variant}, or edit the config")
+        cfg = config_from_dict({**values, **given, **parse_overrides(args.overrides)})
+        if saved:  # every key of the file is given: all are checked
+            runs.check_resume(saved, cfg.to_dict())
+        return cfg
+    if saved:
+        asked = make_config(args.preset or saved["preset"], args.overrides, **given)  # validates keys and types
+        explicit = [*given, *(o.split("=", 1)[0].strip() for o in args.overrides)] + (["preset"] if args.preset else [])
+        runs.check_resume(saved, {k: getattr(asked, k) for k in explicit})
+        return config_from_dict({**saved, **{k: getattr(asked, k) for k in explicit}})
+    return make_config(args.preset or "tiny", args.overrides, **given)
+
+
+def main(argv=None) -> int:
+    parser = _parser(argv)
+    args = parser.parse_args(argv)
+    if args.out is None and not (args.print_config and not args.resume):
+        parser.error("the following arguments are required: --out")
+    try:
+        cfg = resolve_config(args)
+        if args.print_config:
+            print(cfg.to_json())
+            return 0
         summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     except (ConfigError, DataError, ModelUnavailable, checkpoint.CheckpointError, runs.RunFolderError, PathError,
             Diverged) as err:

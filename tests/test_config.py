@@ -89,3 +89,71 @@ def test_runs_saved_with_warmup_steps_still_load():
     old = {k: v for k, v in make_config("smoke").to_dict().items() if k != "warmup_frac"}
     cfg = config_from_dict({**old, "warmup_steps": 15, "max_steps": 30})
     assert cfg.warmup_frac == 0.5 and cfg.warmup_steps == 15
+
+
+# -- the command line's config UX (python -m ldlm.train --help / --print-config / --config) -------------
+
+def _help(capsys, *args) -> dict[str, str]:
+    """--help's line of each config key, by key."""
+    from ldlm.train import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--help"])
+    assert exit_.value.code == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("    ")]
+    return {parts[0]: " ".join(parts[1:]) for parts in lines if parts}
+
+
+def test_help_lists_every_key_with_type_default_and_comment(capsys):
+    import dataclasses, json
+
+    shown = _help(capsys)
+    for f in dataclasses.fields(Config):
+        assert shown[f.name].startswith(f"{f.type} {json.dumps(f.default)}"), f.name
+    assert shown["lm_layer"] == "int -3 hidden_states index; paper: third-to-last [S]"
+    assert shown["logger"].startswith('str "tensorboard" tensorboard (RUN/tb/) | jsonl | wandb')
+
+
+def test_help_with_a_preset_shows_its_values_beside_the_dataclass_default(capsys):
+    shown = _help(capsys, "--preset", "smoke")
+    assert shown["max_steps"] == "int 30 (dataclass: 200000)"
+    assert shown["decoder_noise"] == "float 0.5 sigma_dec; 0 = off [S] (dataclass: 3.0)"
+    assert shown["lm_layer"] == "int -3 hidden_states index; paper: third-to-last [S]"  # not changed by the preset
+
+
+def test_print_config_round_trips_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import json
+    from ldlm.train import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--preset", "smoke", "--variant", "naive", "--print-config", "max_steps=7", "logger=jsonl"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert config_from_dict(printed) == make_config("smoke", variant="naive", max_steps=7, logger="jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_yaml_config_resolves_like_the_same_json_config(tmp_path, capsys):
+    import json
+    from ldlm.train import main
+
+    cfg = make_config("smoke", seed=3)
+    (tmp_path / "c.json").write_text(cfg.to_json())
+    text = "\n".join(f"{k}: {json.dumps(v)}" for k, v in cfg.to_dict().items() if k not in ("lr", "encoder_warmup"))
+    (tmp_path / "c.yaml").write_text(text + "\nlr: 1e-3\nencoder_warmup: on\n")  # YAML 1.1: a string and a bool
+    printed = []
+    for name in ("c.json", "c.yaml"):
+        assert main(["--config", str(tmp_path / name), "--print-config", "max_steps=9"]) == 0
+        printed.append(json.loads(capsys.readouterr().out))
+    assert printed[0] == printed[1] == {**cfg.to_dict(), "max_steps": 9}
+
+
+@pytest.mark.parametrize("text,why", [("max_steps: [1\n", "line 2 column 1"), ("- a\n- b\n", "got a list"),
+                                      ("bogus_key: 1\n", "bogus_key")])
+def test_bad_yaml_config_is_one_line_and_exit_2(tmp_path, capsys, text, why):
+    from ldlm.train import main
+
+    (tmp_path / "bad.yml").write_text(text)
+    assert main(["--config", str(tmp_path / "bad.yml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and why in err
+    assert not (tmp_path / "run").exists()
