@@ -1,0 +1,61 @@
+"""Every registered model kind meets the one protocol the loop, samplers, benchmark and pipeline call."""
+import math
+
+import pytest
+import torch
+
+from ldlm.build import MODELS, build_model, model_class
+from ldlm.config import ConfigError, make_config
+from ldlm.noise import SampleNoise
+from ldlm.protocol import LossOutput, TextModel
+
+VOCAB, LM_WIDTH, B = 60, 24, 4
+
+
+def small(kind: str) -> TextModel:
+    cfg = make_config("smoke", model=kind, seq_len=12, batch_size=B)
+    torch.manual_seed(0)
+    return build_model(cfg, VOCAB, lm_width=LM_WIDTH)
+
+
+def batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, VOCAB, (B, 12), generator=g)
+    return torch.randn(B, 12, LM_WIDTH, generator=g), tokens, torch.tensor([12, 12, 9, 5])
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_every_kind_trains_evaluates_and_samples_through_the_protocol(kind):
+    model = small(kind).train()
+    h, tokens, lengths = batch()
+    out = model.loss(h if model.uses_frozen_lm else None, tokens, lengths, SampleNoise(0, 3, range(B)), step=3)
+    assert isinstance(out, LossOutput) and math.isfinite(out.loss.item()) and out.parts["loss"] == out.loss.item()
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())  # the loss trains it
+    if out.t is not None:  # a kind that learns its timestep distribution gets the per-sample losses
+        assert out.t.shape == out.per_sample.shape == (B,)
+        model.observe(out.t, out.per_sample)
+    model.eval()
+    sums = model.held_out_sums(h if model.uses_frozen_lm else None, tokens, lengths, SampleNoise(0, 2**40, range(B)))
+    assert tuple(sums) == model.held_out_keys
+    metrics = model.held_out_metrics({k: float(v) for k, v in sums.items()})
+    assert metrics["valid_tokens"] == int(lengths.sum())  # padding is not evaluated
+    ids = model.generate(2, 3, torch.Generator().manual_seed(0))
+    assert ids.shape == (2, 12) and ids.dtype == torch.long
+    settings = model.sampling_settings([3, 5], [0.9, 1.0])
+    record = model.sampling_record(settings[0]["steps"], None, settings[0]["top_p"])
+    assert {"steps", "top_p", "sampler", "draw_dtype"} <= set(record) and model.nfe(record["steps"]) >= 1
+    assert model.forward_flops()["grad"] > 0 and model.compile_targets()
+    assert set(model.result_columns({"ema_recon_acc": 0.5, "ema_valid_loss": 1.0}))
+
+
+def test_the_same_seed_gives_the_same_samples_for_every_kind():
+    for kind in MODELS:
+        model = small(kind).eval()
+        draw = lambda: model.generate(2, 3, torch.Generator().manual_seed(7))
+        assert torch.equal(draw(), draw()), kind
+
+
+def test_an_unknown_kind_names_the_registry():
+    with pytest.raises(ConfigError, match="ldlm"):
+        model_class("diffusion-gpt")
