@@ -16,6 +16,7 @@ included), steps, seed, sampler, dtype (of the model's compute), draw_dtype (of 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -41,19 +42,30 @@ def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:
     return [i for doc in unpack_docs(tokenizer, ids, pack_mode) for i in doc]
 
 
+def row_docs(tokenizer, row: list[int], pack_mode: str) -> tuple[list[str], list[list[int]]]:
+    """(the documents' texts, their token ids) of one sampled or decoded row."""
+    docs_ids = unpack_docs(tokenizer, row, pack_mode)
+    return [t for t in (tokenizer.decode(d).strip() for d in docs_ids) if t], docs_ids
+
+
+def row_text(tokenizer, row: list[int], pack_mode: str) -> str:
+    """One row as a sample's text: its documents joined by a blank line."""
+    return join_docs(row_docs(tokenizer, row, pack_mode)[0])
+
+
 def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-                sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> tuple[list[dict], float]:
+                sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
+                progress: bool = False) -> tuple[list[dict], float]:
     """n sample rows (module docstring; token ids in the model's tokenizer) and seconds."""
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     with autocast(cfg, device):
-        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env)
+        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env, callback, progress)
     seconds = time.perf_counter() - t0
     setting = model.sampling_record(steps, sampler, top_p)  # steps, top_p, sampler, draw_dtype as they ran
     rows = []
     for row in ids.tolist():
-        docs_ids = unpack_docs(tokenizer, row, cfg.pack_mode)
-        docs = [t for t in (tokenizer.decode(d).strip() for d in docs_ids) if t]
+        docs, docs_ids = row_docs(tokenizer, row, cfg.pack_mode)
         rows.append(dict(text=join_docs(docs), docs=docs, token_ids=[i for d in docs_ids for i in d], raw_ids=row,
                          n_other=row.count(-1), steps=setting["steps"], top_p=setting["top_p"], seed=seed,
                          sampler=setting["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=setting["draw_dtype"]))
@@ -62,16 +74,21 @@ def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int 
 
 @torch.no_grad()
 def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-             sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> torch.Tensor:
+             sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
+             progress: bool = False) -> torch.Tensor:
     """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under
-    torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order."""
+    torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order.
+    `callback(k, step, z_t, x0_hat)` at every reverse step of batch k (models with latents only);
+    `progress`: a bar over this rank's batches when there are several."""
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
     mine = []
-    for k, start in enumerate(range(0, n, batch_size)):
-        if k % env.world != env.rank:
-            continue
+    batches = [(k, start) for k, start in enumerate(range(0, n, batch_size)) if k % env.world == env.rank]
+    for k, start in tqdm(batches, desc="sampling", unit="batch", disable=not progress or len(batches) < 2):
         generator = torch.Generator(device=device).manual_seed(seed_for(seed, k))
-        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p)
+        step_callback = functools.partial(callback, k) if callback is not None else None
+        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p, step_callback)
         mine.append((k, ids.cpu()))
     batches = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
     return torch.cat([b for _, b in batches]) if batches else torch.empty(0, cfg.seq_len, dtype=torch.long)
