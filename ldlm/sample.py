@@ -5,7 +5,8 @@
 
 LDLM: reverse process from N(0, I) with `--steps` steps (self-conditioned x0 estimates), then latent
 decoder -> token decoder -> argmax tokens -> text. MDLM: `--steps` ancestral unmasking steps. GPT:
-one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). Uses the EMA weights.
+one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). Uses the EMA weights; `--run`
+is a run folder, a checkpoint file or a saved model (`python -m ldlm.export`).
 Batch k of `--batch-size` samples draws from a generator seeded by (seed, k), so the samples are the
 same for any number of processes (under torchrun ranks take every world-th batch; rank 0 writes).
 Sampling runs in the run's training precision (`ldlm.precision`: bf16 on GPUs under precision=auto).
@@ -28,7 +29,7 @@ from .build import load_run
 from .config import ConfigError, check_counts
 from .data import unpack_docs
 from .distributed import DistEnv, gather_objects
-from .frozen_lm import ModelUnavailable, load_tokenizer
+from .frozen_lm import ModelUnavailable
 from .io import PathError, check_output, write_jsonl
 from .metrics import join_docs
 from .noise import seed_for
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldlm.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     # --run-dir / --num-samples: the spellings torchrun lets through (it takes --run and --n for its own options)
-    parser.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (or checkpoint file)")
+    parser.add_argument("--run", "--run-dir", dest="run", required=True,
+                        help="run folder, checkpoint file or saved model (python -m ldlm.export)")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=16, help="number of samples")
     parser.add_argument("--steps", type=int, default=None, help="reverse steps (default: the run's sample_steps)")
     parser.add_argument("--out", required=True, help="output JSONL")
@@ -114,8 +116,10 @@ def main(argv=None) -> int:
             raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1] (1 = no nucleus truncation)")
         check_output(args.out)
         env, device = distributed.setup(args.device)
-        model, cfg = load_run(args.run, device)
-        tokenizer = load_tokenizer(cfg.frozen_lm)
+        from .api import load  # a run folder, a checkpoint or a saved model (python -m ldlm.export)
+
+        pipe = load(args.run, device)
+        model, cfg, tokenizer = pipe.model, pipe.cfg, pipe.tokenizer
     except (checkpoint.CheckpointError, ModelUnavailable, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
