@@ -176,7 +176,7 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
             model = copy.deepcopy(model).to(DTYPES[dtype])
         with atomic_path(save_directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
             mode = tmp.stat().st_mode
-            save_model(model, str(tmp), metadata={"format": "pt", "library": "ldlm"})  # tied weights stored once
+            save_model(model, str(tmp), metadata={"format": "pt"})  # one key: same bytes every time; ties stored once
             tmp.chmod(mode)  # safetensors recreates the file as 0600; keep atomic_path's readable mode
         with tempfile.TemporaryDirectory() as tok_dir:
             for name in self.tokenizer.save_pretrained(tok_dir):
