@@ -123,6 +123,8 @@ class ModelPipeline(SavedModelMixin):
         """(ids [B, seq_len], lengths [B]) framed as training frames a document: BOS + tokens + EOS, then
         padding. A text longer than seq_len - 2 tokens is cut (no EOS then), as pack_mode=pad cuts."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"texts={texts!r:.80}: give a string or a non-empty list of strings")
         bos, eos, pad = special_ids(self.tokenizer)
         seq_len = self.cfg.seq_len
         encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
@@ -167,6 +169,10 @@ class ModelPipeline(SavedModelMixin):
         """Texts of latents [B, L, D] (decoder -> token decoder -> argmax); `lengths` [B] keeps only
         the first lengths[i] positions of row i (what `tokenize` framed)."""
         self._needs_latents("decode")
+        shape = (self.cfg.latent_len or self.cfg.seq_len, self.cfg.latent_dim)
+        if latents.dim() != 3 or tuple(latents.shape[1:]) != shape:
+            raise ValueError(f"latents of shape {list(latents.shape)}: expected [batch, {shape[0]}, {shape[1]}] "
+                             f"(what encode returns)")
         with autocast(self.cfg, self.device):
             ids = self.model.latents_to_tokens(latents.to(self.device)).cpu()
         if lengths is not None:
