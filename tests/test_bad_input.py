@@ -86,6 +86,8 @@ CASES = [
     ("evaluate --batch-size 0", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out", "{csv}",
                                  "--batch-size", "0"], "--batch-size 0", None),
     ("prepare text:DIR", ["ldlm.prepare", "--preset", "smoke", "--dataset", "text:{corpus_dir}"], "is a folder", None),
+    ("export without checkpoint", ["ldlm.export", "--run", "{empty}", "--out", "{out_dir}/model"], "no checkpoint", None),
+    ("export into a user's folder", ["ldlm.export", "--run", "{run}", "--out", "{user}"], "non-empty folder", None),
     ("gpu_check --run-dir on a real run", ["ldlm.gpu_check", "--allow-cpu", "--preset", "smoke", "--run-dir", "{run}",
                                            "--out", "{csv}"], "not deleting", None),
 ]

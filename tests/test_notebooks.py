@@ -134,3 +134,12 @@ def test_parameters_cells_parse_cleanly_under_papermill():
         cell = nbformat.read(path, as_version=4).cells[1].source
         names = {line.split("=", 1)[0].strip() for line in cell.splitlines() if "=" in line.split("#", 1)[0]}
         assert set(papermill.inspect_notebook(str(path))) == names, path.name
+
+
+@pytest.mark.slow
+def test_latents_notebook_runs_from_the_shipped_model_without_training(tmp_path):
+    run("40_latents.ipynb", tmp_path, model_dir=str(ROOT / "models" / "tiny-wiki-ldlm"),
+        spec={"n_sentences": 8, "trajectory_steps": 5})
+    assert not (tmp_path / "runs").exists()  # nothing trained, no run folder
+    pca = pd.read_csv(tmp_path / "results" / "latents_pca.csv")
+    assert len(pca) == 8 and set(pca["preset"]) == {"tiny"} and set(pca["dataset"]) == {"wiki"}

@@ -20,6 +20,12 @@ from .mdlm import MDLM, mdlm_loss, mdlm_sample
 from .size import ar_layers_for
 
 
+def no_callback(model: TextModel, callback) -> None:
+    if callback is not None:  # the samplers draw tokens, not latents: there is no x0 estimate to report
+        raise ValueError(f"callback: a {model.cfg.model!r} model samples tokens and has no per-step latents; "
+                         f"use an LDLM, or generate without callback")
+
+
 class Baseline(TextModel):
     """What the two baselines share: a network on head classes, evaluated by its held-out loss."""
 
@@ -84,7 +90,8 @@ class MaskedDiffusion(Baseline):
         mask_u = noise.uniform(tokens.shape[1]).to(tokens.device)
         return mdlm_loss(self.net, self.to_head[tokens], t, mask_u, valid)
 
-    def generate(self, n, steps, generator, sampler=None, top_p=1.0) -> torch.Tensor:
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0, callback=None) -> torch.Tensor:
+        no_callback(self, callback)
         return self.head_to_tokens(mdlm_sample(self.net, n, self.cfg.seq_len, steps, generator))
 
     def sampling_record(self, steps, sampler, top_p) -> dict:
@@ -112,8 +119,9 @@ class Autoregressive(Baseline):
         n = self.cfg.seq_len - 1  # next-token prediction on the first T - 1 positions
         return dict(grad=blocks_forward(self.net.blocks, self.net.pos.shape[1], n) + 2 * linear_weights(self.net.head) * n)
 
-    def generate(self, n, steps, generator, sampler=None, top_p=1.0) -> torch.Tensor:
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0, callback=None) -> torch.Tensor:
         """`steps` is fixed by the length: one token per step."""
+        no_callback(self, callback)
         return self.head_to_tokens(ar_sample(self.net, n, self.cfg.seq_len, generator, int(self.bos_class), top_p=top_p))
 
     def sampling_record(self, steps, sampler, top_p) -> dict:

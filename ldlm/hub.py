@@ -1,0 +1,192 @@
+"""Shareable models in the Hugging Face convention (huggingface_hub's ModelHubMixin).
+
+A saved model is a folder (or a hub repository) of:
+
+    model.safetensors     the EMA weights (float32 unless asked otherwise; no pickle anywhere)
+    config.json           {"library": "ldlm", "format", "kit_version", "model_kind", "vocab_size",
+                           "head_vocab", "lm_width", "frozen_lm", "frozen_lm_id", "weights_dtype",
+                           "run": {run_id, summary, results}, "config": the kit's resolved config}
+    tokenizer.json, tokenizer_config.json   the tokenizer, so generating needs no other download
+    README.md             the model card (ldlm.model_card): result rows and how to load it
+
+`save_pretrained(dir)`, `from_pretrained(dir or hub id)` and `push_to_hub(repo_id)` come from the
+mixin; every file is written whole (ldlm.io.atomic_path). A run folder's ckpt.pt stays the format to
+resume training from. `ModelPipeline.load` reads all three sources (run folder, checkpoint, saved model).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from huggingface_hub import ModelCard, ModelHubMixin
+
+from . import __version__, checkpoint
+from .io import PathError, atomic_path, write_json, write_text
+
+FORMAT = 1
+WEIGHTS_NAME, CONFIG_NAME, CARD_NAME = "model.safetensors", "config.json", "README.md"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "tokenizer*.json", "*.txt", CARD_NAME]  # what from_pretrained downloads
+
+
+def is_saved_model(path: Path) -> bool:
+    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
+
+
+def saved_by_ldlm(folder: Path) -> bool:
+    try:
+        return json.loads((folder / CONFIG_NAME).read_text()).get("library") == "ldlm"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_save_folder(folder: str | Path, flag: str = "save_pretrained") -> Path:
+    """`folder` if a saved model may be written there: new, empty, or an earlier ldlm saved model."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PathError(f"{flag} {str(folder)!r} is a file; give a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not saved_by_ldlm(folder):
+        raise PathError(f"{flag} {str(folder)!r} is a non-empty folder that holds no ldlm saved model; "
+                        f"choose a new or empty folder")
+    return folder
+
+
+def run_source(run: Path, cfg) -> dict:
+    """Provenance of a run folder's weights: run id (of the resolved config, as results rows name it),
+    the training summary if the run finished."""
+    from .results import run_id
+
+    folder = run if run.is_dir() else run.parent
+    summary = folder / "summary.json"
+    return {"run_id": run_id(cfg.to_dict()),
+            "summary": json.loads(summary.read_text()) if summary.is_file() else None, "results": []}
+
+
+def hub_error(name: str, err: Exception) -> checkpoint.CheckpointError:
+    return checkpoint.CheckpointError(
+        f"{name!r} is no local run folder, checkpoint or saved model, and the Hugging Face hub gave no model of "
+        f"that id ({type(err).__name__}); check the path, or the id and network (HF_HUB_OFFLINE=1 forbids downloads)")
+
+
+class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-generation",
+                      paper_url="https://arxiv.org/abs/2605.07933",
+                      tags=["latent-diffusion", "diffusion-language-model", "ldlm"]):
+    """save_pretrained / from_pretrained / push_to_hub of a ModelPipeline (ldlm.api)."""
+
+    # -- reading --------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto"):
+        """A run folder, a checkpoint file, a saved-model folder, or a hub id of a saved model."""
+        from .build import load_run
+        from .frozen_lm import default_device, load_tokenizer
+
+        local = Path(path)
+        if local.is_dir() and is_saved_model(local):
+            return cls.from_pretrained(local, device=device)
+        if local.exists() or str(path).count("/") != 1:  # a run folder or ckpt.pt (or its clear error)
+            model, cfg = load_run(local, default_device(device))
+            return cls(model, load_tokenizer(cfg.frozen_lm), run_source(local, cfg))
+        try:
+            return cls.from_pretrained(str(path), device=device)
+        except checkpoint.CheckpointError:
+            raise
+        except Exception as err:  # the mixin's own download of config.json: offline, unknown id, no access
+            raise hub_error(str(path), err) from err
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
+                         device: str = "auto", config: dict | None = None, **_):
+        from transformers import AutoTokenizer
+        from safetensors.torch import load_model
+
+        from .build import build_model
+        from .frozen_lm import default_device, load_tokenizer
+
+        folder = Path(model_id)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            try:
+                folder = Path(snapshot_download(model_id, revision=revision, cache_dir=cache_dir, token=token,
+                                                force_download=force_download, local_files_only=local_files_only,
+                                                allow_patterns=HUB_FILES))
+            except Exception as err:  # offline, unknown id, no access: one clear error
+                raise hub_error(model_id, err) from err
+            config = json.loads((folder / CONFIG_NAME).read_text()) if (folder / CONFIG_NAME).is_file() else None
+        if not is_saved_model(folder) or not config or config.get("library") != "ldlm":
+            raise checkpoint.CheckpointError(f"{model_id!r} holds no ldlm saved model ({CONFIG_NAME} with "
+                                             f"library 'ldlm' and {WEIGHTS_NAME}); export one with python -m ldlm.export")
+        if config.get("format") != FORMAT:
+            raise checkpoint.CheckpointError(f"{model_id!r} is a saved model of format {config.get('format')}; this "
+                                             f"ldlm reads format {FORMAT}: install the ldlm version that wrote it")
+        cfg = checkpoint.load_config({"config": config["config"]})
+        model = build_model(cfg, config["vocab_size"], config["head_vocab"], config["lm_width"])
+        try:
+            load_model(model, folder / WEIGHTS_NAME, strict=True)
+        except RuntimeError as err:
+            raise checkpoint.CheckpointError(f"{str(folder / WEIGHTS_NAME)!r} does not match the model its config "
+                                             f"builds: {str(err).splitlines()[0]}") from err
+        has_tokenizer = (folder / "tokenizer_config.json").is_file()
+        tokenizer = AutoTokenizer.from_pretrained(folder) if has_tokenizer else load_tokenizer(cfg.frozen_lm)
+        return cls(model.to(default_device(device)).eval(), tokenizer, config.get("run"))
+
+    # -- writing --------------------------------------------------------------------------------------
+    def saved_config(self, weights_dtype: str = "float32") -> dict:
+        from .frozen_lm import hub_id
+
+        model = self.model
+        lm_width = getattr(model, "h_mean", None)
+        return {"library": "ldlm", "format": FORMAT, "kit_version": __version__, "model_kind": self.cfg.model,
+                "vocab_size": len(model.to_head), "head_vocab": len(model.head_ids),
+                "lm_width": len(lm_width) if lm_width is not None else None,
+                "frozen_lm": self.cfg.frozen_lm, "frozen_lm_id": hub_id(self.cfg.frozen_lm), "lm_layer": self.cfg.lm_layer,
+                "weights": "ema", "weights_dtype": weights_dtype, "run": self.source, "config": self.cfg.to_dict()}
+
+    def save_pretrained(self, save_directory: str | Path, *, weights_dtype: str = "float32",
+                        results: list[dict] | None = None, push_to_hub: bool = False, repo_id: str | None = None,
+                        config=None, model_card_kwargs=None, **push_to_hub_kwargs):
+        """Write the saved model into `save_directory` (new, empty, or an earlier ldlm saved model).
+        weights_dtype: float32 (default, what was trained), float16 or bfloat16 (storage only: loading
+        casts back to float32). results: result rows of this run for the model card. `config` and
+        `model_card_kwargs` (the mixin's) are not used: both are derived from the run."""
+        if weights_dtype not in DTYPES:
+            raise ValueError(f"weights_dtype={weights_dtype!r}: choose one of {sorted(DTYPES)}")
+        folder = check_save_folder(save_directory)
+        if results is not None:
+            self.source["results"] = results
+        self._weights_dtype = weights_dtype
+        self._save_pretrained(folder)
+        if push_to_hub:
+            return self.push_to_hub(repo_id or folder.name, **push_to_hub_kwargs)
+        return None
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from safetensors.torch import save_model
+
+        from .model_card import card_text
+
+        save_directory.mkdir(parents=True, exist_ok=True)
+        dtype = getattr(self, "_weights_dtype", "float32")
+        model = self.model
+        if dtype != "float32":  # a copy with its floating tensors in the storage dtype (ints stay)
+            import copy
+
+            model = copy.deepcopy(model).to(DTYPES[dtype])
+        with atomic_path(save_directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
+            mode = tmp.stat().st_mode
+            save_model(model, str(tmp), metadata={"format": "pt"})  # one key: same bytes every time; ties stored once
+            tmp.chmod(mode)  # safetensors recreates the file as 0600; keep atomic_path's readable mode
+        with tempfile.TemporaryDirectory() as tok_dir:
+            for name in self.tokenizer.save_pretrained(tok_dir):
+                with atomic_path(save_directory / Path(name).name) as tmp:
+                    tmp.write_bytes(Path(name).read_bytes())
+        config = self.saved_config(dtype)
+        write_text(save_directory / CARD_NAME, card_text(config))
+        write_json(save_directory / CONFIG_NAME, config)  # last: a folder with config.json is complete
+
+    def generate_model_card(self, *args, **kwargs) -> ModelCard:
+        from .model_card import card_text
+
+        return ModelCard(card_text(self.saved_config(getattr(self, "_weights_dtype", "float32"))))
