@@ -89,14 +89,14 @@ class ModelPipeline(SavedModelMixin):
         if callback is not None or return_trajectory:
             self._needs_latents("generate(callback=..., return_trajectory=True)")
         steps = steps or self.cfg.sample_steps
-        trajectory, step_callback = [], callback
-        if return_trajectory:
-            def step_callback(k, i, z, x0):
-                trajectory.extend((k * batch_size + j, i, text) for j, text in enumerate(self.decode(x0)))
-                if callback is not None:
-                    callback(k, i, z, x0)
+        trajectory = []
+
+        def record(k, i, z, x0):  # the decoded x0 estimate of every sample at every step
+            trajectory.extend((k * batch_size + j, i, text) for j, text in enumerate(self.decode(x0)))
+            if callback is not None:
+                callback(k, i, z, x0)
         rows, _ = sample_rows(self.model, self.cfg, self.tokenizer, n, steps, seed, batch_size, sampler, top_p,
-                              callback=step_callback, progress=progress)
+                              callback=record if return_trajectory else callback, progress=progress)
         texts = [row["text"] for row in rows]
         if not return_trajectory:
             return texts

@@ -24,7 +24,6 @@ import time
 import torch
 
 from . import checkpoint, distributed
-from .build import load_run
 from .config import ConfigError, check_counts
 from .data import unpack_docs
 from .distributed import DistEnv, gather_objects

@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 import ldlm
-from ldlm import hub
 from ldlm.api import ModelPipeline, Unsupported
 from ldlm.config import make_config
 from ldlm.export import main as export_main
