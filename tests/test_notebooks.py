@@ -12,7 +12,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMOKE = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
 ROW_COLUMNS = {"preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id",
                "gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty", "recon_acc"}
-FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents"}
+FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents",  # from the pipeline's results
+           "time_sampling", "warmup_gamma", "trajectory", "recon_noise"}  # 40_latents' diagnostics
 
 
 def test_templates_are_stripped_and_parameterised():
