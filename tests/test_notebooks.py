@@ -98,6 +98,12 @@ def test_speed_and_latent_rows(smoke_pipeline):
     assert "MDLM, 2 steps" in speedup and "AR (GPT)" in speedup
     pca = pd.read_csv(smoke_pipeline / "results" / "latents_pca.csv")
     assert len(pca) == SMOKE["n_sentences"] and {"pc1", "pc2"} <= set(pca.columns)
+    # the diagnostics: two trajectories (from noise, from a sentence) of trajectory_steps + 1 rows, p(t) sums to 1
+    trajectory = pd.read_csv(smoke_pipeline / "results" / "trajectory.csv")
+    assert trajectory.groupby("start").size().tolist() == [SMOKE["trajectory_steps"] + 1] * 2
+    assert pd.read_csv(smoke_pipeline / "results" / "time_sampling.csv")["p_adaptive"].sum() == pytest.approx(1)
+    assert set(pd.read_csv(smoke_pipeline / "results" / "recon_noise.csv")["kind"]) == {"diffusion", "decoder"}
+    assert pd.read_csv(smoke_pipeline / "results" / "warmup_gamma.csv")["gamma"].iloc[-1] == 1.0
 
 
 @pytest.mark.slow
