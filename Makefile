@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 TORCH_SPEC := torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast reproduce smoke figures clean-results params tiny-run clean-venv gpu-check prepare
+.PHONY: help setup test test-fast reproduce smoke figures clean-results params tiny-run clean-venv gpu-check prepare lab
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -113,12 +113,16 @@ reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tin
 smoke: $(VENV)/.installed  ## the whole pipeline on the smoke preset, into results/_smoke (minutes)
 	$(MAKE) --no-print-directory reproduce PRESET=smoke RESULTS=results/_smoke FIGURES=results/_smoke/figures
 
+lab: $(VENV)/.installed  ## open the notebooks in JupyterLab (each parameters cell holds its defaults)
+	HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m jupyter lab notebooks
+
 figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
 	$(ONE_THREAD) $(PAPERMILL_BASE) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
 
 # what the notebooks write, no more: gpu_check's and hand-run results (gpu_check.csv, decoder_noise_sweep.csv) stay
 PIPELINE_OUTPUTS = main_*.csv table1_*.md table1_*.tex ablation.csv ablation_table.md ablation_table.tex speed.csv \
-                   speedup_*.md speedup_*.tex latents_pca.csv latents_dims.csv runs samples curves executed _smoke
+                   speedup_*.md speedup_*.tex latents_pca.csv latents_dims.csv time_sampling.csv warmup_gamma.csv \
+                   trajectory.csv recon_noise.csv runs samples curves executed _smoke
 clean-results:  ## delete what make reproduce wrote to results/ and figures/, and the pipeline stamps (keeps trained runs in runs/)
 	rm -rf $(addprefix $(RESULTS)/,$(PIPELINE_OUTPUTS)) $(FIGURES)/*.png $(FIGURES)/*.pdf runs/stamps
 

@@ -1,196 +1,248 @@
-"""The paper's figures, drawn from results/ only (no model, no GPU): PNG and PDF into figures/."""
+"""The paper's figures, drawn from results/ only (no model, no GPU): PNG and PDF into figures/.
+
+`make_all` writes every figure whose inputs exist; `draw(name, results_dir)` returns one as a
+matplotlib Figure (a notebook shows it inline). Colours, labels and sizes: `ldlm.plotstyle`.
+Importing this module leaves matplotlib's backend and rc settings alone.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
-import matplotlib
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from . import diagnostic_figures
+from . import plotstyle as ps
 
-from .io import atomic_path  # noqa: E402
-
-MODEL_STYLE = {"ldlm": dict(marker="o", color="C0"), "mdlm": dict(marker="s", color="C1"),
-               "ar": dict(marker="^", color="C2"), "reference": dict(marker="*", color="k", s=160)}
-
-
-def _save(fig, figures_dir: Path, name: str) -> list[Path]:
-    paths = []
-    for ext in ("png", "pdf"):
-        path = figures_dir / f"{name}.{ext}"
-        with atomic_path(path, suffix=f".{ext}") as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
-def _read(results_dir: Path, pattern: str) -> pd.DataFrame:
-    frames = [pd.read_csv(p) for p in sorted(results_dir.glob(pattern))]
+def read(results_dir: Path, pattern: str) -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in sorted(Path(results_dir).glob(pattern))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _sigma_dec(rows: pd.DataFrame) -> str:
+def sigma_dec(rows: pd.DataFrame) -> str:
     """The decoder-input noise the LDLM rows were trained with, for a title (0 in the ablation's no-noise rows)."""
     values = rows["decoder_noise"].dropna() if "decoder_noise" in rows else pd.Series(dtype=float)
-    return f"; LDLM σ_dec = {values.max():g}" if len(values) else ""
+    return f", LDLM σ_dec = {values.max():g}" if len(values) else ""
 
 
-def pareto(results_dir: Path, figures_dir: Path) -> list[Path]:
-    """Gen PPL (token-weighted) vs entropy, one panel per dataset; LDLM and MDLM points traced by
-    sampling steps, the GPT's by nucleus p, held-out text as the star. Each point is the mean over
-    seeds, its bars the range of the seeds (a ± std bar would cross zero on the log axis); the seeds'
-    own points are drawn faintly behind it."""
-    rows = _read(results_dir, "main_*.csv")
+def place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 6.5) -> None:
+    """Annotate points with short texts, each at the offset (of a few around its point) that overlaps
+    the labels and points already there least, so that clustered points do not print over each other.
+    Call after the figure's layout is final (`fig.draw_without_rendering()`)."""
+    scale = ax.figure.dpi / 72  # pixels per point
+    xy = [ax.transData.transform((x, y)) / scale for x, y, _ in points]  # in points
+    taken = [(px - 2, py - 2, px + 2, py + 2) for px, py in xy]  # the markers themselves
+    overlap = lambda a, b: max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    for (px, py), (x, y, text) in zip(xy, points):
+        w, h = 0.6 * fontsize * len(text), fontsize
+        candidates = [(3, 2), (3, -2 - h), (-3 - w, 2), (-3 - w, -2 - h), (-w / 2, 4), (-w / 2, -4 - h),
+                      (3, 4 + h), (3, -4 - 2 * h), (-3 - w, 4 + h), (-3 - w, -4 - 2 * h)]
+        boxes = [(px + dx, py + dy, px + dx + w, py + dy + h) for dx, dy in candidates]
+        best = min(range(len(boxes)), key=lambda k: (sum(overlap(boxes[k], b) for b in taken), k))
+        taken.append(boxes[best])
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=candidates[best], fontsize=fontsize,
+                    color="0.25")
+
+
+def seed_range(rows: pd.DataFrame, by: str, columns: list[str]) -> pd.DataFrame:
+    """Mean, min and max over seeds of each column, per value of `by` (sorted)."""
+    return rows.groupby(by)[columns].agg(["mean", "min", "max"]).sort_index()
+
+
+def bars(stats: pd.DataFrame, column: str) -> list:
+    """Error bars spanning the seeds' range (a ± std bar would cross zero on a log axis)."""
+    return [stats[(column, "mean")] - stats[(column, "min")], stats[(column, "max")] - stats[(column, "mean")]]
+
+
+def pareto(results_dir: Path) -> Figure | None:
+    """Gen PPL (token-weighted) vs entropy, one panel per dataset; LDLM and MDLM traced by sampling
+    steps, the GPT by nucleus p, held-out text as the star. Each point is the mean over seeds with the
+    seeds' range as bars; the seeds' own points are drawn faintly behind it."""
+    rows = read(results_dir, "main_*.csv")
     if rows.empty:
-        return []
+        return None
     rows = rows.assign(top_p=rows["top_p"].fillna(1.0) if "top_p" in rows else 1.0)
     datasets = list(dict.fromkeys(rows["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, axes = ps.new_figure(1, len(datasets))
+    judge = rows["judge"].dropna().iloc[0] if "judge" in rows else "?"
+    labels = {}
+    for ax, dataset in zip(axes, datasets):
+        labels[ax] = []
         for model, group in rows[rows["dataset"] == dataset].groupby("model"):
-            ar = model == "ar"  # the GPT's points are traced by nucleus p, the diffusion models' by steps
-            style = MODEL_STYLE.get(model, dict(marker="x"))
+            colour, marker = ps.PALETTE.get(model, "0.5"), ps.MARKERS.get(model, "x")
             if model == "reference":
-                ax.scatter(group["entropy"], group["gen_ppl_tok"], label="held-out text", zorder=3, **style)
+                ax.scatter(group["entropy"], group["gen_ppl_tok"], marker=marker, color=colour, s=90, zorder=3,
+                           label=ps.label(model))
                 continue
-            setting = "top_p" if ar else "steps"
-            stats = group.groupby(setting)[["entropy", "gen_ppl_tok"]].agg(["mean", "min", "max"]).sort_index()
+            setting = "top_p" if model == "ar" else "steps"
+            stats = seed_range(group, setting, ["entropy", "gen_ppl_tok"])
             seeds = group["seed"].nunique() if "seed" in group else 1
-            spread = lambda m: [stats[(m, "mean")] - stats[(m, "min")], stats[(m, "max")] - stats[(m, "mean")]]
-            ax.scatter(group["entropy"], group["gen_ppl_tok"], marker=style["marker"], color=style.get("color"),
-                       alpha=0.25, s=14)
-            ax.errorbar(stats[("entropy", "mean")], stats[("gen_ppl_tok", "mean")], xerr=spread("entropy"),
-                        yerr=spread("gen_ppl_tok"), marker=style["marker"], color=style.get("color"),
-                        capsize=2, label=f"{'AR (GPT)' if ar else model.upper()} ({seeds} seed{'s' * (seeds > 1)})")
-            for value, r in stats.iterrows():
-                ax.annotate(f"p={value:g}" if ar else f"{int(value)}", (r[("entropy", "mean")], r[("gen_ppl_tok", "mean")]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7)
-        judge = rows["judge"].dropna().iloc[0] if "judge" in rows else "?"
-        ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats) →",
-               ylabel=f"Gen PPL, token-weighted, judge {judge} ↓", yscale="log")
-        ax.legend(fontsize=8)
-    fig.suptitle("Quality–diversity fronts: seed mean, bars the range of the seeds (labels: sampling steps; AR: nucleus p)"
-                 + _sigma_dec(rows))
-    return _save(fig, figures_dir, "pareto")
+            ax.scatter(group["entropy"], group["gen_ppl_tok"], marker=marker, color=colour, alpha=0.25, s=10)
+            ax.errorbar(stats[("entropy", "mean")], stats[("gen_ppl_tok", "mean")], xerr=bars(stats, "entropy"),
+                        yerr=bars(stats, "gen_ppl_tok"), marker=marker, color=colour, capsize=1.5, ms=4, lw=1,
+                        label=f"{ps.label(model)} ({seeds} seed{'s' * (seeds > 1)})")
+            labels[ax] += [(r[("entropy", "mean")], r[("gen_ppl_tok", "mean")], f"p={v:g}" if model == "ar" else f"{int(v)}")
+                       for v, r in stats.iterrows()]
+        ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats; ★ = real text)",
+               ylabel=f"Gen PPL ({judge}) ↓")
+        ps.log_axis(ax, "y")
+    ps.legend_below(fig, axes)
+    fig.suptitle("Quality vs diversity: seed mean and range\n(labels: sampling steps; AR: nucleus p"
+                 + sigma_dec(rows) + ")", fontsize=8)
+    fig.draw_without_rendering()  # the final layout, so that labels are placed where the points end up
+    for ax, points in labels.items():
+        place_labels(ax, points)
+    return fig
 
 
-def ablation(results_dir: Path, figures_dir: Path) -> list[Path]:
-    path = results_dir / "ablation.csv"
+def ablation(results_dir: Path) -> Figure | None:
+    path = Path(results_dir) / "ablation.csv"
     if not path.exists():
-        return []
+        return None
     rows = pd.read_csv(path)
-    order = [v for v in ["full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive"] if v in set(rows["variant"])]
-    metrics = [m for m in ("gen_ppl_tok", "entropy", "mauve", "recon_acc") if m in rows]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6))
-    for ax, metric in zip(axes, metrics):
-        stats = rows.groupby("variant")[metric].agg(["mean", "min", "max"]).reindex(order)
-        ax.bar(range(len(order)), stats["mean"], yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]],
-               color=["C0"] + ["C7"] * (len(order) - 2) + ["C3"], alpha=0.7, capsize=2)
-        position = {v: i for i, v in enumerate(order)}  # each seed's value on its bar
-        ax.scatter(rows["variant"].map(position), rows[metric], color="k", s=8, zorder=3)
-        ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=8)
-        ax.set_title(metric + (" (log)" if metric == "gen_ppl_tok" else ""))
+    order = [v for v in ps.VARIANTS if v in set(rows["variant"])]
+    metrics = {"gen_ppl_tok": "Gen PPL (token) ↓", "entropy": "unigram entropy (nats)", "mauve": "MAUVE ↑",
+               "recon_acc": "reconstruction acc. ↑"}
+    metrics = {k: v for k, v in metrics.items() if k in rows}
+    fig, axes = ps.new_figure((len(metrics) + 1) // 2, 2, height=2.4, sharex=True)
+    for ax, (metric, title) in zip(axes, metrics.items()):
+        # bars: mean over seeds with the seeds' full range; dots: the seeds
+        sns.barplot(rows, x="variant", y=metric, hue="variant", order=order, hue_order=order, palette=ps.PALETTE,
+                    errorbar=("pi", 100), capsize=0.2, err_kws={"linewidth": 1}, alpha=0.8, legend=False, ax=ax)
+        sns.stripplot(rows, x="variant", y=metric, order=order, color="k", size=2.5, jitter=0.15, ax=ax)
+        ax.set(ylabel="", xlabel="", title=title)
         if metric == "gen_ppl_tok":
-            ax.set_yscale("log")
+            ps.log_axis(ax, "y")
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    for ax in axes:
+        ax.set_xticks(range(len(order)), [ps.label(v) for v in order], rotation=40, ha="right")
     seeds = rows["seed"].nunique() if "seed" in rows else 1
-    fig.suptitle(f"Ablation of the four recipe components ({rows['preset'].iloc[0]}, {rows['dataset'].iloc[0]}; "
-                 f"bars: mean of {seeds} seeds with their range, dots: seeds){_sigma_dec(rows)}")
-    fig.tight_layout()
-    return _save(fig, figures_dir, "ablation")
+    fig.suptitle(f"Ablation ({rows['preset'].iloc[0]}, {rows['dataset'].iloc[0]}; bars: mean of {seeds} seeds "
+                 f"with their range, dots: seeds{sigma_dec(rows)})", fontsize=8)
+    return fig
 
 
-def speed_quality(results_dir: Path, figures_dir: Path) -> list[Path]:
-    """Left: sampling throughput vs steps per batch size. Right: Gen PPL vs samples/s (largest batch)."""
-    speed = _read(results_dir, "speed.csv")
+def speed_quality(results_dir: Path) -> Figure | None:
+    """Left: sampling throughput vs steps, per model and batch size. Right: Gen PPL (seed mean and
+    range) vs samples/s at the largest batch, per model and dataset."""
+    speed = read(results_dir, "speed.csv")
     if speed.empty:
-        return []
+        return None
     sampling = speed[speed["kind"] == "sampling"]
-    main = _read(results_dir, "main_*.csv")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = ps.new_figure(1, 2)
+    batches = sorted(sampling["batch"].unique(), reverse=True)
+    batch_line = {b: ps.DATASET_LINES[i % len(ps.DATASET_LINES)] for i, b in enumerate(batches)}
     for (model, batch), group in sampling.groupby(["model", "batch"]):
         group = group.sort_values("steps")
-        left.plot(group["steps"], group["samples_per_s"], marker=MODEL_STYLE.get(model, {}).get("marker", "x"),
-                  label=f"{model.upper()}, batch {batch}")
-    left.set(xlabel="sampling steps (GPT: one per token)", ylabel="samples / s", xscale="log", yscale="log",
-             title=f"sampling speed ({sampling['hardware'].iloc[0]}, {sampling['threads'].iloc[0]} threads)")
-    left.legend(fontsize=8)
+        left.plot(group["steps"], group["samples_per_s"], color=ps.PALETTE.get(model, "0.5"),
+                  marker=ps.MARKERS.get(model, "x"), ms=4, ls=batch_line[batch])
+    models = [m for m in ps.MARKERS if m in set(sampling["model"])]
+    ps.key_legend(left, models, {f"batch {b}": batch_line[b] for b in batches}, ncol=2, fontsize=6.5)
+    ps.log_axis(left, "x"), ps.log_axis(left, "y")
+    left.set(xlabel="sampling steps (GPT: one per token)", ylabel="samples / s ↑",
+             title=f"speed ({sampling['hardware'].iloc[0]}, {sampling['threads'].iloc[0]} threads)")
     big = sampling[sampling["batch"] == sampling["batch"].max()]
+    main = read(results_dir, "main_*.csv")
     if not main.empty:
-        merged = main[main["model"] != "reference"].merge(big[["model", "steps", "samples_per_s"]], on=["model", "steps"],
-                                                         suffixes=("_eval", ""))
-        for (model, dataset), group in merged.groupby(["model", "dataset"]):
-            group = group.sort_values("steps")
-            right.plot(group["samples_per_s"], group["gen_ppl_tok"], marker="o", label=f"{model.upper()} {dataset}")
-    right.set(xlabel=f"samples / s (batch {big['batch'].max()})", ylabel="Gen PPL (token-weighted) ↓",
-              xscale="log", yscale="log", title="speed vs quality")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, figures_dir, "speed_quality")
+        merged = main[main["model"] != "reference"].merge(big[["model", "steps", "samples_per_s"]],
+                                                         on=["model", "steps"], suffixes=("_eval", ""))
+        setting = merged["top_p"].fillna(merged["steps"]) if "top_p" in merged else merged["steps"]
+        merged = merged.assign(setting=setting)
+        datasets = list(dict.fromkeys(merged["dataset"]))
+        dataset_line = {d: ps.DATASET_LINES[i % len(ps.DATASET_LINES)] for i, d in enumerate(datasets)}
+        for (dataset, model), group in merged.groupby(["dataset", "model"]):
+            stats = seed_range(group, "setting", ["samples_per_s", "gen_ppl_tok"])
+            right.errorbar(stats[("samples_per_s", "mean")], stats[("gen_ppl_tok", "mean")],
+                           yerr=bars(stats, "gen_ppl_tok"), color=ps.PALETTE.get(model, "0.5"), ls=dataset_line[dataset],
+                           marker=ps.MARKERS.get(model, "x"), ms=4, lw=1, capsize=1.5)
+        ps.key_legend(right, lines=dataset_line, fontsize=6.5)
+    ps.log_axis(right, "x"), ps.log_axis(right, "y")
+    right.set(xlabel=f"samples / s at batch {big['batch'].max()} ↑", ylabel="Gen PPL (token) ↓",
+              title="speed vs quality (seed mean, range)")
+    return fig
 
 
-def run_label(results_dir: Path, rid: str) -> str:
-    """'news, no_mse, 150 steps' from the run record; the run id where there is none."""
-    record = results_dir / "runs" / f"{rid}.json"
+def run_label(results_dir: Path, rid: str) -> tuple[str, str, str]:
+    """(model, variant, 'dataset, N steps') from the run record; from the run id's parts
+    (preset-dataset-variant-seed-hash) where there is none."""
+    record = Path(results_dir) / "runs" / f"{rid}.json"
     if not record.exists():
-        return rid[:40]
+        parts = rid.split("-")
+        return ("ldlm", parts[2], parts[1]) if len(parts) == 5 else ("ldlm", "full", rid[:40])
     cfg = json.loads(record.read_text())["config"]
-    model = "" if cfg.get("model", "ldlm") == "ldlm" else f"{cfg['model'].upper()}, "
-    return f"{cfg['dataset']}, {model}{cfg['variant']}, {cfg['max_steps']} steps"
+    return cfg.get("model", "ldlm"), cfg["variant"], f"{cfg['dataset']}, {cfg['max_steps']} steps"
 
 
-def training_curves(results_dir: Path, figures_dir: Path) -> list[Path]:
-    """Losses and held-out reconstruction over training steps; one colour per run setting (its seeds
-    share it), the legend below the panels."""
-    logs = sorted((results_dir / "curves").glob("*.jsonl"))
-    if not logs:
-        return []
-    panels = ["loss_diff", "loss_h", "loss_tok", "ema_recon_acc"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
-    colours, handles = {}, {}
-    for log in logs:
+def training_curves(results_dir: Path) -> Figure | None:
+    """LDLM's losses and held-out reconstruction over training: colour = recipe variant, line style =
+    setting (dataset, budget); each run is its own thin line (seeds are not averaged)."""
+    panels = {"loss_diff": "diffusion loss L_diff ↓", "loss_h": "decoder loss L_h ↓", "loss_tok": "token loss L_w ↓",
+              "ema_recon_acc": "held-out reconstruction acc. ↑"}
+    runs = []
+    for log in sorted((Path(results_dir) / "curves").glob("*.jsonl")):
+        model, variant, setting = run_label(results_dir, log.stem)
         rows = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
-        label = run_label(results_dir, log.stem)
-        colour = colours.setdefault(label, f"C{len(colours) % 10}" if len(colours) < 10 else plt.cm.tab20(len(colours) % 20))
-        for ax, key in zip(axes, panels):
+        if model == "ldlm" and "step" in rows:  # the baselines log none of these losses
+            runs.append((variant, setting, rows))
+    if not runs:
+        return None
+    settings = list(dict.fromkeys(s for _, s, _ in runs))
+    line = {s: ps.DATASET_LINES[i % len(ps.DATASET_LINES)] for i, s in enumerate(settings)}
+    fig, axes = ps.new_figure(2, 2, height=2.4, sharex=True)
+    for ax, (key, title) in zip(axes, panels.items()):
+        for variant, setting, rows in runs:
             if key in rows:
                 part = rows.dropna(subset=[key])
-                (line,) = ax.plot(part["step"], part[key], color=colour, lw=1, marker=".", ms=4)
-                handles.setdefault(label, line)
-    for ax, key in zip(axes, panels):
-        ax.set(title=key + (" ↑" if key == "ema_recon_acc" else " ↓"), xlabel="training step")
-    fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(4, len(handles)), fontsize=7, frameon=False)
-    fig.suptitle("Training curves (each line one run; the seeds of a setting share its colour)")
-    fig.tight_layout()
-    return _save(fig, figures_dir, "training_curves")
+                ax.plot(part["step"], part[key], color=ps.PALETTE.get(variant, "0.5"), ls=line[setting], lw=0.9,
+                        marker=".", ms=3)
+        ax.set(title=title, xlabel="training step" if ax in axes[2:] else "")
+    variants = [v for v in ps.VARIANTS if v in {v for v, _, _ in runs}]
+    ps.key_legend(axes[0], variants, fontsize=6.5, ncol=2)
+    ps.key_legend(axes[1], lines=line, fontsize=6.5)
+    fig.suptitle("LDLM training curves (one line per run and seed)", fontsize=8)
+    return fig
 
 
-def latent_views(results_dir: Path, figures_dir: Path) -> list[Path]:
-    pca_path, dims_path = results_dir / "latents_pca.csv", results_dir / "latents_dims.csv"
+def latent_views(results_dir: Path) -> Figure | None:
+    pca_path, dims_path = Path(results_dir) / "latents_pca.csv", Path(results_dir) / "latents_dims.csv"
     if not (pca_path.exists() and dims_path.exists()):
-        return []
+        return None
     pca, dims = pd.read_csv(pca_path), pd.read_csv(dims_path)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for dataset, group in pca.groupby("dataset"):
-        left.scatter(group["pc1"], group["pc2"], s=12, label=dataset)
-    left.set(title="PCA of per-sequence mean latents (held-out)", xlabel="PC1", ylabel="PC2")
-    left.legend(fontsize=8)
-    for dataset, group in dims.groupby("dataset"):
-        right.plot(group["dim"], group["std"].sort_values(ascending=False).to_numpy(), label=dataset)
-    right.set(title="latent dimensions, std (sorted)", xlabel="dimension rank", ylabel="std over positions")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, figures_dir, "latents")
+    fig, (left, right) = ps.new_figure(1, 2)
+    sns.scatterplot(pca, x="pc1", y="pc2", style="dataset", color=ps.PALETTE["ldlm"], s=14, ax=left)
+    left.set(title="held-out sequences: mean latent, PCA", xlabel="PC1", ylabel="PC2")
+    for i, (dataset, group) in enumerate(dims.groupby("dataset", sort=False)):
+        right.plot(range(len(group)), group["std"].sort_values(ascending=False).to_numpy(), color=ps.PALETTE["ldlm"],
+                   ls=ps.DATASET_LINES[i % len(ps.DATASET_LINES)], label=dataset)
+    right.set(title="latent dimensions, sorted", xlabel="dimension rank", ylabel="std over positions")
+    right.legend(title="dataset")
+    return fig
 
 
-FIGURES = [pareto, ablation, speed_quality, training_curves, latent_views]
+FIGURES: dict[str, Callable[[Path], Figure | None]] = {  # file name -> draw(results_dir)
+    "pareto": pareto, "ablation": ablation, "speed_quality": speed_quality, "training_curves": training_curves,
+    "latents": latent_views, **diagnostic_figures.FIGURES}
+
+
+def draw(name: str, results_dir: str | Path = "results") -> Figure | None:
+    """Figure `name` (a key of FIGURES) from results_dir, or None when its inputs are missing."""
+    with ps.style():
+        return FIGURES[name](Path(results_dir))
 
 
 def make_all(results_dir: str | Path = "results", figures_dir: str | Path = "figures") -> list[str]:
     """Every figure whose inputs exist in results_dir; returns the written paths."""
-    results_dir, figures_dir = Path(results_dir), Path(figures_dir)
+    figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    return [str(p) for make in FIGURES for p in make(results_dir, figures_dir)]
+    written = []
+    for name in FIGURES:
+        with ps.style():
+            fig = FIGURES[name](Path(results_dir))
+            if fig is not None:
+                written += ps.save(fig, figures_dir, name)
+    return [str(p) for p in written]
+

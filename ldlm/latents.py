@@ -1,7 +1,8 @@
 """Views of a trained LDLM's latent space, as small DataFrames (the latent-inspection notebook's logic).
 
-Encoding, decoding, interpolation and the sampling trajectory are the pipeline's (ldlm.api); this
-module adds what needs a set of real texts: held-out blocks, their PCA, neighbours and statistics.
+Encoding, decoding and interpolation are the pipeline's (ldlm.api); this module adds what needs a set
+of real texts: held-out blocks (or your own sentences), their PCA, neighbours and statistics. The
+denoising trajectory is `ldlm.diagnostics.denoising_trajectory`.
 """
 from __future__ import annotations
 
@@ -15,30 +16,46 @@ from .frozen_lm import attention_mask
 
 
 class LatentView:
-    """Latents of the first `n` held-out blocks of the model's corpus, encoded once (clean, no decoder
-    noise). `pipe` is an LDLM pipeline (`ldlm.load`); only those blocks go through the frozen LM."""
+    """Latents of a set of rows, encoded once (clean, no decoder noise): the first `n` held-out blocks of
+    the model's corpus, or your own texts (`LatentView.of_texts`). `pipe` is an LDLM pipeline
+    (`ldlm.load`); `lengths` are the positions that count (shown as text, scored)."""
 
     def __init__(self, pipe, n: int = 64):
         pipe._needs_latents("LatentView")
-        self.pipe, self.model, self.cfg = pipe, pipe.model, pipe.cfg
-        data = build_token_data(self.cfg, pipe.tokenizer, self.cfg.frozen_lm)
+        data = build_token_data(pipe.cfg, pipe.tokenizer, pipe.cfg.frozen_lm)
         rows = slice(0, min(n, len(data.valid)))
-        self.tokens = torch.as_tensor(np.array(data.valid[rows], dtype=np.int64))
-        self.lengths = torch.as_tensor(np.array(data.valid_len[rows], dtype=np.int64))
-        self.z = pipe.encode_hidden(pipe.hidden_states(self.tokens, self.lengths)).cpu()
+        self._setup(pipe, torch.as_tensor(np.array(data.valid[rows], dtype=np.int64)),
+                    torch.as_tensor(np.array(data.valid_len[rows], dtype=np.int64)))
 
-    def text(self, ids) -> str:
-        return self.pipe.text(ids)
+    @classmethod
+    def of_texts(cls, pipe, texts: list[str]) -> "LatentView":
+        """Your own texts, framed as `pipe.tokenize` frames them."""
+        pipe._needs_latents("LatentView")
+        view = cls.__new__(cls)
+        view._setup(pipe, *pipe.tokenize(list(texts)))
+        return view
 
-    def decode(self, z: torch.Tensor) -> list[str]:
-        return self.pipe.decode(z)
+    def _setup(self, pipe, tokens: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.pipe, self.model, self.cfg = pipe, pipe.model, pipe.cfg
+        self.tokens, self.lengths = tokens, lengths
+        self.z = pipe.encode_hidden(pipe.hidden_states(tokens, lengths)).cpu()
 
-    def reconstructions(self, k: int = 3) -> pd.DataFrame:
+    def text(self, ids, length: int | None = None) -> str:
+        """The text of a row's first `length` positions (all by default)."""
+        return self.pipe.text((ids.tolist() if torch.is_tensor(ids) else list(ids))[:length])
+
+    def decode(self, z: torch.Tensor, length: int | None = None) -> list[str]:
+        return [self.text(row, length) for row in self.model.latents_to_tokens(z.to(self.pipe.device)).cpu()]
+
+    def reconstructions(self, k: int | None = None) -> pd.DataFrame:
+        """The first k rows (all by default) and their reconstructions, with token accuracy over `lengths`."""
+        k = len(self.z) if k is None else k
         pred = self.model.latents_to_tokens(self.z[:k].to(self.pipe.device)).cpu()
         mask = attention_mask(self.lengths[:k], self.tokens.shape[1]).bool()
         acc = ((pred == self.tokens[:k]) & mask).sum(1) / mask.sum(1)
-        return pd.DataFrame(dict(original=[self.text(t) for t in self.tokens[:k]],
-                                 reconstruction=[self.text(p) for p in pred], token_acc=acc.tolist()))
+        lengths = self.lengths[:k].tolist()
+        return pd.DataFrame(dict(original=[self.text(t, n) for t, n in zip(self.tokens[:k], lengths)],
+                                 reconstruction=[self.text(p, n) for p, n in zip(pred, lengths)], token_acc=acc.tolist()))
 
     def sequence_vectors(self) -> torch.Tensor:
         """One vector per example: the mean of its latents over positions."""
@@ -61,19 +78,12 @@ class LatentView:
         sims = x @ x[i]
         order = sims.argsort(descending=True)[: k + 1]
         return pd.DataFrame(dict(index=order.tolist(), cosine=sims[order].tolist(),
-                                 text=[self.text(self.tokens[j])[:120] for j in order]))
+                                 text=[self.text(self.tokens[j]) for j in order]))
 
     def interpolate(self, i: int, j: int, points: int = 5) -> pd.DataFrame:
         """Decode (1 - a) z_i + a z_j, renormalised to the latent scale, for a in [0, 1]."""
         alphas, z = interpolate_latents(self.z[i], self.z[j], points)
-        return pd.DataFrame(dict(alpha=alphas.tolist(), text=self.decode(z)))
-
-    def trajectory(self, steps: int = 50, seed: int = 0, every: int = 10) -> pd.DataFrame:
-        """The x0 estimate of one reverse process (the sample `pipe.generate(1, steps, seed=seed)`
-        draws), decoded every `every` steps and at the end."""
-        _, frame = self.pipe.generate(1, steps, seed=seed, return_trajectory=True, progress=False)
-        keep = (frame["step"] % every == 0) | (frame["step"] == steps)
-        return frame.loc[keep, ["step", "text"]].reset_index(drop=True)
+        return pd.DataFrame(dict(alpha=alphas.tolist(), text=self.decode(z, int(self.lengths[[i, j]].max()))))
 
     def dimension_stats(self) -> pd.DataFrame:
         """Mean and std of each latent dimension over all held-out positions."""

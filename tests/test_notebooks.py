@@ -12,7 +12,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMOKE = Experiment.load("smoke")
 ROW_COLUMNS = {"preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id",
                "gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty", "recon_acc"}
-FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents"}
+FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents",  # from the pipeline's results
+           "time_sampling", "warmup_gamma", "trajectory", "recon_noise"}  # 40_latents' diagnostics
 
 
 def test_templates_are_stripped_and_parameterised():
@@ -98,6 +99,12 @@ def test_speed_and_latent_rows(smoke_pipeline):
     assert "MDLM, 2 steps" in speedup and "AR (GPT)" in speedup
     pca = pd.read_csv(smoke_pipeline / "results" / "latents_pca.csv")
     assert len(pca) == SMOKE.n_sentences and {"pc1", "pc2"} <= set(pca.columns)
+    # the diagnostics: two trajectories (from noise, from a sentence) of trajectory_steps + 1 rows, p(t) sums to 1
+    trajectory = pd.read_csv(smoke_pipeline / "results" / "trajectory.csv")
+    assert trajectory.groupby("start").size().tolist() == [SMOKE.trajectory_steps + 1] * 2
+    assert pd.read_csv(smoke_pipeline / "results" / "time_sampling.csv")["p_adaptive"].sum() == pytest.approx(1)
+    assert set(pd.read_csv(smoke_pipeline / "results" / "recon_noise.csv")["kind"]) == {"diffusion", "decoder"}
+    assert pd.read_csv(smoke_pipeline / "results" / "warmup_gamma.csv")["gamma"].iloc[-1] == 1.0
 
 
 @pytest.mark.slow

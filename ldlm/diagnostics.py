@@ -1,0 +1,109 @@
+"""Diffusion diagnostics of a run, each a tidy DataFrame (notebooks write them to results/, figures draw them).
+
+- `time_profile`: the adaptive sampler's per-bin loss and p(t) from a checkpoint, against uniform;
+- `gamma_schedule`: the diffusion-to-encoder weight gamma(s) over training, from a config alone;
+- `denoising_trajectory`: how many tokens the decoded x0 estimate changes per reverse step;
+- `reconstruction_vs_noise`: token accuracy of latents noised as the DiT sees them (one x0 prediction
+  at time t) and as the decoder sees them in training (z0 + sigma_dec eps).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import checkpoint
+from .diffusion import AdaptiveTimeSampler, tangent_alpha_sigma, warmup_gamma
+from .frozen_lm import attention_mask
+from .metrics import token_matches
+from .samplers import generate_latents, time_grid
+
+
+def time_profile(run: str | Path) -> pd.DataFrame:
+    """One row per time bin of the run's adaptive sampler (its checkpoint): t (bin centre), t_lo, t_hi,
+    loss (EMA of the x0-MSE that fell in the bin; NaN where none did), seen (samples), p_adaptive (the
+    bin's sampling probability, sums to 1) and p_uniform (uniform t's, 1 / bins)."""
+    state = checkpoint.load(run)
+    cfg = checkpoint.load_config(state)
+    if not state.get("time_sampler"):
+        raise ValueError(f"{run}: time_sampling={cfg.time_sampling} keeps no per-bin loss (adaptive runs only)")
+    sampler = AdaptiveTimeSampler(cfg.time_bins, cfg.time_ema, cfg.t_min)
+    sampler.load_state_dict(state["time_sampler"])
+    edges, seen = sampler.edges.numpy(), sampler.seen.numpy()
+    return pd.DataFrame(dict(bin=np.arange(sampler.bins), t=(edges[:-1] + edges[1:]) / 2, t_lo=edges[:-1],
+                             t_hi=edges[1:], loss=np.where(seen > 0, sampler.loss.numpy(), np.nan), seen=seen,
+                             p_adaptive=sampler.probabilities().numpy(), p_uniform=np.full(sampler.bins, 1 / sampler.bins)))
+
+
+def gamma_schedule(cfg, points: int = 201) -> pd.DataFrame:
+    """gamma(s) at `points` training steps from 0 to max_steps (S_wu among them): step, frac (of
+    max_steps), gamma, warmup_steps (S_wu). gamma = 1 throughout when encoder_warmup is off."""
+    s_wu = cfg.warmup_steps
+    steps = np.unique(np.r_[np.linspace(0, cfg.max_steps, points).round().astype(int), s_wu])
+    gamma = [warmup_gamma(int(s), s_wu, cfg.gamma_min, cfg.warmup_k, cfg.warmup_c) if cfg.encoder_warmup else 1.0
+             for s in steps]
+    return pd.DataFrame(dict(step=steps, frac=steps / max(cfg.max_steps, 1), gamma=gamma, warmup_steps=s_wu))
+
+
+@torch.no_grad()
+def denoising_trajectory(view, steps: int, seed: int = 0, n: int = 4, start: int | None = None,
+                         t_start: float = 1.0, text_rows: int = 6) -> pd.DataFrame:
+    """One reverse process of `steps` steps (the run's sampler) for n samples, from N(0, I) or, with
+    `start`, from row `start` of the LatentView noised to t_start (n copies, different noise).
+
+    steps + 1 rows: step, t (of the x0 estimate), alpha, sigma, tokens_changed (mean over samples of
+    the positions whose argmax token differs from the previous step's estimate; NaN at step 0),
+    frac_final (share of positions that already hold the final tokens) and text (sample 0 decoded at
+    `text_rows` evenly spaced steps, first and last included; None elsewhere)."""
+    model, cfg = view.model, view.cfg
+    estimates = []
+    keep = lambda i, z, x0: estimates.append(model.latents_to_tokens(x0))
+    z0 = None if start is None else view.z[start:start + 1].expand(n, -1, -1)
+    generator = torch.Generator().manual_seed(seed)
+    final = generate_latents(model, n, steps, cfg, generator, cfg.sampler, keep, z0=z0, t_start=t_start)
+    estimates.append(model.latents_to_tokens(final))
+    ids = torch.stack(estimates)  # [steps + 1, n, T]
+    length = None if start is None else int(view.lengths[start])
+    ts = time_grid(steps, cfg.t_min, t_start)  # the times of the estimates, as generate_latents made them
+    alpha, sigma = tangent_alpha_sigma(ts, cfg.schedule_d)
+    changed = (ids[1:] != ids[:-1]).sum(-1).double().mean(-1)
+    shown = set(np.linspace(0, steps, min(text_rows, steps + 1)).round().astype(int).tolist())
+    return pd.DataFrame(dict(step=np.arange(steps + 1), t=ts.numpy(), alpha=alpha.numpy(), sigma=sigma.numpy(),
+                             tokens_changed=np.r_[np.nan, changed.numpy()],
+                             frac_final=(ids == ids[-1]).double().mean((1, 2)).numpy(),
+                             text=[view.text(ids[i, 0], length) if i in shown else None for i in range(steps + 1)]))
+
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def reconstruction_vs_noise(view, ts=None, sigmas=None, seed: int = 0, denoise: Denoiser | None = None) -> pd.DataFrame:
+    """Token accuracy over the view's rows (its `lengths`) from noised latents, one row per grid point.
+
+    kind "diffusion": z_t = alpha_t z0 + sigma_t eps, one x0 prediction of `denoise` (the DiT, no
+    self-conditioning), decoded; kind "decoder": z0 + sigma_dec eps decoded directly. The same eps
+    (seeded) at every grid point, so the curves differ only by the noise level. Columns: kind, t
+    (diffusion only), sigma (sigma_t or sigma_dec), token_acc, tokens (scored positions)."""
+    model, cfg = view.model, view.cfg
+    denoise = denoise or (lambda z, t: model.dit(z, t))
+    ts = np.linspace(cfg.t_min, 1.0, 11) if ts is None else np.asarray(ts, dtype=float)
+    sigmas = np.array([0, 0.25, 0.5, 1, 2, 3, 4], dtype=float) if sigmas is None else np.asarray(sigmas, dtype=float)
+    z0, mask = view.z, attention_mask(view.lengths, view.tokens.shape[1])
+    eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
+
+    def score(z: torch.Tensor) -> dict:
+        correct, count = token_matches(model.latents_to_tokens(z), view.tokens, mask)
+        return dict(token_acc=float(correct) / max(int(count), 1), tokens=int(count))
+
+    rows = []
+    for t in ts:
+        alpha, sigma = (float(v) for v in tangent_alpha_sigma(torch.tensor(t, dtype=torch.float64), cfg.schedule_d))
+        x0_hat = denoise(alpha * z0 + sigma * eps, torch.full((len(z0),), t, dtype=torch.float32))
+        rows.append(dict(kind="diffusion", t=float(t), sigma=sigma, **score(x0_hat)))
+    for s in sigmas:
+        rows.append(dict(kind="decoder", t=np.nan, sigma=float(s), **score(z0 + s * eps)))
+    return pd.DataFrame(rows)

@@ -1,0 +1,70 @@
+"""Figures from a results folder alone (ldlm.figures, ldlm.diagnostic_figures, ldlm.plotstyle)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+from ldlm import figures
+from ldlm import plotstyle as ps
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "results"
+
+KEEPS_BACKEND = """
+import matplotlib
+matplotlib.use("svg")
+before = (matplotlib.get_backend(), dict(matplotlib.rcParams))
+import ldlm.figures
+assert (matplotlib.get_backend(), dict(matplotlib.rcParams)) == before, "import changed matplotlib"
+print(matplotlib.get_backend())
+"""
+
+
+def test_importing_figures_leaves_the_backend_and_rc_settings_alone():
+    out = subprocess.run([sys.executable, "-c", KEEPS_BACKEND], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "svg"
+
+
+def test_every_figure_renders_from_the_fixture_results(tmp_path):
+    backend, rc = matplotlib.get_backend(), dict(matplotlib.rcParams)
+    written = [Path(p) for p in figures.make_all(FIXTURE, tmp_path)]
+    assert {p.stem for p in written if p.suffix == ".png"} == set(figures.FIGURES) == {p.stem for p in written if p.suffix == ".pdf"}
+    assert all(p.stat().st_size > 1000 for p in written)
+    assert (matplotlib.get_backend(), dict(matplotlib.rcParams)) == (backend, rc)  # styled inside a context only
+    for name in figures.FIGURES:  # single-column panels, at most two side by side
+        width = figures.draw(name, FIXTURE).get_figwidth()
+        assert width / ps.PANEL_WIDTH in (1, 2), name
+
+
+def test_a_figure_shows_itself_as_png_in_a_notebook():
+    png = figures.draw("recon_noise", FIXTURE)._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_results_folder_without_inputs_draws_nothing(tmp_path):
+    assert figures.make_all(tmp_path / "empty", tmp_path / "figures") == []
+    assert all(figures.draw(name, tmp_path / "empty") is None for name in figures.FIGURES)
+
+
+def test_each_model_and_variant_has_its_own_colour_and_the_full_recipe_is_ldlm():
+    assert ps.PALETTE["full"] == ps.PALETTE["ldlm"]
+    keys = ["ldlm", "mdlm", "ar", "reference", *[v for v in ps.VARIANTS if v != "full"]]
+    assert len({ps.PALETTE[k] for k in keys}) == len(keys)
+
+
+def test_step_labels_of_clustered_points_do_not_overlap(tmp_path):
+    """Three MDLM settings at almost the same point, next to the GPT's two: no label covers another."""
+    base = dict(preset="smoke", dataset="wiki", seed=0, judge="smollm2")
+    rows = [dict(base, model="mdlm", steps=s, entropy=3.80 + 0.001 * i, gen_ppl_tok=4000 + 10 * i)
+            for i, s in enumerate((10, 30, 100))]
+    rows += [dict(base, model="ar", steps=63, top_p=p, entropy=3.81, gen_ppl_tok=g) for p, g in ((0.9, 3900), (1.0, 4100))]
+    rows += [dict(base, model="ldlm", steps=s, entropy=e, gen_ppl_tok=g) for s, e, g in ((10, 3.2, 1500), (100, 3.0, 1100))]
+    pd.DataFrame(rows).to_csv(tmp_path / "main_wiki.csv", index=False)
+    fig = figures.draw("pareto", tmp_path)
+    fig.draw_without_rendering()
+    (ax,) = fig.axes
+    boxes = [text.get_window_extent() for text in ax.texts]
+    assert len(boxes) == 7
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
