@@ -45,7 +45,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import cache_dir, read_utf8, remove_stale, temp_prefix, write_json
+from .io import cache_dir, new_memmap, read_utf8, remove_stale, temp_prefix, write_json, writing
 
 DATA_VERSION = 3  # bump when extraction or packing changes, so caches are rebuilt (3: .npy folders, uint16)
 
@@ -393,8 +393,8 @@ def pack_split(tokenized, folder: Path, split: str, cfg, ids: tuple[int, int, in
             f"dataset {cfg.dataset!r} gives no {split} block of seq_len={cfg.seq_len} tokens "
             f"({stats[f'{split}_tokens']} tokens); use a larger corpus or a smaller seq_len"
         )
-    out = np.lib.format.open_memmap(folder / f"{split}.npy", mode="w+", dtype=dtype, shape=(rows, cfg.seq_len))
-    out_len = np.lib.format.open_memmap(folder / f"{split}_len.npy", mode="w+", dtype=np.int32, shape=(rows,))
+    out = new_memmap(folder / f"{split}.npy", dtype, (rows, cfg.seq_len))
+    out_len = new_memmap(folder / f"{split}_len.npy", np.int32, (rows,))
     if cfg.pack_mode == "wrap":
         written = fill_wrap(token_chunks(tokenized, CHUNK_DOCS), out, bos, eos)
         out_len[:] = cfg.seq_len
@@ -464,6 +464,16 @@ def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> T
     if workers < 1:
         raise DataError(f"workers={workers}: need at least one tokenizer process")
     remove_stale(final)  # build folders of killed processes (OpenWebText: tens of GB each)
+    with writing(final):  # a full disk names the cache entry; the build folder goes with it (finally)
+        _build(cfg, tokenizer, tokenizer_name, workers, final)
+    data = read_token_cache(final)
+    if data is None:
+        raise DataError(f"token cache {final} could not be written or read back; check the disk (df -h {final.parent})")
+    return data
+
+
+def _build(cfg, tokenizer, tokenizer_name: str, workers: int, final: Path) -> None:
+    """Build cfg's token arrays in a temporary sibling of `final` and rename it into place."""
     key = token_key(cfg, tokenizer, tokenizer_name)
     tmp = _build_folder(final)
     try:
@@ -486,7 +496,3 @@ def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> T
                 pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    data = read_token_cache(final)
-    if data is None:
-        raise DataError(f"token cache {final} could not be written or read back; check the disk (df -h {final.parent})")
-    return data

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .frozen_lm import ModelUnavailable, model_location
-from .io import cache_dir
+from .io import cache_dir, writing
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -113,8 +113,9 @@ def smollm2_checkpoint() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2.", dir=target.parent))
     try:
-        lm.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        with writing(target):  # a full disk: one line naming the cache entry
+            lm.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
         os.chmod(tmp, 0o755)                    # mkdtemp makes it private; the cache is shared
         os.rename(tmp, target)
     except OSError:
