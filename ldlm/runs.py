@@ -17,6 +17,7 @@ from pathlib import Path
 from . import checkpoint
 from .checkpoint import CKPT_NAME
 from .config import ConfigError, config_from_dict
+from .io import disk_full, writing
 
 LOCK_NAME = ".lock"
 
@@ -121,7 +122,8 @@ def claim(out: Path, cfg: dict, resume: bool):
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / LOCK_NAME, "a+")
     except OSError as err:
-        raise RunFolderError(f"--out {out} cannot be written ({err.strerror}); choose a writable folder") from None
+        raise disk_full(err, out / LOCK_NAME) or RunFolderError(
+            f"--out {out} cannot be written ({err.strerror}); choose a writable folder") from None
     with handle:  # closing it releases the lock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -130,9 +132,10 @@ def claim(out: Path, cfg: dict, resume: bool):
             holder = handle.read().strip() or "?"
             raise RunFolderBusy(f"run folder {out} is being trained by another process (pid {holder}); "
                                  f"wait for it to finish, or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        with writing(out / LOCK_NAME):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
         _check_contents(out, cfg, resume)
         yield

@@ -40,7 +40,7 @@ from .diffusion import make_time_sampler, warmup_gamma
 from .distributed import DistEnv, all_gather_cat, all_reduce_sum, barrier, shard
 from .frozen_lm import (FrozenLM, ModelUnavailable, attention_mask, cached_hidden_states, check_positions,
                         default_device, load_frozen_lm, load_tokenizer)
-from .io import PathError, dumps, read_jsonl, write_json, write_jsonl
+from .io import PathError, disk_full, dumps, read_jsonl, write_json, write_jsonl
 from .losses import LossOutput, baseline_loss, ldlm_loss
 from .metrics import token_matches
 from .models import LDLM
@@ -491,6 +491,12 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, ModelUnavailable, checkpoint.CheckpointError, runs.RunFolderError, PathError,
             Diverged) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk under a write of its own (the metrics log), not an io helper's
+        full = disk_full(err, err.filename or args.out)
+        if full is None:
+            raise
+        print(f"error: {full}", file=sys.stderr)
         return 2
     finally:
         distributed.teardown()
