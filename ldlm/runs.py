@@ -1,10 +1,15 @@
 """Run folders: one writer at a time, and no file the kit did not write is ever overwritten.
 
-A run folder holds config.json, data.json, metrics.jsonl, ckpt.pt, summary.json (see ldlm.train) and
-`.lock`: the training process holds an exclusive flock on it (its pid written inside) for the whole
-run, so a second training of the same folder stops with the holder's pid instead of interleaving
-metrics and checkpoints. The kernel drops the lock when the process dies, so a kill never leaves a
-folder locked.
+A run folder holds config.json, resume.json, data.json, metrics.jsonl, ckpt.pt, summary.json (see
+ldlm.train) and `.lock`: the training process holds an exclusive flock on it (its pid written inside)
+for the whole run, so a second training of the same folder stops with the holder's pid instead of
+interleaving metrics and checkpoints. The kernel drops the lock when the process dies, so a kill never
+leaves a folder locked.
+
+config.json is the config the run trains with (after a `--resume` that changed max_steps, the new
+value); resume.json lists the keys such a resume may change (RESUME_MUTABLE). The list is a file of
+its own so that config.json stays exactly a config: `--config run/config.json` and config_from_dict
+read it with no key to skip, and it equals the checkpoint's config.
 """
 from __future__ import annotations
 
@@ -17,9 +22,10 @@ from pathlib import Path
 from . import checkpoint
 from .checkpoint import CKPT_NAME
 from .config import ConfigError, config_from_dict
-from .io import disk_full, writing
+from .io import disk_full, write_json, writing
 
 LOCK_NAME = ".lock"
+RESUME_NAME = "resume.json"
 
 # Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
 RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",
@@ -51,6 +57,18 @@ def check_resume(saved: dict, given: dict) -> None:
                 f"--resume: {key}={value!r} differs from the saved run ({saved.get(key)!r}); "
                 f"only {sorted(RESUME_MUTABLE)} may change when resuming. Use a new --out for a new run."
             )
+
+
+def record_config(out: Path, cfg: dict) -> None:
+    """Write the run's config.json (`cfg`, a resume's changes included) and resume.json (what a resume
+    may change), each atomically; config.json first, since a folder with resume.json alone would be
+    refused as someone else's."""
+    write_json(out / "config.json", cfg)
+    write_json(out / RESUME_NAME, {
+        "may_change": sorted(RESUME_MUTABLE),
+        "note": "python -m ldlm.train --out DIR --resume key=value ... may change these keys of config.json; "
+                "any other difference is refused. config.json and ckpt.pt hold the values the run continued with.",
+    })
 
 
 def saved_config(out: Path) -> dict | None:

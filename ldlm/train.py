@@ -376,9 +376,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         # drop log lines written after the checkpoint: the resumed run writes them again
         if env.is_main and (out / "metrics.jsonl").exists():
             write_jsonl(out / "metrics.jsonl", [r for r in read_jsonl(out / "metrics.jsonl") if r["step"] <= step])
-    elif env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", cfg.to_dict())
+    if env.is_main:  # config.json first (it makes the folder a run); on a resume too, with a changed max_steps
+        runs.record_config(out, cfg.to_dict())
         write_json(out / "data.json", corpus.tokens.stats)
     barrier(env)
 
