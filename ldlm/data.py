@@ -160,11 +160,13 @@ DATASET_DEFAULT_VALID = {"wiki": 6, "openwebtext": 100_000}
 def held_out_count(name: str, n_docs: int, valid_docs: int) -> int:
     """How many of the last documents are held out: `valid_docs`, else the dataset's convention."""
     n_valid = valid_docs if valid_docs >= 0 else DATASET_DEFAULT_VALID.get(name, max(1, n_docs // 20))
-    if n_docs < 2 or not 0 < n_valid < n_docs:
-        raise DataError(
-            f"dataset {name!r} has {n_docs} documents; cannot hold out {n_valid} of them "
-            f"(set valid_docs between 1 and {n_docs - 1})"
-        )
+    if n_docs < 2:  # no valid_docs works: one document is held out or trained on, not both
+        raise DataError(f"dataset {name!r} has {n_docs} document{'' if n_docs == 1 else 's'}: it needs at least two, "
+                        f"one to train on and one to hold out; use a larger corpus")
+    if not 0 < n_valid < n_docs:
+        asked = f"valid_docs={valid_docs}" if valid_docs >= 0 else f"valid_docs=-1 (the dataset's {n_valid})"
+        raise DataError(f"{asked} holds out {'too many' if n_valid > 0 else 'nothing'}: dataset {name!r} has "
+                        f"{n_docs} documents; set valid_docs between 1 and {n_docs - 1}")
     return n_valid
 
 
