@@ -4,7 +4,7 @@ A run folder holds config.json, resume.json, data.json, metrics.jsonl, ckpt.pt, 
 ldlm.train) and `.lock`: the training process holds an exclusive flock on it (its pid written inside)
 for the whole run, so a second training of the same folder stops with the holder's pid instead of
 interleaving metrics and checkpoints. The kernel drops the lock when the process dies, so a kill never
-leaves a folder locked.
+leaves a folder locked. Under torchrun rank 0 holds it, and every rank stops with rank 0's refusal.
 
 config.json is the config the run trains with (after a `--resume` that changed max_steps, the new
 value); resume.json lists the keys such a resume may change (RESUME_MUTABLE). The list is a file of
@@ -19,10 +19,10 @@ import json
 import os
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .checkpoint import CKPT_NAME
 from .config import ConfigError, config_from_dict
-from .io import disk_full, write_json, writing
+from .io import PathError, disk_full, write_json, writing
 
 LOCK_NAME = ".lock"
 RESUME_NAME = "resume.json"
@@ -156,4 +156,32 @@ def claim(out: Path, cfg: dict, resume: bool):
             handle.write(f"{os.getpid()}\n")
             handle.flush()
         _check_contents(out, cfg, resume)
+        yield
+
+
+def _shareable(err: Exception, out: Path) -> Exception:
+    """`err` as the other ranks raise it: the kit's one-line errors as they are; anything else (which
+    may not pickle) as a RunFolderError naming it."""
+    if isinstance(err, (RunFolderError, PathError, ConfigError)):
+        return err
+    return RunFolderError(f"rank 0 could not claim run folder {out} ({type(err).__name__}: {err})")
+
+
+@contextlib.contextmanager
+def claim_ranks(out: Path, cfg: dict, resume: bool, env: distributed.DistEnv):
+    """`claim` by rank 0, and its outcome on every rank: under torchrun a refusal stops all ranks at
+    once, each with the same one-line error (exit 2), instead of the others waiting in the next
+    collective for a rank 0 that has left. Needs the process group (distributed.setup) first."""
+    with contextlib.ExitStack() as held:
+        refusal = None
+        if env.is_main:
+            try:
+                held.enter_context(claim(out, cfg, resume))
+            except Exception as err:
+                refusal = err
+        shared = distributed.broadcast_object(None if refusal is None else _shareable(refusal, out), env)
+        if refusal is not None:
+            raise refusal  # rank 0: the original, traceback and all
+        if shared is not None:
+            raise shared
         yield

@@ -338,7 +338,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if cfg.model == "ldlm":
         check_positions(cfg.frozen_lm, cfg.seq_len)
     out = Path(out)
-    with runs.claim(out, cfg.to_dict(), resume) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext():
+    env, _ = distributed.setup(cfg.device)  # the process group first: every rank learns rank 0's refusal
+    with runs.claim_ranks(out, cfg.to_dict(), resume, env):
         return _train(cfg, out, resume, progress, stop_at)
 
 
