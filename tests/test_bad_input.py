@@ -43,6 +43,8 @@ def w(tmp_path_factory):
     paths["latin1"] = root / "latin1.txt"
     paths["latin1"].write_bytes("caf\xe9 one.\n\ncaf\xe9 two.\n".encode("latin-1"))
     paths["csv"] = root / "out.csv"
+    paths["three_docs"] = root / "three.txt"
+    paths["three_docs"].write_text("The first document.\n\nThe second one.\n\nThe third one.\n")
     paths["texts"] = root / "texts.jsonl"
     paths["texts"].write_text("".join(json.dumps({"text": f"Sample {i} is a short piece of text about the city."}) + "\n"
                                       for i in range(4)))
@@ -85,6 +87,9 @@ CASES = [
     ("lr=nan", [*SMOKE, "--out", "{empty}", "lr=nan"], "lr=nan", None),
     ("lr negative", [*SMOKE, "--out", "{empty}", "lr=-1"], "lr=-1", None),
     ("seq_len beyond the frozen LM", [*SMOKE, "--out", "{empty}", "seq_len=1024"], "seq_len=1024", None),
+    ("valid_docs=0", [*SMOKE, "--out", "{empty}", "valid_docs=0"], "valid_docs=0: hold out >= 1", None),
+    ("valid_docs beyond the corpus", [*SMOKE, "--out", "{empty}", "--dataset", "text:{three_docs}", "valid_docs=5"],
+     "valid_docs=5 holds out too many: dataset 'text:{three_docs}' has 3 documents; set valid_docs between 1 and 2", None),
     ("text:DIR", [*SMOKE, "--out", "{empty}", "--dataset", "text:{corpus_dir}"], "is a folder", None),
     ("non-UTF-8 corpus", [*SMOKE, "--out", "{empty}", "--dataset", "text:{latin1}"], "not UTF-8", None),
     ("LDLM_CACHE is a file", [*SMOKE, "--out", "{empty}"], "LDLM_CACHE", {"LDLM_CACHE": "{samples}"}),
@@ -120,7 +125,7 @@ def test_bad_input_exits_2_with_one_line_and_keeps_prior_files(w, case, argv, ex
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and expected in last, proc.stderr
+    assert last.startswith("error: ") and fill(expected) in last, proc.stderr
     assert _protected(w) == before
     assert not (w["empty"] / "config.json").exists() and not (w["csv"]).exists()
 
