@@ -490,13 +490,14 @@ def main(argv=None) -> int:
         summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     except (ConfigError, DataError, ModelUnavailable, checkpoint.CheckpointError, runs.RunFolderError, PathError,
             Diverged) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # one write, not print's two: torchrun's ranks share stderr, and unbuffered (PYTHONUNBUFFERED) lines interleave
+        sys.stderr.write(f"error: {err}\n")
         return 2
     except OSError as err:  # a full disk under a write of its own (the metrics log), not an io helper's
         full = disk_full(err, err.filename or args.out)
         if full is None:
             raise
-        print(f"error: {full}", file=sys.stderr)
+        sys.stderr.write(f"error: {full}\n")
         return 2
     finally:
         distributed.teardown()
