@@ -151,7 +151,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = [dict(r, model=cfg.model, run_id=str(args.run)) for r in bench_sampling(model, cfg, args.steps, args.batch, args.repeats)]
-    upsert_rows(args.out, rows, key=["model", "kind", "batch", "steps", "device", "run_id"])
+    try:
+        upsert_rows(args.out, rows, key=["model", "kind", "batch", "steps", "device", "run_id"])
+    except PathError as err:  # a full disk: the earlier --out file stays
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for r in rows:
         print(f"batch {r['batch']:>4} steps {r['steps']:>4}: {r['seconds']:.3f} s  {r['samples_per_s']:.2f} samples/s")
     return 0

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError, config_from_dict
-from .io import atomic_path
+from .io import WriteAll, atomic_path
 
 FORMAT = 1
 CKPT_NAME = "ckpt.pt"
@@ -32,9 +32,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(path: str | Path, **state) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint, and
+    a full disk is io.DiskFull naming `path` (the previous checkpoint stays)."""
+    with atomic_path(path, suffix=".pt") as tmp, WriteAll(tmp, "wb") as f:
+        try:
+            torch.save({"format": FORMAT, **state}, f)
+        except RuntimeError:
+            if f.error is None:
+                raise
+            raise f.error from None  # torch reports the failed write without its errno
 
 
 def load(path: str | Path) -> dict:

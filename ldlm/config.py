@@ -268,6 +268,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}_width={width} must be divisible by {key}_heads={heads}")
     if cfg.adaptive_head and not cfg.corpus_vocab:
         raise ConfigError("adaptive_head=on needs corpus_vocab=on (the head is ordered by corpus frequency)")
+    if cfg.valid_docs == 0 or cfg.valid_docs < -1:
+        raise ConfigError(f"valid_docs={cfg.valid_docs}: hold out >= 1 documents, or -1 for the dataset's own split")
     if cfg.decoder_noise < 0:
         raise ConfigError(f"decoder_noise={cfg.decoder_noise}: must be >= 0 (0 = off)")
     if not 0.0 <= cfg.self_cond_prob <= 1.0:

@@ -43,7 +43,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import atomic_dir, cache_dir, read_utf8, write_json
+from .io import atomic_dir, cache_dir, new_memmap, read_utf8, write_json, writing
 
 DATA_VERSION = 3  # bump when extraction or packing changes, so caches are rebuilt (3: .npy folders, uint16)
 
@@ -158,11 +158,13 @@ DATASET_DEFAULT_VALID = {"wiki": 6, "openwebtext": 100_000}
 def held_out_count(name: str, n_docs: int, valid_docs: int) -> int:
     """How many of the last documents are held out: `valid_docs`, else the dataset's convention."""
     n_valid = valid_docs if valid_docs >= 0 else DATASET_DEFAULT_VALID.get(name, max(1, n_docs // 20))
-    if n_docs < 2 or not 0 < n_valid < n_docs:
-        raise DataError(
-            f"dataset {name!r} has {n_docs} documents; cannot hold out {n_valid} of them "
-            f"(set valid_docs between 1 and {n_docs - 1})"
-        )
+    if n_docs < 2:  # no valid_docs works: one document is held out or trained on, not both
+        raise DataError(f"dataset {name!r} has {n_docs} document{'' if n_docs == 1 else 's'}: it needs at least two, "
+                        f"one to train on and one to hold out; use a larger corpus")
+    if not 0 < n_valid < n_docs:
+        asked = f"valid_docs={valid_docs}" if valid_docs >= 0 else f"valid_docs=-1 (the dataset's {n_valid})"
+        raise DataError(f"{asked} holds out {'too many' if n_valid > 0 else 'nothing'}: dataset {name!r} has "
+                        f"{n_docs} documents; set valid_docs between 1 and {n_docs - 1}")
     return n_valid
 
 
@@ -391,8 +393,8 @@ def pack_split(tokenized, folder: Path, split: str, cfg, ids: tuple[int, int, in
             f"dataset {cfg.dataset!r} gives no {split} block of seq_len={cfg.seq_len} tokens "
             f"({stats[f'{split}_tokens']} tokens); use a larger corpus or a smaller seq_len"
         )
-    out = np.lib.format.open_memmap(folder / f"{split}.npy", mode="w+", dtype=dtype, shape=(rows, cfg.seq_len))
-    out_len = np.lib.format.open_memmap(folder / f"{split}_len.npy", mode="w+", dtype=np.int32, shape=(rows,))
+    out = new_memmap(folder / f"{split}.npy", dtype, (rows, cfg.seq_len))
+    out_len = new_memmap(folder / f"{split}_len.npy", np.int32, (rows,))
     if cfg.pack_mode == "wrap":
         written = fill_wrap(token_chunks(tokenized, CHUNK_DOCS), out, bos, eos)
         out_len[:] = cfg.seq_len
@@ -451,6 +453,16 @@ def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> T
         return cached
     if workers < 1:
         raise DataError(f"workers={workers}: need at least one tokenizer process")
+    with writing(final):  # a full disk names the cache entry; the build folder goes with it
+        _build(cfg, tokenizer, tokenizer_name, workers, final)
+    data = read_token_cache(final)
+    if data is None:
+        raise DataError(f"token cache {final} could not be written or read back; check the disk (df -h {final.parent})")
+    return data
+
+
+def _build(cfg, tokenizer, tokenizer_name: str, workers: int, final: Path) -> None:
+    """Build cfg's token arrays in a temporary sibling of `final` and rename it into place (io.atomic_dir)."""
     key = token_key(cfg, tokenizer, tokenizer_name)
     with atomic_dir(final, complete=lambda folder: read_token_cache(folder) is not None) as tmp:
         train_docs, valid_docs = document_splits(cfg.dataset, cfg.valid_docs, cfg.dataset_revision)
@@ -464,7 +476,3 @@ def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> T
         shutil.rmtree(tmp / "arrow")
         shapes = {name: list(np.load(tmp / f"{name}.npy", mmap_mode="r").shape) for name in SPLIT_FILES}
         write_json(tmp / "meta.json", dict(pad_id=ids[2], mode=cfg.pack_mode, shapes=shapes, stats=stats))
-    data = read_token_cache(final)
-    if data is None:
-        raise DataError(f"token cache {final} could not be written or read back; check the disk (df -h {final.parent})")
-    return data

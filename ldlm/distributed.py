@@ -89,6 +89,15 @@ def gather_objects(items: list, env: DistEnv) -> list:
     return [x for part in parts for x in part]
 
 
+def broadcast_object(obj, env: DistEnv):
+    """Rank 0's `obj` (picklable), on every rank."""
+    if not env.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def shard(n: int, env: DistEnv) -> range:
     """This rank's contiguous share of range(n) (shares differ in size by at most one)."""
     start = n * env.rank // env.world

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .io import atomic_path, cache_dir
+from .io import atomic_path, cache_dir, new_memmap
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizers
 
@@ -159,7 +159,7 @@ def cached_hidden_states(lm: FrozenLM, lm_name: str, blocks: np.ndarray, lengths
         except ValueError:
             pass  # truncated or corrupt cache file: recompute it below
     with atomic_path(path, suffix=".npy") as tmp:
-        states = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(*blocks.shape, lm.width))
+        states = new_memmap(tmp, np.float16, (*blocks.shape, lm.width))
         compute_hidden_states(lm, blocks, lengths, out=states, desc=f"caching {lm_name} states")
         states.flush()
         del states

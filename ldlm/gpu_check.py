@@ -97,7 +97,7 @@ from .config import Config, ConfigError, config_from_dict, make_config, parse_ov
 from .data import DataError, build_token_data
 from .flops import frozen_lm_shape, meta_model, training_flops
 from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
-from .io import PathError, check_output, read_jsonl
+from .io import DiskFull, PathError, check_output, disk_full, read_jsonl, write_text
 from .results import upsert_rows
 from .runs import RunFolderError
 from .optim import Diverged
@@ -184,7 +184,7 @@ def prepare_run_dir(path: Path) -> None:
                              f"file); not deleting it. Choose another --run-dir")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / MARKER).write_text("made by python -m ldlm.gpu_check; deleted by its next run\n")
+    write_text(path / MARKER, "made by python -m ldlm.gpu_check; deleted by its next run\n")
 
 
 def check_data(cfg: Config) -> dict:
@@ -392,8 +392,18 @@ def main(argv=None) -> int:
                 "make TORCH_INDEX=https://download.pytorch.org/whl/cu128 setup), or pass --allow-cpu with small "
                 "shapes (e.g. --preset smoke).")
         run_check(args, device, start)
+    except DiskFull as err:  # the run folder is --run-dir's, not --out's
+        in_run = err.target.resolve().is_relative_to(Path(args.run_dir).resolve())
+        print(f"error: {disk_full(err, err.target, '--run-dir') if in_run else err}", file=sys.stderr)
+        return 2
     except (CheckError, ConfigError, DataError, ModelUnavailable, PathError, RunFolderError, Diverged) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk under the training's own metrics log
+        full = disk_full(err, err.filename or args.run_dir, "--run-dir")
+        if full is None:
+            raise
+        print(f"error: {full}", file=sys.stderr)
         return 2
     return 0
 

@@ -3,22 +3,90 @@
 Everything the kit writes (checkpoints, results, caches) goes through these helpers: write to a
 temporary file in the same folder, then `os.replace` it over the target, so an interrupted run never
 leaves a half-written file behind. Temporary names carry "<host>-<pid>", so that the next write of the
-same target removes those of killed processes (`remove_stale`).
+same target removes those of killed processes (`remove_stale`). A full disk (or quota, or file size
+limit) is one line naming the file and the fix (`DiskFull`), and the file that was there stays.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+from io import FileIO
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 class PathError(RuntimeError):
     """A file or folder the kit cannot read or write; the message names it and what to do."""
+
+
+class DiskFull(PathError):
+    """A write that failed for want of space (ENOSPC, EDQUOT) or of file size (EFBIG: ulimit -f)."""
+
+    def __init__(self, message: str, target: Path, cause: OSError):
+        super().__init__(message)
+        self.target, self.cause = target, cause
+
+    def __reduce__(self):  # picklable (torchrun ranks pass errors on)
+        return type(self), (str(self), self.target, self.cause)
+
+
+# errno -> (what happened, how to fix it); EFBIG is a size limit, not a full disk, and has its own fix
+DISK_FULL = {
+    errno.ENOSPC: ("no space left on device", "free space"),
+    errno.EDQUOT: ("disk quota exceeded", "free space in your quota"),
+    errno.EFBIG: ("file size limit exceeded", "raise the limit (ulimit -f)"),
+}
+
+
+def cache_root() -> Path:
+    """`$LDLM_CACHE` if set, else `~/.cache/ldlm` (not created: see cache_dir)."""
+    return Path(os.environ.get("LDLM_CACHE", Path.home() / ".cache" / "ldlm"))
+
+
+def _errno_of(err: BaseException) -> int | None:
+    """An OSError's errno; for errors of Rust writers (safetensors' SafetensorError), which carry no
+    errno attribute, the "(os error N)" their message ends with."""
+    if isinstance(err, OSError):
+        return err.errno
+    found = re.search(r"\(os error (\d+)\)", str(err))
+    return int(found.group(1)) if found else None
+
+
+def disk_full(err: BaseException, target: str | os.PathLike, flag: str = "--out") -> DiskFull | None:
+    """The one-line error for `err` while writing `target` if it is a full disk (or a file size limit),
+    else None. The fix names LDLM_CACHE for cache files and `flag` for everything else. A DiskFull is
+    restated for `target`: the outer name (a cache entry, not its build folder's meta.json) is the one
+    the user knows."""
+    if isinstance(err, DiskFull):
+        err = err.cause
+    code = _errno_of(err)
+    if code not in DISK_FULL:
+        return None
+    what, fix = DISK_FULL[code]
+    target = Path(target)
+    in_cache = target.resolve().is_relative_to(cache_root().resolve())
+    return DiskFull(f"{what} writing {target}; {fix} or point {'LDLM_CACHE' if in_cache else flag} elsewhere",
+                    target, err)
+
+
+@contextlib.contextmanager
+def writing(target: str | os.PathLike):
+    """Turn a full disk while the block writes `target` into DiskFull naming it; other errors pass."""
+    try:
+        yield
+    except Exception as err:
+        full = disk_full(err, target)
+        if full is None:
+            raise
+        raise full from None
 
 
 def cache_dir() -> Path:
@@ -26,7 +94,7 @@ def cache_dir() -> Path:
 
     `$LDLM_CACHE` if set, else `~/.cache/ldlm`. Never inside the repository.
     """
-    path = Path(os.environ.get("LDLM_CACHE", Path.home() / ".cache" / "ldlm"))
+    path = cache_root()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -76,21 +144,57 @@ def remove_stale(target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = ""):
-    """Yield a temporary path next to `target`; on success rename it over `target`."""
+    """Yield a temporary path next to `target`; on success rename it over `target`. A full disk
+    (DiskFull, one line naming `target`) leaves `target` as it was and removes the temporary file."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(target)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix + ".tmp", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results should read like any other file
+    tmp = None
+    with writing(target):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(target)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix + ".tmp", dir=target.parent)
+            os.close(fd)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results should read like any other file
+            yield Path(tmp)
+            os.replace(tmp, target)
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+class WriteAll(FileIO):
+    """A binary file whose write() writes every byte or raises: torch.save checks the count a short
+    write returns and turns it into a RuntimeError without errno, so a full disk would not be known as
+    one. `error` keeps the OSError for the caller to raise instead."""
+    error: OSError | None = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                view = view[super().write(view):]
+        except OSError as err:
+            self.error = self.error or err
+            raise
+        return len(data)
+
+
+def new_memmap(path: str | os.PathLike, dtype, shape) -> np.ndarray:
+    """np.lib.format.open_memmap(path, "w+") with its blocks reserved on disk: a memmap of a sparse
+    file on a full disk dies of SIGBUS at some later page write; reserved, a full disk is an OSError
+    here, before any work. File systems that cannot reserve (EOPNOTSUPP) are left sparse."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    fd = os.open(path, os.O_RDWR)
     try:
-        yield Path(tmp)
-        os.replace(tmp, target)
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.close(fd)
+    return array
 
 
 @contextlib.contextmanager
@@ -157,5 +261,15 @@ def read_utf8(path: str | os.PathLike, what: str = "file") -> str:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSONL file the kit wrote. An unterminated last line that does not parse is dropped:
+    it is an append cut short (a kill, a full disk), and every complete row ends with a newline."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline
+    rows = [json.loads(line) for line in lines if line.strip()]
+    if tail.strip():
+        try:
+            rows.append(json.loads(tail))
+        except json.JSONDecodeError:
+            pass
+    return rows

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .frozen_lm import ModelUnavailable, model_location
-from .io import atomic_dir, cache_dir
+from .io import atomic_dir, cache_dir, writing
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -109,7 +109,7 @@ def smollm2_checkpoint() -> Path:
     lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     lm.hf_quantizer = None                      # the weights are already de-quantized fp32;
     del lm.config.quantization_config           # without this, save_pretrained refuses a "gguf" model
-    with atomic_dir(target, complete=lambda folder: (folder / "config.json").is_file()) as tmp:
+    with writing(target), atomic_dir(target, complete=lambda folder: (folder / "config.json").is_file()) as tmp:
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     return target

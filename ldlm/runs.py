@@ -1,10 +1,15 @@
 """Run folders: one writer at a time, and no file the kit did not write is ever overwritten.
 
-A run folder holds config.json, data.json, metrics.jsonl, ckpt.pt, summary.json (see ldlm.train) and
-`.lock`: the training process holds an exclusive flock on it (its pid written inside) for the whole
-run, so a second training of the same folder stops with the holder's pid instead of interleaving
-metrics and checkpoints. The kernel drops the lock when the process dies, so a kill never leaves a
-folder locked.
+A run folder holds config.json, resume.json, data.json, metrics.jsonl, ckpt.pt, summary.json (see
+ldlm.train) and `.lock`: the training process holds an exclusive flock on it (its pid written inside)
+for the whole run, so a second training of the same folder stops with the holder's pid instead of
+interleaving metrics and checkpoints. The kernel drops the lock when the process dies, so a kill never
+leaves a folder locked. Under torchrun rank 0 holds it, and every rank stops with rank 0's refusal.
+
+config.json is the config the run trains with (after a `--resume` that changed max_steps, the new
+value); resume.json lists the keys such a resume may change (RESUME_MUTABLE). The list is a file of
+its own so that config.json stays exactly a config: `--config run/config.json` and config_from_dict
+read it with no key to skip, and it equals the checkpoint's config.
 """
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ import json
 import os
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .checkpoint import CKPT_NAME
 from .config import ConfigError, config_from_dict
+from .io import PathError, disk_full, write_json, writing
 
 LOCK_NAME = ".lock"
 BUSY = "is being trained by another process"  # in RunFolderBusy's message: a caller may wait and retry
+RESUME_NAME = "resume.json"
 
 # Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
 RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",
@@ -51,6 +58,18 @@ def check_resume(saved: dict, given: dict) -> None:
                 f"--resume: {key}={value!r} differs from the saved run ({saved.get(key)!r}); "
                 f"only {sorted(RESUME_MUTABLE)} may change when resuming. Use a new --out for a new run."
             )
+
+
+def record_config(out: Path, cfg: dict) -> None:
+    """Write the run's config.json (`cfg`, a resume's changes included) and resume.json (what a resume
+    may change), each atomically; config.json first, since a folder with resume.json alone would be
+    refused as someone else's."""
+    write_json(out / "config.json", cfg)
+    write_json(out / RESUME_NAME, {
+        "may_change": sorted(RESUME_MUTABLE),
+        "note": "python -m ldlm.train --out DIR --resume key=value ... may change these keys of config.json; "
+                "any other difference is refused. config.json and ckpt.pt hold the values the run continued with.",
+    })
 
 
 def saved_config(out: Path) -> dict | None:
@@ -122,7 +141,8 @@ def claim(out: Path, cfg: dict, resume: bool):
         out.mkdir(parents=True, exist_ok=True)
         handle = open(out / LOCK_NAME, "a+")
     except OSError as err:
-        raise RunFolderError(f"--out {out} cannot be written ({err.strerror}); choose a writable folder") from None
+        raise disk_full(err, out / LOCK_NAME) or RunFolderError(
+            f"--out {out} cannot be written ({err.strerror}); choose a writable folder") from None
     with handle:  # closing it releases the lock
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,9 +151,38 @@ def claim(out: Path, cfg: dict, resume: bool):
             holder = handle.read().strip() or "?"
             raise RunFolderBusy(f"run folder {out} {BUSY} (pid {holder}); "
                                  f"wait for it to finish, or choose another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        with writing(out / LOCK_NAME):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
         _check_contents(out, cfg, resume)
+        yield
+
+
+def _shareable(err: Exception, out: Path) -> Exception:
+    """`err` as the other ranks raise it: the kit's one-line errors as they are; anything else (which
+    may not pickle) as a RunFolderError naming it."""
+    if isinstance(err, (RunFolderError, PathError, ConfigError)):
+        return err
+    return RunFolderError(f"rank 0 could not claim run folder {out} ({type(err).__name__}: {err})")
+
+
+@contextlib.contextmanager
+def claim_ranks(out: Path, cfg: dict, resume: bool, env: distributed.DistEnv):
+    """`claim` by rank 0, and its outcome on every rank: under torchrun a refusal stops all ranks at
+    once, each with the same one-line error (exit 2), instead of the others waiting in the next
+    collective for a rank 0 that has left. Needs the process group (distributed.setup) first."""
+    with contextlib.ExitStack() as held:
+        refusal = None
+        if env.is_main:
+            try:
+                held.enter_context(claim(out, cfg, resume))
+            except Exception as err:
+                refusal = err
+        shared = distributed.broadcast_object(None if refusal is None else _shareable(refusal, out), env)
+        if refusal is not None:
+            raise refusal  # rank 0: the original, traceback and all
+        if shared is not None:
+            raise shared
         yield

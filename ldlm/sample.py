@@ -127,7 +127,11 @@ def main(argv=None) -> int:
     distributed.teardown()
     if not env.is_main:
         return 0
-    write_jsonl(args.out, [dict(r, run=str(args.run)) for r in rows])
+    try:
+        write_jsonl(args.out, [dict(r, run=str(args.run)) for r in rows])
+    except PathError as err:  # a full disk: the earlier --out file stays
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {len(rows)} samples to {args.out} in {seconds:.1f} s ({len(rows) / seconds:.2f} samples/s)")
     for row in rows[:3]:
         print("-", row["text"][:200])

@@ -16,7 +16,6 @@ TensorBoard event files of the same numbers and `eval_samples` sampled texts; ld
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import os
@@ -36,7 +35,7 @@ from .config_help import keys_help
 from .data import DataError
 from .distributed import barrier
 from .frozen_lm import ModelUnavailable, check_positions, default_device
-from .io import PathError, dumps, read_jsonl, write_json, write_jsonl
+from .io import PathError, disk_full, dumps, read_jsonl, write_json, write_jsonl
 from .optim import (Diverged, Objective, check_finite, keep_freed_memory, lr_lambda, make_optimizer,
                     train_step)
 from .precision import autocast_dtype
@@ -55,7 +54,8 @@ def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = T
     if model_class(cfg.model).uses_frozen_lm:
         check_positions(cfg.frozen_lm, cfg.seq_len)
     out = Path(out)
-    with runs.claim(out, cfg.to_dict(), resume) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext():
+    env, _ = distributed.setup(cfg.device)  # the process group first: every rank learns rank 0's refusal
+    with runs.claim_ranks(out, cfg.to_dict(), resume, env):
         return _train(cfg, out, resume, progress, stop_at)
 
 
@@ -94,9 +94,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         # drop log lines written after the checkpoint: the resumed run writes them again
         if env.is_main and (out / "metrics.jsonl").exists():
             write_jsonl(out / "metrics.jsonl", [r for r in read_jsonl(out / "metrics.jsonl") if r["step"] <= step])
-    elif env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", cfg.to_dict())
+    if env.is_main:  # config.json first (it makes the folder a run); on a resume too, with a changed max_steps
+        runs.record_config(out, cfg.to_dict())
         write_json(out / "data.json", data.tokens.stats)
     barrier(env)
 
@@ -270,7 +269,14 @@ def main(argv=None) -> int:
         summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     except (ConfigError, DataError, ModelUnavailable, checkpoint.CheckpointError, runs.RunFolderError, PathError,
             Diverged) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # one write, not print's two: torchrun's ranks share stderr, and unbuffered (PYTHONUNBUFFERED) lines interleave
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    except OSError as err:  # a full disk under a write of its own (the metrics log), not an io helper's
+        full = disk_full(err, err.filename or args.out)
+        if full is None:
+            raise
+        sys.stderr.write(f"error: {full}\n")
         return 2
     finally:
         distributed.teardown()

@@ -9,9 +9,9 @@ import pytest
 
 import ldlm.data as data
 from ldlm import prepare
-from ldlm.config import make_config
-from ldlm.data import (DataError, build_token_data, fill_pad, fill_wrap, load_corpus, pack_pad, pack_wrap,
-                       read_token_cache, split_sentences, token_cache_path, wrap_rows)
+from ldlm.config import ConfigError, make_config
+from ldlm.data import (DataError, build_token_data, fill_pad, fill_wrap, held_out_count, load_corpus, pack_pad,
+                       pack_wrap, read_token_cache, split_sentences, token_cache_path, wrap_rows)
 from ldlm.frozen_lm import load_tokenizer
 
 
@@ -64,6 +64,27 @@ def test_empty_corpus_is_a_clear_error(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(DataError, match=match):
         load_corpus(f"text:{path}")
+
+
+@pytest.mark.parametrize("n_docs, valid_docs, message", [
+    (1, -1, "dataset 'text:c.txt' has 1 document: it needs at least two, one to train on and one to hold out"),
+    (0, 1, "dataset 'text:c.txt' has 0 documents: it needs at least two"),
+    (3, 5, "valid_docs=5 holds out too many: dataset 'text:c.txt' has 3 documents; set valid_docs between 1 and 2"),
+    (3, 3, "valid_docs=3 holds out too many: dataset 'text:c.txt' has 3 documents; set valid_docs between 1 and 2"),
+    (50, -1, "valid_docs=-1 (the dataset's 100000) holds out too many: dataset 'openwebtext' has 50 documents; "
+             "set valid_docs between 1 and 49"),
+])
+def test_a_held_out_count_that_cannot_work_names_it_the_corpus_size_and_a_possible_fix(n_docs, valid_docs, message):
+    name = "openwebtext" if "openwebtext" in message else "text:c.txt"
+    with pytest.raises(DataError) as caught:
+        held_out_count(name, n_docs, valid_docs)
+    assert str(caught.value).startswith(message) and "between 1 and 0" not in str(caught.value)
+
+
+@pytest.mark.parametrize("valid_docs", [0, -2])
+def test_valid_docs_that_holds_out_nothing_is_refused_with_the_config(valid_docs):
+    with pytest.raises(ConfigError, match=f"valid_docs={valid_docs}: hold out >= 1 documents, or -1"):
+        make_config("smoke", valid_docs=valid_docs)
 
 
 def test_bad_jsonl_and_missing_file(tmp_path):

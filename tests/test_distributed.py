@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from ldlm import checkpoint
-from ldlm.config import ConfigError
+from ldlm import checkpoint, runs
+from ldlm.config import ConfigError, make_config
 from ldlm.distributed import DistEnv, batch_plan, micro_positions, shard
 from ldlm.io import read_jsonl
 
@@ -24,12 +24,12 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def run(out, *args, nproc: int = 1, **kw):
+def run(out, *args, nproc: int = 1, torchrun: tuple = (), **kw):
     if nproc == 1:
         cmd = [sys.executable, "-m", "ldlm.train"]
     else:  # torchrun's own module, so the test does not depend on the venv's bin/ on PATH
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "ldlm.train"]
+               *torchrun, "-m", "ldlm.train"]
     return subprocess.Popen([*cmd, "--out", str(out), *args], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
@@ -140,3 +140,29 @@ def test_sampling_and_evaluation_sharded_under_torchrun_match_one_process(tmp_pa
     assert [r["token_ids"] for r in rows1] == [r["token_ids"] for r in rows2] and len(rows1) == 10
     for key in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_tokens"):
         assert eval2[key] == pytest.approx(eval1[key], rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_a_torchrun_into_a_busy_or_foreign_folder_stops_every_rank_at_once_with_one_line(tmp_path):
+    """Rank 0 claims the folder and its refusal reaches rank 1 too (instead of rank 1 waiting in the
+    process group for a rank 0 that left): both ranks print the same error line, exit 2, write nothing.
+    torchrun looks at its workers every 5 s here, not 0.1 s, so it does not stop rank 1 for rank 0's
+    exit, as the agent of another node would not: rank 1 must stop by itself."""
+    busy, foreign = tmp_path / "busy", tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine\n")
+    expected = {busy: f"(pid {os.getpid()})", foreign: "is not empty and not a run folder"}
+    with runs.claim(busy, make_config("smoke").to_dict(), resume=False):  # as a training in this process would
+        start = time.monotonic()
+        procs = {out: run(out, *STEPS, nproc=2, torchrun=("--monitor-interval=5",)) for out in expected}
+        done = {out: proc.communicate(timeout=120) for out, proc in procs.items()}
+        seconds = time.monotonic() - start
+    assert seconds < 60
+    for out, (_, stderr) in done.items():
+        lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert procs[out].returncode != 0 and len(lines) == 2 and lines[0] == lines[1], stderr[-3000:]
+        assert expected[out] in lines[0] and str(out) in lines[0]
+        assert stderr.count("exitcode  : 2") == 2, stderr[-3000:]  # torchrun's report: both ranks exited 2 themselves
+        assert f'File "{ROOT / "ldlm"}' not in stderr  # no traceback from the kit (torchrun prints its own)
+    assert sorted(p.name for p in busy.iterdir()) == [runs.LOCK_NAME]
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]

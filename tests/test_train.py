@@ -210,3 +210,19 @@ def test_rerun_after_a_kill_before_the_first_checkpoint_starts_clean(tmp_path, c
     assert train_main(["--out", str(out), "--resume", "--no-progress"]) == 0
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r] == [5]
     assert read_jsonl(out / "metrics.jsonl")[0]["loss"] != 9.0
+
+
+def test_a_resume_that_trains_longer_leaves_the_new_max_steps_in_config_json_and_the_checkpoint(tmp_path):
+    """config.json is the config the run continues with (equal to the checkpoint's), and resume.json
+    lists what a --resume may change; config.json still reads as a config (--config, saved_config)."""
+    from ldlm import runs
+    from ldlm.config import config_from_dict
+
+    out = tmp_path / "longer"
+    train(smoke(max_steps=3, eval_every=100), out, progress=False)
+    assert train_main(["--out", str(out), "--resume", "--no-progress", "max_steps=5", "log_every=1"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    state = checkpoint.load(out)
+    assert state["step"] == 5 and saved["max_steps"] == 5 and saved["log_every"] == 1
+    assert saved == state["config"] and runs.saved_config(out) == config_from_dict(saved).to_dict() == saved
+    assert json.loads((out / "resume.json").read_text())["may_change"] == sorted(runs.RESUME_MUTABLE)
