@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     common = dict(judge=args.judge, featurizer=args.featurizer, seed=args.seed, text_tokenizer=args.text_tokenizer,
-                  batch_size=args.batch_size, pack_mode=args.pack_mode)
+                  batch_size=args.batch_size, pack_mode=args.pack_mode, progress=sys.stderr.isatty())
     try:
         check_counts(batch_size=args.batch_size, n=args.n, length=args.length, ref_length=args.ref_length)
         check_output(args.out)

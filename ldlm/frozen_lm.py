@@ -126,7 +126,8 @@ def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu", dt
 
 def attention_mask(lengths: np.ndarray | torch.Tensor, seq_len: int) -> torch.Tensor:
     """[B, seq_len] 1/0 mask of the first `lengths` positions, on the device of `lengths`."""
-    lengths = torch.as_tensor(lengths)
+    if not torch.is_tensor(lengths):  # a copy: slices of the read-only token cache would warn (torch needs writable)
+        lengths = torch.from_numpy(np.array(lengths))
     return (torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]).long()
 
 

@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import shutil
 import statistics
 import sys
@@ -98,6 +99,7 @@ from .data import DataError, build_token_data
 from .flops import frozen_lm_shape, meta_model, training_flops
 from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
 from .io import DiskFull, PathError, check_output, disk_full, read_jsonl, write_text
+from . import runs
 from .results import upsert_rows
 from .runs import RunFolderError
 from .optim import Diverged
@@ -210,26 +212,26 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def train_with_retry(cfg: Config, run_dir: Path, device: torch.device, progress: bool) -> tuple[Config, dict]:
-    """train(); on out-of-memory, halve the micro-batch (same global batch) and start over."""
-    from .train import train
-
+def train_with_retry(cfg: Config, run_dir: Path) -> tuple[Config, dict]:
+    """`python -m ldlm.train` in its own process (runs.train_command, its log relayed); when it runs out of
+    memory (exit runs.OUT_OF_MEMORY), halve the micro-batch (same global batch) and start over."""
     while True:
         prepare_run_dir(run_dir)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        try:
-            return cfg, train(cfg, run_dir, progress=progress)
-        except RuntimeError as err:  # torch.OutOfMemoryError is one
-            if not _is_oom(err):
-                raise
-            micro = (cfg.micro_batch_size or cfg.batch_size) // 2
-            _free(device)
-            if micro < 1:
-                raise CheckError("out of memory even at micro_batch_size=1") from err
-            print(f"out of memory at micro-batch {cfg.micro_batch_size or cfg.batch_size}; "
-                  f"starting over with micro_batch_size={micro}", file=sys.stderr)
-            cfg = config_from_dict({**cfg.to_dict(), "micro_batch_size": micro})
+        request = run_dir / ".gpu-check-config.json"  # hidden: the folder stays a fresh run folder
+        write_text(request, cfg.to_json())
+        status, last = runs.relay(runs.train_command(request, run_dir))
+        if status == 0:
+            return cfg, json.loads((run_dir / "summary.json").read_text())
+        if status == 2:  # the training command's own one-line error (a full disk, a bad value)
+            raise CheckError(last.removeprefix("error: ").replace("point --out elsewhere", "point --run-dir elsewhere"))
+        if status != runs.OUT_OF_MEMORY:
+            raise CheckError(f"training failed (exit {status}): {last}")
+        micro = (cfg.micro_batch_size or cfg.batch_size) // 2
+        if micro < 1:
+            raise CheckError("out of memory even at micro_batch_size=1")
+        print(f"out of memory at micro-batch {cfg.micro_batch_size or cfg.batch_size}; "
+              f"starting over with micro_batch_size={micro}", file=sys.stderr)
+        cfg = config_from_dict({**cfg.to_dict(), "micro_batch_size": micro})
 
 
 def steady_tokens_per_s(run_dir: Path, overall: float) -> float:
@@ -280,7 +282,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
             print(f"gpu-check: preset {cfg.preset} shapes on {cfg.dataset!r} ({stats['train_blocks']} training / "
                   f"{stats['valid_blocks']} held-out blocks of {cfg.seq_len}), frozen LM {name}, "
                   f"batch {cfg.batch_size}, {cfg.max_steps} steps, device {device}", flush=True)
-            cfg, summary = train_with_retry(cfg, run_dir, device, progress=not args.no_progress)
+            cfg, summary = train_with_retry(cfg, run_dir)
             break
         except ModelUnavailable as err:
             if requested:
@@ -294,7 +296,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     assert summary is not None
     if notes:
         notes.append(f"fell back to {cfg.frozen_lm} at seq_len {cfg.seq_len}")
-    peak_mem = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    peak_mem = summary.get("peak_mem_gb")  # the training process's, in its summary
     _free(device)
 
     model, cfg = load_run(run_dir, device)
@@ -375,7 +377,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-steps", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--repeats", type=int, default=3, help="timed sampling calls per setting (median)")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (only sensible with tiny shapes)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="accepted for older scripts: training runs in its own process and prints log lines")
     parser.add_argument("overrides", nargs="*", help="config key=value pairs (see ldlm/config.py)")
     args = parser.parse_args(argv)
     try:

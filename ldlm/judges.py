@@ -184,10 +184,14 @@ class Featurizer:
     bos_id: int | None = None
 
     @torch.inference_mode()
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Features [len(texts), width]; `progress`: a bar over the batches."""
+        from tqdm.auto import tqdm
+
         out = []
         device = next(self.model.parameters()).device
-        for i in range(0, len(texts), self.batch_size):
+        for i in tqdm(range(0, len(texts), self.batch_size), desc="features", unit="batch", disable=not progress,
+                      leave=False):
             enc = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
                                  max_length=self.max_length - (self.bos_id is not None), return_tensors="pt")
             if self.bos_id is not None:

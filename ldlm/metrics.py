@@ -142,20 +142,22 @@ def judge_sample_ids(samples, judge) -> list[list[int]]:
 
 @torch.inference_mode()
 def per_sample_nll(token_lists: Sequence[Sequence[int]], judge, batch_size: int = 16,
-                   max_length: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+                   max_length: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """(sum of NLL per sample [float64], scored tokens per sample, number of truncated samples).
 
     Input per sample: BOS + its tokens (cut to max_length - 1), right-padded with judge.pad_id; each
     token is scored given BOS and the tokens before it, except document boundaries (judge.eos_id:
     context, not scored, as in MDLM/Duo). Samples are batched by length so that little padding is
-    computed; padding never enters the sums."""
+    computed; padding never enters the sums. `progress`: a bar over the batches."""
+    from tqdm.auto import tqdm
+
     max_length = max_length or judge.max_length
     seqs = [list(ids[: max_length - 1]) for ids in token_lists]
     truncated = sum(len(ids) > max_length - 1 for ids in token_lists)
     nll, ntok = np.zeros(len(seqs), np.float64), np.zeros(len(seqs), np.int64)
     order = sorted((i for i in range(len(seqs)) if seqs[i]), key=lambda i: -len(seqs[i]))
     device = judge.device
-    for k in range(0, len(order), batch_size):
+    for k in tqdm(range(0, len(order), batch_size), desc="judge", unit="batch", disable=not progress, leave=False):
         idx = order[k:k + batch_size]
         width = 1 + len(seqs[idx[0]])
         inp = torch.full((len(idx), width), judge.pad_id, dtype=torch.long)
@@ -176,7 +178,7 @@ def per_sample_nll(token_lists: Sequence[Sequence[int]], judge, batch_size: int 
 
 
 def gen_ppl(texts, judge, batch_size: int = 16, max_length: int | None = None,
-            env: DistEnv = DistEnv()) -> dict:
+            env: DistEnv = DistEnv(), progress: bool = False) -> dict:
     """Generative perplexity of `texts` (each a text, or a list of documents) under `judge`, both
     conventions (module docstring).
 
@@ -187,7 +189,7 @@ def gen_ppl(texts, judge, batch_size: int = 16, max_length: int | None = None,
     ids = judge_sample_ids(texts, judge)
 
     def score(part):  # (nll, tokens, truncated) per sample; the part's truncation count rides on its first
-        nll, ntok, truncated = per_sample_nll(part, judge, batch_size, max_length)
+        nll, ntok, truncated = per_sample_nll(part, judge, batch_size, max_length, progress and env.is_main)
         return [(float(a), int(b), int(truncated) if i == 0 else 0) for i, (a, b) in enumerate(zip(nll, ntok))]
 
     scored_rows = map_sharded(score, ids, env)
@@ -206,6 +208,11 @@ def gen_ppl(texts, judge, batch_size: int = 16, max_length: int | None = None,
 
 # ----------------------------------------------------------------------------------------------
 # MAUVE
+
+
+def _features(featurizer, texts, progress: bool) -> np.ndarray:
+    """featurizer.encode(texts), with a progress bar when asked (a user's featurizer needs only encode(texts))."""
+    return featurizer.encode(texts, progress=True) if progress else featurizer.encode(texts)
 
 
 def mauve_buckets(n: int) -> int:
@@ -310,7 +317,7 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
                      judge=DEFAULT_JUDGE, featurizer=DEFAULT_FEATURIZER, *, docs: Sequence[Sequence[str]] | None = None,
                      raw_ids: Sequence[Sequence[int]] | None = None, pack_mode: str = "wrap",
                      ref_length: int | None = None, text_tokenizer=None, ref_split: str = "valid", seed: int = 0,
-                     batch_size: int = 16, env: DistEnv = DistEnv()) -> dict:
+                     batch_size: int = 16, env: DistEnv = DistEnv(), progress: bool = False) -> dict:
     """Every metric of one sample set, as one tidy row (dict of scalars). `corpus`: the run's
     data.Corpus, or a dataset name (`held_out_corpus`).
 
@@ -340,7 +347,7 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     corpus = held_out_corpus(corpus)
     pool = reference_pieces(corpus, length, tok, split=ref_split, pack_mode=pack_mode)  # bad names fail fast
 
-    row = dict(gen_ppl(docs if docs is not None else texts, judge, batch_size, env=env), n_samples=len(texts),
+    row = dict(gen_ppl(docs if docs is not None else texts, judge, batch_size, env=env, progress=progress), n_samples=len(texts),
                dataset=corpus.name, judge=judge.name, featurizer=featurizer.name, metrics_version=METRICS_VERSION,
                length_tokens=tok_name, sample_len_tokens=float(lengths.mean()), ref_length=length,
                ref_pack_mode=pack_mode)
@@ -354,7 +361,8 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     rng = np.random.default_rng(seed)
     refs = _pick(pool, len(texts), rng)
     keep = np.sort(rng.permutation(len(texts))[: len(refs)])  # all samples unless refs run short
-    features = lambda items: np.stack(map_sharded(lambda part: list(featurizer.encode(part)), items, env))
+    features = lambda items: np.stack(map_sharded(lambda part: list(_features(featurizer, part, progress and env.is_main)),
+                                                  items, env))
     ref_texts = [join_docs(d) for d in _decode(tok, refs)]
     # all-empty samples have no distribution to compare: MAUVE is undefined (NaN), not a number of the clustering
     mauve = (float("nan") if count_empty(texts) == len(texts)
@@ -367,7 +375,8 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
 
 
 def reference_ceiling(corpus, n: int, length: int, judge=DEFAULT_JUDGE, featurizer=DEFAULT_FEATURIZER,
-                      seed: int = 0, *, text_tokenizer=None, batch_size: int = 16, pack_mode: str = "wrap") -> dict:
+                      seed: int = 0, *, text_tokenizer=None, batch_size: int = 16, pack_mode: str = "wrap",
+                      progress: bool = False) -> dict:
     """The metrics of real held-out text: what a model that samples the held-out data would score.
 
     2n disjoint held-out rows of `length` tokens (`reference_pieces`, packed with `pack_mode`): the
@@ -390,12 +399,13 @@ def reference_ceiling(corpus, n: int, length: int, judge=DEFAULT_JUDGE, featuriz
     train = _pick(reference_pieces(corpus, length, tok, split="train", pack_mode=pack_mode), n, rng)
     docs_a = _decode(tok, a)
     texts_a = [join_docs(d) for d in docs_a]
-    feats_b = featurizer.encode([join_docs(d) for d in _decode(tok, b)])
+    feats_b = _features(featurizer, [join_docs(d) for d in _decode(tok, b)], progress)
     train_texts = [join_docs(d) for d in _decode(tok, train)]
     return dict(
-        gen_ppl(docs_a, judge, batch_size), entropy=unigram_entropy([p.raw for p in a]), entropy_tokens="raw_ids",
-        entropy_content=unigram_entropy(_content(a)), mauve=mauve_score(featurizer.encode(texts_a), feats_b),
-        mauve_train=mauve_score(featurizer.encode(train_texts), feats_b) if len(train) == n else float("nan"),
+        gen_ppl(docs_a, judge, batch_size, progress=progress), entropy=unigram_entropy([p.raw for p in a]),
+        entropy_tokens="raw_ids", entropy_content=unigram_entropy(_content(a)),
+        mauve=mauve_score(_features(featurizer, texts_a, progress), feats_b),
+        mauve_train=mauve_score(_features(featurizer, train_texts, progress), feats_b) if len(train) == n else float("nan"),
         mauve_n=n, mauve_num_buckets=mauve_buckets(n), mauve_seed=25, ref_seed=seed,
         reference=True, dataset=corpus.name, n_samples=n, ref_length=length, ref_pack_mode=pack_mode,
         length_tokens=tok_name, sample_len_tokens=float(np.mean([len(x) for x in _content(a)])),

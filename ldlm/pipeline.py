@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -82,27 +80,12 @@ def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, di
         if summary_path.exists():
             return run_dir, json.loads(summary_path.read_text())
         write_text(request, cfg.to_json())
-        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
-        resume = ["--resume"] if (run_dir / checkpoint.CKPT_NAME).exists() else []
-        cmd = [sys.executable, *launcher, "-m", "ldlm.train", "--config", str(request), "--out", str(run_dir),
-               "--no-progress", *resume]
-        print(" ".join(cmd), flush=True)
-        status, last = _relay(cmd)
+        status, last = runs.relay(runs.train_command(request, run_dir, nproc, (run_dir / checkpoint.CKPT_NAME).exists()))
         if status == 0:
             continue  # read the summary it wrote
         if runs.BUSY in last:  # another process claimed the folder between our wait and our claim
             continue
         raise RuntimeError(f"training {run_dir} failed (exit {status}): {last}")
-
-
-def _relay(cmd: list[str]) -> tuple[int, str]:
-    """Run cmd with its stdout and stderr printed here as they come; (exit status, its last line)."""
-    last = ""
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            last = line.strip() or last
-    return proc.returncode, last
 
 
 def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant: str = "full", seed: int = 0,

@@ -186,3 +186,31 @@ def claim_ranks(out: Path, cfg: dict, resume: bool, env: distributed.DistEnv):
         if shared is not None:
             raise shared
         yield
+
+
+# ----------------------------------------------------------------------------------------------
+# training a run from another process (the pipeline's notebooks, gpu_check)
+
+OUT_OF_MEMORY = 3  # python -m ldlm.train's exit status when the device runs out of memory
+
+
+def train_command(config: Path, out: Path, nproc: int = 1, resume: bool = False) -> list[str]:
+    """`python -m ldlm.train` on a resolved config file, under torchrun when nproc > 1, log lines only."""
+    import sys
+
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
+    return [sys.executable, *launcher, "-m", "ldlm.train", "--config", str(config), "--out", str(out), "--no-progress",
+            *(["--resume"] if resume else [])]
+
+
+def relay(cmd: list[str]) -> tuple[int, str]:
+    """Run cmd with its stdout and stderr printed here as they come; (exit status, its last line)."""
+    import subprocess
+
+    print(" ".join(cmd), flush=True)
+    last = ""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            last = line.strip() or last
+    return proc.returncode, last

@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         return 2
     steps = args.steps or cfg.sample_steps
     rows, seconds = sample_rows(model, cfg, tokenizer, args.n, steps, args.seed, args.batch_size, args.sampler,
-                                args.top_p, env)
+                                args.top_p, env, progress=env.is_main and sys.stderr.isatty())
     distributed.teardown()
     if not env.is_main:
         return 0

@@ -63,6 +63,25 @@ def _markdown(texts: list[str]) -> str:
     return "\n\n".join(f"{i}. {t.translate(escape) or '(empty)'}" for i, t in enumerate(texts, 1))
 
 
+def _quiet_writer_thread_disk_full() -> None:
+    """TensorBoard writes from a thread, which prints a traceback when the disk is full; its writer then
+    raises the same error in the training thread (the next log or close), where train reports it in one
+    line. Only that case is kept quiet; any other thread error prints as usual."""
+    import threading
+
+    from .io import disk_full
+
+    default = threading.excepthook
+    if getattr(default, "ldlm_quiet", False):
+        return
+
+    def hook(args):
+        if not (isinstance(args.exc_value, OSError) and disk_full(args.exc_value, ".") is not None):
+            default(args)
+    hook.ldlm_quiet = True
+    threading.excepthook = hook
+
+
 class TensorBoard(Tracker):
     shows_text = True
 
@@ -72,7 +91,8 @@ class TensorBoard(Tracker):
         # purge_step: TensorBoard hides the older files' events from step start + 1 on (what a killed run
         # wrote after its checkpoint, or before its first one); flush_secs: a kill loses at most 30 s
         self.writer = SummaryWriter(str(folder), purge_step=start + 1, flush_secs=30)
-        atexit.register(self.close)  # a run that stops on an error still writes what it logged
+        atexit.register(self._close_at_exit)  # a run that stops on an error still writes what it logged
+        _quiet_writer_thread_disk_full()
 
     def scalars(self, step, values):
         for key, value in values.items():
@@ -82,8 +102,18 @@ class TensorBoard(Tracker):
         self.writer.add_text(name, _markdown(texts), step)
 
     def close(self):
+        atexit.unregister(self._close_at_exit)
         self.writer.close()
-        atexit.unregister(self.close)
+
+    def _close_at_exit(self):
+        """close() after an error: a full disk was reported by the training thread already."""
+        from .io import disk_full
+
+        try:
+            self.close()
+        except OSError as err:
+            if disk_full(err, ".") is None:
+                raise
 
 
 class WandB(Tracker):

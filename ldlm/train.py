@@ -71,6 +71,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     positions = distributed.micro_positions(cfg.batch_size, micro, accum, env)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     np.random.seed(cfg.seed)
 
@@ -173,6 +174,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     summary = dict(step=step, train_seconds=elapsed, train_tokens=step * tokens_per_step,
                    train_tokens_per_s=step * tokens_per_step / max(elapsed, 1e-9), processes=env.world,
                    micro_batch_size=micro, grad_accum=accum, precision="bf16" if autocast_dtype(cfg, device) else "fp32",
+                   peak_mem_gb=torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None,
                    **{f"ema_{k}": v for k, v in final.items()})
     if env.is_main:
         write_json(out / "summary.json", summary)
@@ -272,6 +274,10 @@ def main(argv=None) -> int:
         # one write, not print's two: torchrun's ranks share stderr, and unbuffered (PYTHONUNBUFFERED) lines interleave
         sys.stderr.write(f"error: {err}\n")
         return 2
+    except torch.OutOfMemoryError:  # its own status: gpu_check starts over at a smaller micro-batch
+        sys.stderr.write(f"error: out of memory at micro_batch_size={cfg.micro_batch_size or cfg.batch_size}; "
+                         f"set micro_batch_size to a smaller divisor of batch_size\n")
+        return runs.OUT_OF_MEMORY
     except OSError as err:  # a full disk under a write of its own (the metrics log), not an io helper's
         full = disk_full(err, err.filename or args.out)
         if full is None:

@@ -4,7 +4,6 @@ import random
 
 import pandas as pd
 import pytest
-import torch
 
 from ldlm import gpu_check
 from ldlm.config import PRESETS, make_config
@@ -114,17 +113,25 @@ def test_explicit_frozen_lm_is_strict(tmp_path, capsys):
 
 
 def test_out_of_memory_halves_the_micro_batch(monkeypatch, tmp_path):
-    import ldlm.train
+    """The training process exits runs.OUT_OF_MEMORY twice (as python -m ldlm.train does on a GPU that
+    runs out): the check starts over at half the micro-batch, the same global batch."""
+    import json
+
+    from ldlm import runs
+    from ldlm.config import config_from_dict
 
     calls = []
 
-    def fake_train(cfg, run_dir, progress=True):
+    def fake_relay(cmd):
+        config = cmd[cmd.index("--config") + 1]
+        cfg = config_from_dict(json.loads(open(config).read()))
         calls.append(cfg.micro_batch_size)
         if len(calls) < 3:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return {"step": cfg.max_steps}
+            return runs.OUT_OF_MEMORY, "error: out of memory"
+        (tmp_path / "run" / "summary.json").write_text(json.dumps({"step": cfg.max_steps}))
+        return 0, ""
 
-    monkeypatch.setattr(ldlm.train, "train", fake_train)
+    monkeypatch.setattr(runs, "relay", fake_relay)
     cfg = check_config("owt", 10, "gpt2", {})
-    cfg, summary = gpu_check.train_with_retry(cfg, tmp_path / "run", torch.device("cpu"), progress=False)
+    cfg, summary = gpu_check.train_with_retry(cfg, tmp_path / "run")
     assert calls == [0, 16, 8] and cfg.micro_batch_size == 8 and cfg.batch_size == 32 and summary["step"] == 10

@@ -150,3 +150,14 @@ def test_latents_notebook_runs_from_the_shipped_model_without_training(tmp_path)
     assert not (tmp_path / "runs").exists()  # nothing trained, no run folder
     pca = pd.read_csv(tmp_path / "results" / "latents_pca.csv")
     assert len(pca) == 8 and set(pca["preset"]) == {"tiny"} and set(pca["dataset"]) == {"wiki"}
+
+
+def test_a_bad_parameter_stops_the_notebook_with_the_specs_message(tmp_path):
+    """A wrong key or type fails in the first cell after the parameters, naming it, before any work."""
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown experiment key.*no_such_key"):
+        run("01_run.ipynb", tmp_path, spec={"no_such_key": 1})
+    with pytest.raises(papermill.PapermillExecutionError, match="seeds"):
+        run("20_main.ipynb", tmp_path, spec={"seeds": "zero"})
+    assert not (tmp_path / "runs").exists()  # nothing trained

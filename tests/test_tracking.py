@@ -1,5 +1,6 @@
 """Tracking (ldlm.tracking): TensorBoard event files, evaluation samples, the jsonl and wandb loggers."""
 import sys
+import time
 import types
 
 import pytest
@@ -79,6 +80,9 @@ def test_resumed_events_replace_what_a_killed_run_logged_after_its_checkpoint(tm
     first.scalars(5, {"loss": 1.0})
     first.scalars(10, {"loss": 2.0})  # after the checkpoint at step 5, then killed
     first.close()
+    # a resume is a new process, seconds later: event files are ordered by their name (seconds, host, pid,
+    # then a per-process counter that sorts "10" before "9" when a test process has made many writers)
+    time.sleep(1.1)
     resumed = tracking.TensorBoard(tmp_path, start=5)
     resumed.scalars(10, {"loss": 3.0})
     resumed.close()
