@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .data import special_ids
+from .data import pack_pad, special_ids
 from .frozen_lm import attention_mask, load_frozen_lm
 from .hub import SavedModelMixin
 from .models import normalize_latents
@@ -125,16 +125,10 @@ class ModelPipeline(SavedModelMixin):
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"texts={texts!r:.80}: give a string or a non-empty list of strings")
-        bos, eos, pad = special_ids(self.tokenizer)
         seq_len = self.cfg.seq_len
         encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        ids = torch.full((len(texts), seq_len), pad, dtype=torch.long)
-        lengths = torch.zeros(len(texts), dtype=torch.long)
-        for row, tokens in enumerate(encoded):
-            framed = [bos, *tokens, eos][:seq_len]
-            ids[row, : len(framed)] = torch.tensor(framed)
-            lengths[row] = len(framed)
-        cut = sum(len(t) > seq_len - 2 for t in encoded)
+        blocks, lengths, cut = pack_pad(encoded, seq_len, *special_ids(self.tokenizer))
+        ids, lengths = torch.as_tensor(blocks, dtype=torch.long), torch.as_tensor(lengths, dtype=torch.long)
         if cut:
             warnings.warn(f"{cut} of {len(texts)} texts are longer than the model's {seq_len - 2} tokens and were cut")
         return ids, lengths

@@ -36,11 +36,6 @@ from .protocol import TextModel
 from .samplers import SAMPLERS
 
 
-def content_ids(tokenizer, ids: list[int], pack_mode: str) -> list[int]:
-    """The sample's text tokens: its documents' (`data.unpack_docs`), one after another."""
-    return [i for doc in unpack_docs(tokenizer, ids, pack_mode) for i in doc]
-
-
 def row_docs(tokenizer, row: list[int], pack_mode: str) -> tuple[list[str], list[list[int]]]:
     """(the documents' texts, their token ids) of one sampled or decoded row."""
     docs_ids = unpack_docs(tokenizer, row, pack_mode)
