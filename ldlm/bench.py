@@ -83,17 +83,18 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
             median = statistics.median(times)
             rows.append(dict(kind="sampling", batch=batch, steps=steps, nfe=model.nfe(steps), seq_len=cfg.seq_len,
                              seconds=median, samples_per_s=batch / median, tokens_per_s=batch * cfg.seq_len / median,
-                             repeats=len(times), dtype=dtype, **hardware(device)))
+                             repeats=len(times), compiled=False, dtype=dtype, **hardware(device)))
     return rows
 
 
-def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3) -> dict:
+def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: bool | None = None) -> dict:
     """Seconds per step of the training loop's own path on a copy of `model`: rows from `batches.step_loader`,
     `TrainingData.to_device` (float16 states -> float32), `optim.train_step` (loss, backward, clipping,
     AdamW, EMA, the model's `observe`), for consecutive steps from 0. The mean of `steps` steps after
     `warmup`, as the loop's logged tokens/s: a median would pick one mode, since only about half of
     LDLM's steps run the self-conditioning pass. MFU: ldlm.flops.training_flops x tokens/s over the
-    matmul peak measured in the same call."""
+    matmul peak measured in the same call. `compile` (default: cfg.compile) runs the steps through
+    `compile_hot_paths`, as compile=on does; `warmup_s` is then mostly the compilation."""
     import copy
 
     from .batches import step_loader
@@ -106,6 +107,9 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3) -> dict:
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema, objective = copy.deepcopy(model).requires_grad_(False), Objective(model)
+    compile = cfg.compile if compile is None else compile
+    if compile:  # after the EMA copy, as train() does; the warm-up steps then include the compilation
+        model.compile_hot_paths()
     positions = micro_positions(cfg.batch_size, *batch_plan(cfg.batch_size, cfg.micro_batch_size, 1), DistEnv())
     loader = iter(step_loader(data, cfg, positions, 0, warmup + steps, pin=device.type == "cuda"))
     step = iter(range(warmup + steps))
@@ -114,7 +118,10 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3) -> dict:
         micro_batches = [data.to_device(r, device) for r in next(loader)]
         train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, next(step), device)
 
-    seconds = statistics.mean(time_calls(one_step, warmup=warmup, repeats=steps, device=device))
+    start = time.perf_counter()
+    times = time_calls(one_step, warmup=warmup, repeats=steps, device=device)
+    warmup_s = time.perf_counter() - start - sum(times)  # with compile: mostly the compilation
+    seconds = statistics.mean(times)
     tokens_per_s = cfg.batch_size * cfg.seq_len / seconds
     lm = frozen_lm_shape(cfg.frozen_lm, cfg.lm_layer) if model.uses_frozen_lm and not cfg.cache_hidden else None
     flops = training_flops(model, lm)
@@ -123,7 +130,7 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3) -> dict:
                 samples_per_s=cfg.batch_size / seconds, tokens_per_s=tokens_per_s, params_trainable=flops["params_trainable"],
                 flops_per_token=flops["total"], achieved_flops_per_s=flops["total"] * tokens_per_s,
                 matmul_peak_flops_per_s=peak, mfu=flops["total"] * tokens_per_s / peak, repeats=steps,
-                dtype=compute_dtype(cfg, device), **hardware(device))
+                compiled=compile, warmup_s=warmup_s, dtype=compute_dtype(cfg, device), **hardware(device))
 
 
 def main(argv=None) -> int:

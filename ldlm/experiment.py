@@ -50,6 +50,7 @@ class Experiment:
     bench_step_counts: list[int] = field(default_factory=lambda: [10, 30, 100])
     bench_batches: list[int] = field(default_factory=lambda: [1, 64])
     bench_repeats: int = 3
+    bench_compile: bool = False  # also time training with compile=on, beside the eager rows
     n_sentences: int = 64
     trajectory_steps: int = 50
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -237,8 +238,40 @@ def mauve_score(p_features: np.ndarray, q_features: np.ndarray, num_buckets: int
     if len(p) < 2:
         raise EvalError(f"MAUVE needs at least 2 samples per side; got {len(p)}")
     buckets = num_buckets or mauve_buckets(len(p))
-    return float(mauve.compute_mauve(p_features=p, q_features=q, num_buckets=buckets, seed=seed,
-                                     verbose=False, **kwargs).mauve)
+    with kmeans_told_cluster_size(points_per_cluster=max(1, 2 * len(p) // buckets)):
+        return float(mauve.compute_mauve(p_features=p, q_features=q, num_buckets=buckets, seed=seed,
+                                         verbose=False, **kwargs).mauve)
+
+
+@contextmanager
+def kmeans_told_cluster_size(points_per_cluster: int):
+    """Within: mauve-text's faiss k-means knows that ~points_per_cluster points per cluster is intended.
+
+    MAUVE's n/10 heuristic puts ~20 points (of p and q together) in each cluster; faiss wants 39 and
+    prints "WARNING clustering N points to K centroids" from C++ on every call otherwise. Its
+    `min_points_per_centroid` only gates that warning (subsampling is `max_points_per_centroid`), so
+    setting it to the intended size changes no cluster (tested) and ends the warning at its source.
+    mauve-text passes no k-means options through, hence the module attribute swapped for the call."""
+    import sys
+
+    import mauve  # noqa: F401  (loads the module; its name is shadowed by the function it exports)
+
+    mauve_module = sys.modules["mauve.compute_mauve"]
+    faiss = mauve_module.faiss
+
+    class Faiss:  # faiss, with Kmeans told the cluster size
+        def __getattr__(self, name):
+            return getattr(faiss, name)
+
+        @staticmethod
+        def Kmeans(d, k, **kwargs):
+            return faiss.Kmeans(d, k, min_points_per_centroid=min(points_per_cluster, 39), **kwargs)
+
+    mauve_module.faiss = Faiss()
+    try:
+        yield
+    finally:
+        mauve_module.faiss = faiss
 
 
 # ----------------------------------------------------------------------------------------------

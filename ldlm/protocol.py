@@ -13,7 +13,7 @@ A kind is a `TextModel` subclass registered by name in `ldlm.build.MODELS`.
     sampling_settings(step_counts, top_ps) -> settings      what an experiment samples at
     nfe(steps) -> int                                       network calls of one sampling run
     result_columns(summary) -> dict                         the trained run's columns of a result row
-    compile_targets() -> modules                            what `compile=on` compiles
+    compile_targets() -> [(module, method)]                 what `compile=on` compiles (compile_hot_paths)
     forward_flops() -> dict                                 FLOPs of a training sequence (ldlm.flops)
 """
 from __future__ import annotations
@@ -89,8 +89,16 @@ class TextModel(VocabMap):
         """Extra columns of each metrics-log line."""
         return {}
 
-    def compile_targets(self) -> list[nn.Module]:
+    def compile_targets(self) -> list[tuple[nn.Module, str]]:
+        """(module, method name) pairs that carry the training compute, each a method the loss calls."""
         raise NotImplementedError
+
+    def compile_hot_paths(self, backend: str | object = "inductor") -> None:
+        """torch.compile every compile target in place: the compiled method shadows the class's on the
+        instance, so weights and state_dict keys stay as they are. (`nn.Module.compile` would compile
+        `forward` only, which the baselines' losses never call.)"""
+        for module, method in self.compile_targets():
+            setattr(module, method, torch.compile(getattr(module, method), backend=backend))
 
     def forward_flops(self) -> dict:
         """Forward FLOPs per training sequence (ldlm.flops): "grad" through the trainable modules, and

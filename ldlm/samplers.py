@@ -6,6 +6,7 @@ the final x0 estimate (one last denoiser call at t_min). NFE = len(ts) = steps +
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -22,6 +23,13 @@ def time_grid(steps: int, t_min: float = 1e-3, t_max: float = 1.0) -> torch.Tens
     return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
 
 
+def grid_coefficients(ts: torch.Tensor, d: float) -> tuple[list[float], list[float]]:
+    """alpha_t, sigma_t of every time of the grid as Python floats, computed once (float64): a step then
+    costs its network call plus a few tensor ops, not a dozen small float64 tensor ops (batch 1 on CPU)."""
+    alpha, sigma = tangent_alpha_sigma(ts.double().cpu(), d)
+    return alpha.tolist(), sigma.tolist()
+
+
 @torch.no_grad()
 def sample_ddpm(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float = 3.0,
                 generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
@@ -31,17 +39,17 @@ def sample_ddpm(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float =
       mean = alpha_{t|s} sigma_s^2 / sigma_t^2 * z_t + alpha_s sigma_{t|s}^2 / sigma_t^2 * x0_hat,
       var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2.
     """
+    alpha, sigma = grid_coefficients(ts, d)
     x0 = None
     for i in range(len(ts) - 1):
-        t, s = ts[i], ts[i + 1]
-        (a_t, a_s), (s_t, s_s) = tangent_alpha_sigma(torch.stack([t, s]), d)
-        x0 = denoise(z, t.float().expand(len(z)), x0)
+        x0 = denoise(z, ts[i].float().expand(len(z)), x0)
         if callback is not None:
             callback(i, z, x0)
+        (a_t, a_s), (s_t, s_s) = alpha[i:i + 2], sigma[i:i + 2]
         a_ts = a_t / a_s
         var_ts = s_t**2 - a_ts**2 * s_s**2
         mean = (a_ts * s_s**2 / s_t**2) * z + (a_s * var_ts / s_t**2) * x0
-        std = torch.sqrt(var_ts * s_s**2 / s_t**2)
+        std = math.sqrt(var_ts * s_s**2 / s_t**2)
         noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
         z = (mean + std * noise).to(z.dtype)
     return denoise(z, ts[-1].float().expand(len(z)), x0)
@@ -53,12 +61,13 @@ def sample_ddim(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float =
     """Deterministic DDIM update (Song et al. 2021, eq. 12 with eta = 0):
     eps_hat = (z_t - alpha_t x0_hat) / sigma_t,  z_s = alpha_s x0_hat + sigma_s eps_hat.
     """
+    alpha, sigma = grid_coefficients(ts, d)
     x0 = None
     for i in range(len(ts) - 1):
-        (a_t, a_s), (s_t, s_s) = tangent_alpha_sigma(torch.stack([ts[i], ts[i + 1]]), d)
         x0 = denoise(z, ts[i].float().expand(len(z)), x0)
         if callback is not None:
             callback(i, z, x0)
+        (a_t, a_s), (s_t, s_s) = alpha[i:i + 2], sigma[i:i + 2]
         eps = (z - a_t * x0) / s_t
         z = (a_s * x0 + s_s * eps).to(z.dtype)
     return denoise(z, ts[-1].float().expand(len(z)), x0)

@@ -101,9 +101,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     barrier(env)
 
     objective = Objective(model)
-    if cfg.compile:  # in place: state_dict keys stay as they are
-        for module in model.compile_targets():
-            module.compile()
+    if cfg.compile:
+        model.compile_hot_paths()
     if env.enabled:  # adaptive-softmax tails may go unused in a micro-batch
         objective = DDP(objective, device_ids=[device] if device.type == "cuda" else None,
                         find_unused_parameters=cfg.adaptive_head)

@@ -229,6 +229,17 @@ def test_mauve_plumbing():
         mauve_score(np.zeros((10, 4)), np.zeros((9, 4)))
 
 
+def test_mauve_without_faiss_clustering_warning_and_with_the_same_clusters(capfd):
+    import mauve
+
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(0.5, 1, size=(40, 8)).astype(np.float32)
+    plain = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=mauve_buckets(40), seed=25, verbose=False).mauve
+    assert "WARNING clustering" in capfd.readouterr().err  # faiss's own warning, from C++, on the plain call
+    assert mauve_score(p, q) == plain
+    assert "WARNING clustering" not in capfd.readouterr().err
+
+
 def test_references_are_held_out_rows_of_the_samples_length(bert_tokenizer):
     cls, sep = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id
     # wrap (wiki, news): documents concatenated with EOS after each, rows of exactly `length` tokens

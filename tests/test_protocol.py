@@ -49,6 +49,22 @@ def test_every_kind_trains_evaluates_and_samples_through_the_protocol(kind):
     assert set(model.result_columns({"ema_recon_acc": 0.5, "ema_valid_loss": 1.0}))
 
 
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_compile_on_compiles_what_the_loss_runs(kind):
+    # nn.Module.compile() compiled `forward`, which the baselines' losses never call: compile=on did nothing
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    model, counter = small(kind).train(), CompileCounter()
+    h, tokens, lengths = batch()
+    eager = model.loss(h if model.uses_frozen_lm else None, tokens, lengths, SampleNoise(0, 3, range(B)), step=3).loss
+    model.compile_hot_paths(backend=counter)
+    compiled = model.loss(h if model.uses_frozen_lm else None, tokens, lengths, SampleNoise(0, 3, range(B)), step=3).loss
+    assert counter.frame_count >= len(model.compile_targets())  # every target traced on the loss's path
+    assert torch.allclose(compiled, eager, rtol=1e-5)
+    assert not any("_orig_mod" in k for k in model.state_dict())  # checkpoints keep their keys
+
+
 def test_the_same_seed_gives_the_same_samples_for_every_kind():
     for kind in MODELS:
         model = small(kind).eval()

@@ -45,8 +45,8 @@ class Baseline(TextModel):
         loss, _ = self.token_loss(tokens, attention_mask(lengths, tokens.shape[1]).bool(), noise)
         return LossOutput(loss, dict(loss=loss.item()))
 
-    def compile_targets(self) -> list[nn.Module]:
-        return [self.net]
+    def compile_targets(self) -> list[tuple[nn.Module, str]]:
+        return [(self.net, "features")]  # the trunk; the head's loss is computed on selected rows, outside
 
     def held_out_sums(self, h, tokens, lengths, noise) -> dict[str, torch.Tensor]:
         """Held-out loss (MDLM: NELBO bound at fixed noise per row; GPT: NLL) times tokens, and tokens."""
