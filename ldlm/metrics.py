@@ -252,11 +252,9 @@ def kmeans_told_cluster_size(points_per_cluster: int):
     `min_points_per_centroid` only gates that warning (subsampling is `max_points_per_centroid`), so
     setting it to the intended size changes no cluster (tested) and ends the warning at its source.
     mauve-text passes no k-means options through, hence the module attribute swapped for the call."""
-    import sys
+    import importlib
 
-    import mauve  # noqa: F401  (loads the module; its name is shadowed by the function it exports)
-
-    mauve_module = sys.modules["mauve.compute_mauve"]
+    mauve_module = importlib.import_module("mauve.compute_mauve")  # `import mauve.compute_mauve` gives the function
     faiss = mauve_module.faiss
 
     class Faiss:  # faiss, with Kmeans told the cluster size
