@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 TORCH_SPEC := torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast reproduce smoke figures clean-results params tiny-run clean-venv gpu-check prepare lab
+.PHONY: help setup test test-fast reproduce smoke speed figures clean-results params tiny-run clean-venv gpu-check prepare lab
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -115,6 +115,10 @@ smoke: $(VENV)/.installed  ## the whole pipeline on the smoke preset, into resul
 
 lab: $(VENV)/.installed  ## open the notebooks in JupyterLab (each parameters cell holds its defaults)
 	HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m jupyter lab notebooks
+
+speed: $(VENV)/.installed  ## re-run the speed benchmark alone on the trained runs; SPEED_SPEC='{bench_compile: true}' adds compile=on training rows
+	$(PAPERMILL_ALONE) $(TRAINS) -p dataset $(MAIN_DATASET) $(if $(SPEED_SPEC),-y "spec: $(SPEED_SPEC)") \
+	    notebooks/30_speed.ipynb $(RESULTS)/executed/30_speed.ipynb
 
 figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
 	$(ONE_THREAD) $(PAPERMILL_BASE) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb

@@ -11,6 +11,7 @@ disk (float16) so that several runs on the same data compute them once.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 
@@ -59,10 +60,28 @@ def _offline_hint(name: str, err: Exception) -> ModelUnavailable:
     )
 
 
+@contextlib.contextmanager
+def no_loading_bar(location: str | os.PathLike):
+    """Within: no "Loading weights" bar from transformers for a model in a local folder. It draws one per
+    load (0.01 s for MiniLM): a line in every training process's log, and no information. A download
+    from the hub keeps its progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if os.path.isdir(location):
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _from_pretrained(loader, name: str, **kwargs):
     """loader.from_pretrained for registry name `name`; any failure is one ModelUnavailable that says what to do."""
     try:
-        return loader.from_pretrained(model_location(name), **kwargs)
+        with no_loading_bar(model_location(name)):
+            return loader.from_pretrained(model_location(name), **kwargs)
     except ModelUnavailable:
         raise
     except Exception as err:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .frozen_lm import ModelUnavailable, model_location
+from .frozen_lm import ModelUnavailable, model_location, no_loading_bar
 from .io import atomic_dir, cache_dir, writing
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -106,7 +106,8 @@ def smollm2_checkpoint() -> Path:
         return target
     gguf = smollm2_gguf()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    with no_loading_bar(gguf.parent):
+        lm = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     lm.hf_quantizer = None                      # the weights are already de-quantized fp32;
     del lm.config.quantization_config           # without this, save_pretrained refuses a "gguf" model
     with writing(target), atomic_dir(target, complete=lambda folder: (folder / "config.json").is_file()) as tmp:
@@ -129,7 +130,8 @@ def _from_pretrained(auto_model, location: str, kind: str, name: str, choices: t
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(location), auto_model.from_pretrained(location, dtype=torch.float32)
+        with no_loading_bar(location):
+            return AutoTokenizer.from_pretrained(location), auto_model.from_pretrained(location, dtype=torch.float32)
     except Exception as err:
         raise _hub_error(kind, name, err, choices) from err
 

@@ -58,3 +58,13 @@ def test_hidden_state_cache_reused_and_repaired(tmp_path):
         f.truncate(100)
     again = cached_hidden_states(lm, "minilm", blocks, lengths)
     assert np.allclose(again, direct, atol=1e-2)
+
+
+def test_a_local_model_loads_without_a_progress_bar_and_leaves_bars_on(capfd):
+    from transformers.utils import logging as hf_logging
+
+    from ldlm.frozen_lm import load_frozen_lm
+
+    load_frozen_lm("minilm", -3)
+    assert "Loading weights" not in capfd.readouterr().err  # transformers draws one per load otherwise
+    assert hf_logging.is_progress_bar_enabled()  # hub downloads keep theirs
