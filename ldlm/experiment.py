@@ -97,7 +97,7 @@ def _check(key: str, value, source: str):
             value = [value]
         if isinstance(value, list) and all(isinstance(v, item) or (item is float and isinstance(v, int)) for v in value):
             return [item(v) for v in value]
-    elif isinstance(value, base) and not isinstance(value, bool) or (base is float and isinstance(value, int)):
+    elif isinstance(value, base) and (base is bool or not isinstance(value, bool)) or (base is float and isinstance(value, int)):
         return base(value)
     raise ConfigError(f"{source}: {key}={given!r} is not a {getattr(base, '__name__', base)}"
                       f"{' or null (= the preset value)' if optional else ''}")

@@ -34,10 +34,15 @@ def test_the_ablation_brings_its_own_budget_seeds_and_sampling_steps():
 
 
 @pytest.mark.parametrize("bad, named", [(dict(seeds="x"), "seeds"), (dict(max_steps="1"), "max_steps"),
-                                        (dict(nope=1), "nope"), (dict(step_counts=[1.5]), "step_counts")])
+                                        (dict(nope=1), "nope"), (dict(step_counts=[1.5]), "step_counts"),
+                                        (dict(bench_compile=1), "bench_compile"), (dict(n_samples=True), "n_samples")])
 def test_bad_spec_values_name_the_key(bad, named):
     with pytest.raises(ConfigError, match=named):
         Experiment.load("smoke", **bad)
+
+
+def test_a_bool_key_takes_a_bool():
+    assert Experiment.load("smoke", bench_compile=True).bench_compile is True
 
 
 def test_a_bad_parameter_file_is_named(tmp_path):
