@@ -1,6 +1,7 @@
 """Speed benchmark: sampling and training throughput, timed the way nanoGPT's bench.py does.
 
     python -m ldlm.bench --run runs/<run_id> --steps 10 50 100 --batch 1 64 --out results/speed.csv
+    python -m ldlm.bench --run models/tiny-wiki-ldlm --steps 30 --batch 64 --out /tmp/speed.csv   # a saved model
 
 Warm-up calls are excluded, the device is synchronised around every timed call, and the median of
 `repeats` calls is reported, with hardware, dtype and thread count in every row. Sampling is timed
@@ -136,13 +137,13 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
 def main(argv=None) -> int:
     from .checkpoint import CheckpointError
     from .config import ConfigError, check_counts
-    from .frozen_lm import default_device
+    from .api import load
+    from .frozen_lm import ModelUnavailable, default_device
     from .io import PathError, check_output
-    from .build import load_run
 
     parser = argparse.ArgumentParser(prog="python -m ldlm.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True)
+    parser.add_argument("--run", required=True, help="run folder, checkpoint file or saved model (python -m ldlm.export)")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 50, 100])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--repeats", type=int, default=3)
@@ -153,8 +154,9 @@ def main(argv=None) -> int:
         check_counts(steps=min(args.steps), batch=min(args.batch), repeats=args.repeats)
         check_output(args.out)
         device = default_device(args.device)
-        model, cfg = load_run(args.run, device)
-    except (CheckpointError, ConfigError, PathError) as err:
+        pipe = load(args.run, device)
+        model, cfg = pipe.model, pipe.cfg
+    except (CheckpointError, ModelUnavailable, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = [dict(r, model=cfg.model, run_id=str(args.run)) for r in bench_sampling(model, cfg, args.steps, args.batch, args.repeats)]

@@ -31,7 +31,7 @@ class Config:
     device: str = "auto"             # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
     num_threads: int = 0             # torch CPU threads; 0 = torch's default
     precision: str = "auto"          # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
-    compile: bool = False            # torch.compile the four modules (GPU; slow to start)
+    compile: bool = False            # torch.compile what the loss runs (compile_targets); 15-70 s to start on CPU
     num_workers: int = 4             # data-loader worker processes (pinned memory on GPU)
     micro_batch_size: int = 0        # per-device batch; 0 = batch_size / processes (no accumulation)
 

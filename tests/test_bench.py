@@ -65,3 +65,16 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
 
     assert row["flops_per_token"] == training_flops(model)["total"]  # the one FLOP model gpu_check uses too
     assert row["mfu"] == pytest.approx(row["achieved_flops_per_s"] / row["matmul_peak_flops_per_s"])
+
+
+def test_the_bench_command_takes_a_saved_model(tmp_path):
+    import pandas as pd
+    from pathlib import Path
+
+    from ldlm.bench import main
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "tiny-wiki-ldlm"
+    out = tmp_path / "speed.csv"
+    assert main(["--run", str(shipped), "--steps", "2", "--batch", "1", "--repeats", "1", "--out", str(out), "--device", "cpu"]) == 0
+    rows = pd.read_csv(out)
+    assert list(rows["kind"]) == ["sampling"] and rows["nfe"].iloc[0] == 3 and rows["model"].iloc[0] == "ldlm"
