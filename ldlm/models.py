@@ -140,18 +140,19 @@ def head_nll(head: nn.Module, features: torch.Tensor, targets: torch.Tensor) -> 
     return F.cross_entropy(head(features).float(), targets, reduction="none")
 
 
-def adaptive_argmax(head: nn.AdaptiveLogSoftmaxWithLoss, x: torch.Tensor) -> torch.Tensor:
+def adaptive_argmax(head: nn.AdaptiveLogSoftmaxWithLoss, x: torch.Tensor, chunk: int = 128) -> torch.Tensor:
     """The class of highest log-probability per row of x [N, width]: `head.predict(x)`, but without
     the full [N, vocab] log-probabilities torch builds for every row whose head argmax is a cluster.
     A token's log-probability is its cluster's plus a log-probability <= 0, so a cluster is scored
-    only on the rows where the cluster itself beats the best token so far; on ties the lower class
-    wins, as in argmax. At batch 64 x 64 positions (tiny, 21k classes) it is most of decoding's cost."""
+    only on the rows where the cluster itself beats the best token so far, `chunk` rows at a time
+    (a [chunk, cluster] block stays in cache); on ties the lower class wins, as in argmax. Random
+    latents at batch 64 (flat distributions, 21k classes, 2 threads): 249 ms for torch's, 85 ms;
+    on trained samples most rows stop at the shortlist in both."""
     head_lp = F.log_softmax(head.head(x), dim=-1)
     best, best_class = head_lp[:, : head.shortlist_size].max(dim=-1)
     for i, (tail, start) in enumerate(zip(head.tail, head.cutoffs)):
         cluster_lp = head_lp[:, head.shortlist_size + i]
-        rows = (cluster_lp > best).nonzero().squeeze(1)
-        if len(rows):
+        for rows in (cluster_lp > best).nonzero().squeeze(1).split(chunk):
             lp, cls = (F.log_softmax(tail(x[rows]), dim=-1) + cluster_lp[rows, None]).max(dim=-1)
             better = lp > best[rows]
             best[rows[better]], best_class[rows[better]] = lp[better], cls[better] + start

@@ -51,6 +51,7 @@ def test_adaptive_argmax_is_the_argmax_of_the_full_log_probabilities(scale):
         pruned = adaptive_argmax(head, x)
         assert torch.equal(pruned, head.log_prob(x).argmax(-1))
         assert torch.equal(pruned, head.predict(x))
+        assert torch.equal(adaptive_argmax(head, x, chunk=7), pruned)  # row chunks change nothing
         tail = pruned >= head.shortlist_size
     if scale == 8.0:
         assert 0 < tail.float().mean() < 1  # both kinds of rows occur
