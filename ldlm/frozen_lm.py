@@ -80,8 +80,9 @@ def no_loading_bar(location: str | os.PathLike):
 def _from_pretrained(loader, name: str, **kwargs):
     """loader.from_pretrained for registry name `name`; any failure is one ModelUnavailable that says what to do."""
     try:
-        with no_loading_bar(model_location(name)):
-            return loader.from_pretrained(model_location(name), **kwargs)
+        location = model_location(name)
+        with no_loading_bar(location):
+            return loader.from_pretrained(location, **kwargs)
     except ModelUnavailable:
         raise
     except Exception as err:

@@ -30,6 +30,20 @@ def grid_coefficients(ts: torch.Tensor, d: float) -> tuple[list[float], list[flo
     return alpha.tolist(), sigma.tolist()
 
 
+def reverse_process(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float, update, callback=None) -> torch.Tensor:
+    """The loop every sampler shares: x0_hat at each time of the grid (self-conditioned on the previous
+    estimate), `callback(i, z_t, x0_hat)`, then `update(z_t, x0_hat, (alpha_t, alpha_s), (sigma_t, sigma_s))`
+    -> z_s; finally x0_hat once more at t_min."""
+    alpha, sigma = grid_coefficients(ts, d)
+    x0 = None
+    for i in range(len(ts) - 1):
+        x0 = denoise(z, ts[i].float().expand(len(z)), x0)
+        if callback is not None:
+            callback(i, z, x0)
+        z = update(z, x0, alpha[i:i + 2], sigma[i:i + 2]).to(z.dtype)
+    return denoise(z, ts[-1].float().expand(len(z)), x0)
+
+
 @torch.no_grad()
 def sample_ddpm(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float = 3.0,
                 generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
@@ -39,20 +53,15 @@ def sample_ddpm(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float =
       mean = alpha_{t|s} sigma_s^2 / sigma_t^2 * z_t + alpha_s sigma_{t|s}^2 / sigma_t^2 * x0_hat,
       var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2.
     """
-    alpha, sigma = grid_coefficients(ts, d)
-    x0 = None
-    for i in range(len(ts) - 1):
-        x0 = denoise(z, ts[i].float().expand(len(z)), x0)
-        if callback is not None:
-            callback(i, z, x0)
-        (a_t, a_s), (s_t, s_s) = alpha[i:i + 2], sigma[i:i + 2]
+    def posterior_draw(z, x0, alpha, sigma):
+        (a_t, a_s), (s_t, s_s) = alpha, sigma
         a_ts = a_t / a_s
         var_ts = s_t**2 - a_ts**2 * s_s**2
         mean = (a_ts * s_s**2 / s_t**2) * z + (a_s * var_ts / s_t**2) * x0
         std = math.sqrt(var_ts * s_s**2 / s_t**2)
-        noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-        z = (mean + std * noise).to(z.dtype)
-    return denoise(z, ts[-1].float().expand(len(z)), x0)
+        return mean + std * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+
+    return reverse_process(denoise, z, ts, d, posterior_draw, callback)
 
 
 @torch.no_grad()
@@ -61,16 +70,12 @@ def sample_ddim(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float =
     """Deterministic DDIM update (Song et al. 2021, eq. 12 with eta = 0):
     eps_hat = (z_t - alpha_t x0_hat) / sigma_t,  z_s = alpha_s x0_hat + sigma_s eps_hat.
     """
-    alpha, sigma = grid_coefficients(ts, d)
-    x0 = None
-    for i in range(len(ts) - 1):
-        x0 = denoise(z, ts[i].float().expand(len(z)), x0)
-        if callback is not None:
-            callback(i, z, x0)
-        (a_t, a_s), (s_t, s_s) = alpha[i:i + 2], sigma[i:i + 2]
+    def ddim_step(z, x0, alpha, sigma):
+        (a_t, a_s), (s_t, s_s) = alpha, sigma
         eps = (z - a_t * x0) / s_t
-        z = (a_s * x0 + s_s * eps).to(z.dtype)
-    return denoise(z, ts[-1].float().expand(len(z)), x0)
+        return a_s * x0 + s_s * eps
+
+    return reverse_process(denoise, z, ts, d, ddim_step, callback)
 
 
 SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
