@@ -125,7 +125,7 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     seconds = statistics.mean(times)
     tokens_per_s = cfg.batch_size * cfg.seq_len / seconds
     lm = frozen_lm_shape(cfg.frozen_lm, cfg.lm_layer) if model.uses_frozen_lm and not cfg.cache_hidden else None
-    flops = training_flops(model, lm)
+    flops = training_flops(model, lm, data.tokens.train_targets())
     peak = matmul_peak_flops(device)
     return dict(kind="training", batch=cfg.batch_size, steps=0, nfe=0, seq_len=cfg.seq_len, seconds=seconds,
                 samples_per_s=cfg.batch_size / seconds, tokens_per_s=tokens_per_s, params_trainable=flops["params_trainable"],

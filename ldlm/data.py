@@ -83,6 +83,10 @@ class TokenData:
     mode: str
     stats: dict
 
+    def train_targets(self) -> np.ndarray:
+        """The training split's tokens without padding, flat: what a token head learns to predict."""
+        return np.asarray(self.train)[np.arange(self.train.shape[1]) < self.train_len[:, None]]
+
 
 # ----------------------------------------------------------------------------------------------
 # raw corpora

@@ -8,7 +8,9 @@ Counted per sequence from module shapes, then divided by seq_len:
       + (frozen LM forward)                              LDLM without cache_hidden: blocks up to lm_layer
 
 A matmul costs 2 FLOPs per weight and position; attention 4 x width x queries x keys (QK^T and AV,
-counted whole for causal masks, as PaLM does). Not counted: norms, biases, embedding lookups and
+counted whole for causal masks, as PaLM does). A token head counts what it runs: a linear head all its
+weights; an adaptive softmax its shortlist head on every position and each tail cluster on the share of
+training targets that falls in it (`head_forward`, from the classes of the training tokens). Not counted: norms, biases, embedding lookups and
 positional tables (no matmul). Layers that run once per sequence (the DiT's time MLP and adaLN) are
 counted once per sequence, not per token: a plain 6 x parameters would overstate the DiT by a third.
 Each kind says what it runs in `forward_flops` (ldlm.protocol); `tests/test_flops.py` checks the
@@ -16,6 +18,7 @@ count against torch.utils.flop_counter on one real training loss + backward of e
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,6 +37,26 @@ def perceiver_forward(p, n_inputs: int, n_queries: int) -> int:
         flops += 2 * linear_weights(block.attn.kv) * context
         flops += 4 * block.attn.q.out_features * n_queries * context  # QK^T and AV
     return flops
+
+
+def tail_shares(head: nn.AdaptiveLogSoftmaxWithLoss, classes: torch.Tensor) -> list[float]:
+    """The share of `classes` (head class indices of training targets) in each tail cluster of `head`."""
+    edges = torch.as_tensor(head.cutoffs, device=classes.device)  # [shortlist, ..., n_classes]
+    cluster = torch.bucketize(classes.flatten(), edges, right=True)  # 0 = shortlist, i = tail i
+    counts = torch.bincount(cluster, minlength=len(edges)).double()
+    return (counts[1:len(edges)] / counts.sum()).tolist()
+
+
+def head_forward(head: nn.Module, classes: torch.Tensor | None) -> float:
+    """Forward FLOPs per position of a token head as it runs. An adaptive softmax (frequency-ordered
+    classes) runs its shortlist head everywhere and tail i only where the target is in cluster i, so it
+    needs `classes`, the head classes of the training tokens; counted whole it would overstate a tiny
+    model's step by a fifth to a third."""
+    if not isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
+        return 2 * linear_weights(head)
+    if classes is None:
+        raise ValueError("head_forward: an adaptive head's cost depends on the targets; pass the training tokens' classes")
+    return 2 * (linear_weights(head.head) + sum(s * linear_weights(t) for s, t in zip(tail_shares(head, classes), head.tail)))
 
 
 def blocks_forward(blocks, width: int, n: int) -> int:
@@ -68,11 +91,13 @@ def frozen_lm_shape(name: str, layer: int) -> dict:
                 max_positions=max_positions(config))
 
 
-def training_flops(model, lm: dict | None = None) -> dict:
+def training_flops(model, lm: dict | None = None, targets=None) -> dict:
     """FLOPs per training token of `model` (any kind), and its parts; `lm` is the frozen LM's shape,
-    needed only by a kind that runs it every step (uses_frozen_lm without cache_hidden)."""
+    needed only by a kind that runs it every step (uses_frozen_lm without cache_hidden); `targets` (the
+    training split's tokenizer ids, `TokenData.train_targets`) only by an adaptive token head."""
     cfg, T = model.cfg, model.cfg.seq_len
-    parts = model.forward_flops()
+    classes = None if targets is None else model.to_head.cpu()[torch.from_numpy(np.asarray(targets, dtype=np.int64))]
+    parts = model.forward_flops(classes)
     frozen = 0
     if model.uses_frozen_lm and not cfg.cache_hidden:
         if lm is None:

@@ -43,13 +43,14 @@ one latent per token (latent_len = 0, as in `owt`), T = seq_len, widths w_*, lay
       + 2 * N_lm + 4 * T * w_lm L_lm                # frozen LM, forward only, blocks up to lm_layer
                                                     # (0 with cache_hidden=on: states read from disk)
 
-N_tok = weights of the nn.Linear layers that run once per token (all four trainable modules; the
-token head counted whole, an upper bound with adaptive_head). Not in N_tok: norms, biases, the
-positional tables and Perceiver queries (added, not multiplied) and the DiT's time MLP and adaLN
-layers, which run once per *sequence* (they hold 43M of the DiT's 132M parameters, so a plain
-6 x (all trainable parameters) would overstate the DiT's cost by a third). K_enc, K_dec = the k/v
-projection weights of the encoder's / decoder's Perceiver blocks (their context is [inputs; latents],
-2T positions), and the attention terms of the Perceivers count a 2T-long context, hence the 2's.
+N_tok = weights of the nn.Linear layers that run once per token (all four trainable modules; an
+adaptive token head counts its shortlist, and each tail cluster times the share of training targets
+in it). Not in N_tok: norms, biases, the positional tables and Perceiver queries (added, not
+multiplied) and the DiT's time MLP and adaLN layers, which run once per *sequence* (they hold 43M of
+the DiT's 132M parameters, so a plain 6 x (all trainable parameters) would overstate the DiT's cost
+by a third). K_enc, K_dec = the k/v projection weights of the encoder's / decoder's Perceiver blocks
+(their context is [inputs; latents], 2T positions), and the attention terms of the Perceivers count a
+2T-long context, hence the 2's.
 N_lm = the frozen LM's parameters in the blocks actually run (cut at lm_layer), token and position
 embeddings excluded; its attention is counted as full (not halved for the causal mask, as PaLM).
 The code (`ldlm.flops.training_flops`, which `ldlm.bench` uses too) counts the same per sequence from
@@ -96,7 +97,7 @@ import torch
 from .bench import bench_sampling, hardware, matmul_peak_flops
 from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
 from .data import DataError, build_token_data
-from .flops import frozen_lm_shape, meta_model, training_flops
+from .flops import frozen_lm_shape, training_flops
 from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
 from .io import DiskFull, PathError, check_output, disk_full, read_jsonl, write_text
 from . import runs
@@ -300,7 +301,9 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     _free(device)
 
     model, cfg = load_run(run_dir, device)
-    flops = training_flops(meta_model(cfg, len(model.to_head), len(model.head_ids), shape["width"]), shape)
+    targets = (build_token_data(cfg, load_tokenizer(cfg.frozen_lm), cfg.frozen_lm).train_targets()
+               if cfg.adaptive_head else None)  # an adaptive head's cost depends on its targets
+    flops = training_flops(model, shape, targets)
     tokens_per_s = steady_tokens_per_s(run_dir, summary["train_tokens_per_s"])
     achieved = flops["total"] * tokens_per_s
     hw = hardware(device)

@@ -367,15 +367,15 @@ class LDLM(TextModel):
         return [(self.encoder, "forward"), (self.dit, "forward"), (self.decoder, "forward"),
                 (self.token_decoder, "features")]
 
-    def forward_flops(self) -> dict:
-        from .flops import backbone_forward, blocks_forward, linear_weights, perceiver_forward
+    def forward_flops(self, classes=None) -> dict:
+        from .flops import backbone_forward, blocks_forward, head_forward, linear_weights, perceiver_forward
 
         T, Lz, tok = self.cfg.seq_len, self.cfg.latent_len or self.cfg.seq_len, self.token_decoder
         dit = backbone_forward(self.dit, Lz) + 2 * (linear_weights(self.dit.in_proj) + linear_weights(self.dit.out)) * Lz
-        tokens = blocks_forward(tok.blocks, tok.in_proj.out_features, T) + 2 * (linear_weights(tok.in_proj)
-                                                                                 + linear_weights(tok.head)) * T
+        tokens = (blocks_forward(tok.blocks, tok.in_proj.out_features, T)
+                  + (2 * linear_weights(tok.in_proj) + head_forward(tok.head, classes)) * T)
         grad = perceiver_forward(self.encoder, T, Lz) + perceiver_forward(self.decoder, Lz, T) + dit + tokens
-        return dict(grad=grad, no_grad=self.cfg.self_cond_prob * dit)  # the head counted whole (adaptive: an upper bound)
+        return dict(grad=grad, no_grad=self.cfg.self_cond_prob * dit)
 
     def held_out_sums(self, h, tokens, lengths, noise) -> dict[str, torch.Tensor]:
         """Reconstruction from clean latents (no decoder noise): matching tokens, tokens, L_h * rows, rows."""

@@ -14,7 +14,7 @@ A kind is a `TextModel` subclass registered by name in `ldlm.build.MODELS`.
     nfe(steps) -> int                                       network calls of one sampling run
     result_columns(summary) -> dict                         the trained run's columns of a result row
     compile_targets() -> [(module, method)]                 what `compile=on` compiles (compile_hot_paths)
-    forward_flops() -> dict                                 FLOPs of a training sequence (ldlm.flops)
+    forward_flops(classes) -> dict                          FLOPs of a training sequence (ldlm.flops)
 """
 from __future__ import annotations
 
@@ -100,9 +100,10 @@ class TextModel(VocabMap):
         for module, method in self.compile_targets():
             setattr(module, method, torch.compile(getattr(module, method), backend=backend))
 
-    def forward_flops(self) -> dict:
+    def forward_flops(self, classes: torch.Tensor | None = None) -> dict:
         """Forward FLOPs per training sequence (ldlm.flops): "grad" through the trainable modules, and
-        "no_grad" for passes without gradient."""
+        "no_grad" for passes without gradient; `classes` (the training tokens' head classes) prices an
+        adaptive head (flops.head_forward)."""
         raise NotImplementedError
 
     # -- evaluation ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """One FLOP model for every kind (ldlm.flops), checked against torch's FLOP counter on a real training
 loss + backward: the MFU that bench and gpu_check report rests on it."""
+import numpy as np
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -74,3 +75,46 @@ def test_a_frozen_lm_run_every_step_is_counted_and_needs_its_shape():
         training_flops(model)
     lm = dict(params=1000, layers=2, width=LM_WIDTH)
     assert training_flops(model, lm)["frozen_lm"] == (2 * 1000 * 16 + 4 * LM_WIDTH * 2 * 16 * 16) / 16
+
+
+def adaptive(model: str, vocab: int = 9000):
+    """A small model with an adaptive head over `vocab` classes: a 2k shortlist and two tail clusters."""
+    cfg = make_config("smoke", model=model, adaptive_head=True, corpus_vocab=True, seq_len=16, batch_size=B)
+    torch.manual_seed(0)
+    return build_model(cfg, vocab, lm_width=LM_WIDTH).train(), cfg
+
+
+def test_an_adaptive_head_is_counted_as_it_runs_not_whole():
+    """Shortlist head on every row, each tail only on the rows whose target is in its cluster."""
+    from ldlm.flops import head_forward, linear_weights, tail_shares
+    from ldlm.models import head_nll, vocab_head
+
+    torch.manual_seed(0)
+    head, n = vocab_head(32, 9000, adaptive=True), 400
+    targets = torch.cat([torch.randint(0, 2048, (300,)), torch.randint(2048, 8192, (80,)), torch.randint(8192, 9000, (20,))])
+    features = torch.randn(n, 32, requires_grad=True)
+    measured = counted(lambda: head_nll(head, features, targets).sum().backward())
+    assert tail_shares(head, targets) == pytest.approx([80 / n, 20 / n])
+    assert 3 * head_forward(head, targets) * n == pytest.approx(measured, rel=0.01)
+    assert head_forward(head, targets) < 0.6 * 2 * linear_weights(head)  # about half of the head counted whole
+    with pytest.raises(ValueError, match="targets"):
+        head_forward(head, None)
+
+
+def test_gpt_count_with_an_adaptive_head_matches_the_flop_counter_on_its_targets():
+    model, cfg = adaptive("ar")
+    T = cfg.seq_len
+    tokens, valid = torch.randint(0, 9000, (B, T)), torch.ones(B, T, dtype=torch.bool)
+    measured = counted(lambda: model.token_loss(tokens, valid, SampleNoise(0, 0, range(B)))[0].backward()) / (B * T)
+    targets = tokens[:, 1:].flatten().numpy()  # next-token targets: the shares the count prices the tails at
+    assert training_flops(model, targets=targets)["total"] == pytest.approx(measured, rel=0.01)
+    with pytest.raises(ValueError, match="targets"):
+        training_flops(model)
+
+
+def test_train_targets_leave_out_padding():
+    from ldlm.data import TokenData
+
+    blocks = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], dtype=np.uint16)
+    data = TokenData(blocks, blocks[:0], np.array([3, 2], dtype=np.int32), np.zeros(0, np.int32), 0, "pad", {})
+    assert data.train_targets().tolist() == [5, 6, 7, 8, 9]

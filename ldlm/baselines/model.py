@@ -75,11 +75,11 @@ class MaskedDiffusion(Baseline):
         self.net = MDLM(self.classes(), cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, mlp_ratio=cfg.mlp_ratio,
                         dropout=cfg.dropout, adaptive_head=cfg.adaptive_head, time_conditioning=cfg.mdlm_time_conditioning)
 
-    def forward_flops(self) -> dict:
-        from ..flops import backbone_forward, linear_weights
+    def forward_flops(self, classes=None) -> dict:
+        from ..flops import backbone_forward, head_forward
 
         T = self.cfg.seq_len  # the head runs at masked positions only: half of them on average over t ~ U(0, 1)
-        return dict(grad=backbone_forward(self.net, T) + 2 * linear_weights(self.net.out) * T / 2)
+        return dict(grad=backbone_forward(self.net, T) + head_forward(self.net.out, classes) * T / 2)
 
     def times(self, noise) -> torch.Tensor:
         """Antithetic t in [t_min, 1) [B]: one draw per 1/batch_size stratum of the global batch."""
@@ -113,11 +113,11 @@ class Autoregressive(Baseline):
     def token_loss(self, tokens, valid, noise):
         return ar_loss(self.net, self.to_head[tokens], valid)
 
-    def forward_flops(self) -> dict:
-        from ..flops import blocks_forward, linear_weights
+    def forward_flops(self, classes=None) -> dict:
+        from ..flops import blocks_forward, head_forward
 
         n = self.cfg.seq_len - 1  # next-token prediction on the first T - 1 positions
-        return dict(grad=blocks_forward(self.net.blocks, self.net.pos.shape[1], n) + 2 * linear_weights(self.net.head) * n)
+        return dict(grad=blocks_forward(self.net.blocks, self.net.pos.shape[1], n) + head_forward(self.net.head, classes) * n)
 
     def generate(self, n, steps, generator, sampler=None, top_p=1.0, callback=None) -> torch.Tensor:
         """`steps` is fixed by the length: one token per step."""
