@@ -42,14 +42,16 @@ def lr_lambda(cfg):
 
 def make_optimizer(cfg, model: nn.Module) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not on norms, biases, positions, queries); the token
-    decoder at `tok_lr` if set (the LR schedule scales every group alike)."""
+    decoder at `tok_lr` if set (the LR schedule scales every group alike). Fused (one kernel over all
+    parameters, on CPU as on GPUs): 2-5% of a tiny CPU step faster than torch's per-parameter loop."""
     groups = {}
     for name, p in model.named_parameters():
         decay = p.ndim >= 2 and not name.endswith(("pos", "queries"))
         lr = cfg.tok_lr if cfg.tok_lr and name.startswith("token_decoder.") else cfg.lr
         groups.setdefault((decay, lr), []).append(p)
     return torch.optim.AdamW([{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": lr}
-                              for (decay, lr), ps in groups.items()], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+                              for (decay, lr), ps in groups.items()], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                             fused=True)
 
 
 def ema_decay_at(step: int, decay: float) -> float:

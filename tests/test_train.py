@@ -186,6 +186,32 @@ def test_short_budget_ema_keeps_under_one_percent_of_the_initial_weights(steps, 
     assert ema.weight.min().item() > 0.99  # the initial weights' share is < 1% (a fixed 0.995: 47% at 150 steps)
 
 
+def test_the_fused_optimizer_takes_the_per_parameter_loops_steps():
+    """make_optimizer's fused AdamW (one kernel) updates as torch's per-parameter loop does with the
+    same groups (decayed matrices, undecayed norms and biases), to float rounding over 20 steps."""
+    import copy
+
+    from ldlm.optim import make_optimizer
+
+    cfg = make_config("smoke")
+    torch.manual_seed(0)
+    fused = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+    reference = copy.deepcopy(fused)
+    opt = make_optimizer(cfg, fused)
+    assert all(g["fused"] for g in opt.param_groups)
+    loop = torch.optim.AdamW([{**g, "params": [dict(zip(map(id, fused.parameters()), reference.parameters()))[id(p)]
+                                                for p in g["params"]], "fused": None, "foreach": False}
+                              for g in opt.param_groups])
+    for _ in range(20):
+        x = torch.randn(32, 8)
+        for net, o in ((fused, opt), (reference, loop)):
+            o.zero_grad()
+            net(x).square().mean().backward()
+            o.step()
+    for a, b in zip(fused.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_config_with_another_variant_is_refused(smoke_run, tmp_path, capsys):
     """--config X --variant V must not relabel X's recipe as V: exit 2, nothing written."""
     out, _ = smoke_run
