@@ -8,11 +8,12 @@ Counted per sequence from module shapes, then divided by seq_len:
       + (frozen LM forward)                              LDLM without cache_hidden: blocks up to lm_layer
 
 A matmul costs 2 FLOPs per weight and position; attention 4 x width x queries x keys (QK^T and AV,
-counted whole for causal masks, as PaLM does). A token head counts what it runs: a linear head all its
-weights; an adaptive softmax its shortlist head on every position and each tail cluster on the share of
-training targets that falls in it (`head_forward`, from the classes of the training tokens). Not counted: norms, biases, embedding lookups and
-positional tables (no matmul). Layers that run once per sequence (the DiT's time MLP and adaLN) are
-counted once per sequence, not per token: a plain 6 x parameters would overstate the DiT by a third.
+counted whole for causal masks, as PaLM does). A token head counts what it runs (`head_forward`): a
+linear head all its weights, an adaptive softmax its shortlist on every position and each tail
+cluster on the share of the training targets that falls in it. Not counted: norms, biases, embedding
+lookups and positional tables (no matmul). Layers that run once per sequence (the DiT's time MLP and
+adaLN) are counted once per sequence, not per token: a plain 6 x parameters would overstate the DiT
+by a third.
 Each kind says what it runs in `forward_flops` (ldlm.protocol); `tests/test_flops.py` checks the
 count against torch.utils.flop_counter on one real training loss + backward of each kind.
 """
@@ -50,12 +51,13 @@ def tail_shares(head: nn.AdaptiveLogSoftmaxWithLoss, classes: torch.Tensor) -> l
 def head_forward(head: nn.Module, classes: torch.Tensor | None) -> float:
     """Forward FLOPs per position of a token head as it runs. An adaptive softmax (frequency-ordered
     classes) runs its shortlist head everywhere and tail i only where the target is in cluster i, so it
-    needs `classes`, the head classes of the training tokens; counted whole it would overstate a tiny
-    model's step by a fifth to a third."""
+    needs `classes`, the head classes of the training tokens. Counted whole, it overstated the tiny
+    models' FLOPs by a quarter (LDLM) to nearly a half (the GPT)."""
     if not isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
         return 2 * linear_weights(head)
     if classes is None:
-        raise ValueError("head_forward: an adaptive head's cost depends on the targets; pass the training tokens' classes")
+        raise ValueError("an adaptive head's FLOPs depend on its targets: pass the training tokens "
+                         "(training_flops(..., targets=TokenData.train_targets()))")
     return 2 * (linear_weights(head.head) + sum(s * linear_weights(t) for s, t in zip(tail_shares(head, classes), head.tail)))
 
 
