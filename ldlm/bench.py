@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .flops import frozen_lm_shape, training_flops
+from .flops import frozen_lm_shape, head_targets, training_flops
 from .precision import autocast, compute_dtype
 from .results import upsert_rows
 
@@ -125,7 +125,7 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     seconds = statistics.mean(times)
     tokens_per_s = cfg.batch_size * cfg.seq_len / seconds
     lm = frozen_lm_shape(cfg.frozen_lm, cfg.lm_layer) if model.uses_frozen_lm and not cfg.cache_hidden else None
-    flops = training_flops(model, lm, data.tokens.train_targets())
+    flops = training_flops(model, lm, head_targets(cfg, data.tokens))
     peak = matmul_peak_flops(device)
     return dict(kind="training", batch=cfg.batch_size, steps=0, nfe=0, seq_len=cfg.seq_len, seconds=seconds,
                 samples_per_s=cfg.batch_size / seconds, tokens_per_s=tokens_per_s, params_trainable=flops["params_trainable"],

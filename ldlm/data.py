@@ -83,9 +83,15 @@ class TokenData:
     mode: str
     stats: dict
 
-    def train_targets(self) -> np.ndarray:
-        """The training split's tokens without padding, flat: what a token head learns to predict."""
-        return np.asarray(self.train)[np.arange(self.train.shape[1]) < self.train_len[:, None]]
+    def train_targets(self, max_tokens: int | None = None) -> np.ndarray:
+        """The training split's tokens without padding, flat: what a token head learns to predict. With
+        `max_tokens`, those of evenly spaced rows holding at most that many positions; only those rows
+        are read from the memory-mapped cache."""
+        blocks, lengths = self.train, self.train_len
+        if max_tokens is not None and blocks.size > max_tokens:
+            rows = np.linspace(0, len(blocks) - 1, max(1, max_tokens // blocks.shape[1])).astype(np.int64)
+            blocks, lengths = blocks[rows], lengths[rows]
+        return np.asarray(blocks)[np.arange(blocks.shape[1]) < lengths[:, None]]
 
 
 # ----------------------------------------------------------------------------------------------

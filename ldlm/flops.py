@@ -57,7 +57,7 @@ def head_forward(head: nn.Module, classes: torch.Tensor | None) -> float:
         return 2 * linear_weights(head)
     if classes is None:
         raise ValueError("an adaptive head's FLOPs depend on its targets: pass the training tokens "
-                         "(training_flops(..., targets=TokenData.train_targets()))")
+                         "(training_flops(..., targets=head_targets(cfg, tokens)))")
     return 2 * (linear_weights(head.head) + sum(s * linear_weights(t) for s, t in zip(tail_shares(head, classes), head.tail)))
 
 
@@ -93,10 +93,17 @@ def frozen_lm_shape(name: str, layer: int) -> dict:
                 max_positions=max_positions(config))
 
 
+def head_targets(cfg, tokens) -> np.ndarray | None:
+    """What `training_flops` needs of the training split (a data.TokenData): nothing for a linear head;
+    for an adaptive one, its targets, from at most 2^22 positions of evenly spaced rows (the whole split
+    at the tiny presets), so that a FLOP count never reads a billion-token split."""
+    return tokens.train_targets(max_tokens=1 << 22) if cfg.adaptive_head else None
+
+
 def training_flops(model, lm: dict | None = None, targets=None) -> dict:
     """FLOPs per training token of `model` (any kind), and its parts; `lm` is the frozen LM's shape,
     needed only by a kind that runs it every step (uses_frozen_lm without cache_hidden); `targets` (the
-    training split's tokenizer ids, `TokenData.train_targets`) only by an adaptive token head."""
+    training split's tokenizer ids, `head_targets`) only by an adaptive token head."""
     cfg, T = model.cfg, model.cfg.seq_len
     classes = None if targets is None else model.to_head.cpu()[torch.from_numpy(np.asarray(targets, dtype=np.int64))]
     parts = model.forward_flops(classes)

@@ -96,8 +96,8 @@ import torch
 
 from .bench import bench_sampling, hardware, matmul_peak_flops
 from .config import Config, ConfigError, config_from_dict, make_config, parse_overrides
-from .data import DataError, build_token_data
-from .flops import frozen_lm_shape, training_flops
+from .data import DataError, TokenData, build_token_data
+from .flops import frozen_lm_shape, head_targets, training_flops
 from .frozen_lm import ModelUnavailable, default_device, load_tokenizer
 from .io import DiskFull, PathError, check_output, disk_full, read_jsonl, write_text
 from . import runs
@@ -190,13 +190,14 @@ def prepare_run_dir(path: Path) -> None:
     write_text(path / MARKER, "made by python -m ldlm.gpu_check; deleted by its next run\n")
 
 
-def check_data(cfg: Config) -> dict:
-    """Token-block counts (cached on disk; train() reuses them): enough blocks for one batch?"""
-    stats = build_token_data(cfg, load_tokenizer(cfg.frozen_lm), cfg.frozen_lm).stats
+def check_data(cfg: Config) -> TokenData:
+    """The token blocks (cached on disk; train() reuses them), checked: enough blocks for one batch?"""
+    tokens = build_token_data(cfg, load_tokenizer(cfg.frozen_lm), cfg.frozen_lm)
+    stats = tokens.stats
     if stats["train_blocks"] < cfg.batch_size or stats["valid_blocks"] < 1:
         raise CheckError(f"dataset {cfg.dataset!r} at seq_len={cfg.seq_len} gives {stats['train_blocks']} training "
                          f"and {stats['valid_blocks']} held-out blocks; need >= batch_size={cfg.batch_size} and >= 1")
-    return stats
+    return tokens
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,7 +280,8 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
         try:
             shape = frozen_lm_shape(name, make_config(args.preset, frozen_lm=name, **overrides).lm_layer)
             cfg = check_config(args.preset, args.steps, name, overrides, shape, device)
-            stats = check_data(cfg)
+            tokens = check_data(cfg)
+            stats = tokens.stats
             print(f"gpu-check: preset {cfg.preset} shapes on {cfg.dataset!r} ({stats['train_blocks']} training / "
                   f"{stats['valid_blocks']} held-out blocks of {cfg.seq_len}), frozen LM {name}, "
                   f"batch {cfg.batch_size}, {cfg.max_steps} steps, device {device}", flush=True)
@@ -301,9 +303,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     _free(device)
 
     model, cfg = load_run(run_dir, device)
-    targets = (build_token_data(cfg, load_tokenizer(cfg.frozen_lm), cfg.frozen_lm).train_targets()
-               if cfg.adaptive_head else None)  # an adaptive head's cost depends on its targets
-    flops = training_flops(model, shape, targets)
+    flops = training_flops(model, shape, head_targets(cfg, tokens))
     tokens_per_s = steady_tokens_per_s(run_dir, summary["train_tokens_per_s"])
     achieved = flops["total"] * tokens_per_s
     hw = hardware(device)

@@ -118,3 +118,15 @@ def test_train_targets_leave_out_padding():
     blocks = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], dtype=np.uint16)
     data = TokenData(blocks, blocks[:0], np.array([3, 2], dtype=np.int32), np.zeros(0, np.int32), 0, "pad", {})
     assert data.train_targets().tolist() == [5, 6, 7, 8, 9]
+
+
+def test_train_targets_read_evenly_spaced_rows_when_capped_and_only_for_an_adaptive_head():
+    from ldlm.data import TokenData
+    from ldlm.flops import head_targets
+
+    blocks = np.arange(40, dtype=np.int32).reshape(10, 4)  # row r holds 4r .. 4r + 3
+    data = TokenData(blocks, blocks[:0], np.full(10, 4, np.int32), np.zeros(0, np.int32), 0, "wrap", {})
+    assert data.train_targets(max_tokens=12).tolist() == [0, 1, 2, 3, 16, 17, 18, 19, 36, 37, 38, 39]  # rows 0, 4, 9
+    assert data.train_targets(max_tokens=40).tolist() == list(range(40))  # under the cap: all of them
+    assert head_targets(make_config("smoke", adaptive_head=False, corpus_vocab=True), data) is None
+    assert head_targets(make_config("smoke"), data).tolist() == list(range(40))
