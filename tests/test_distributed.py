@@ -146,15 +146,18 @@ def test_sampling_and_evaluation_sharded_under_torchrun_match_one_process(tmp_pa
 def test_a_torchrun_into_a_busy_or_foreign_folder_stops_every_rank_at_once_with_one_line(tmp_path):
     """Rank 0 claims the folder and its refusal reaches rank 1 too (instead of rank 1 waiting in the
     process group for a rank 0 that left): both ranks print the same error line, exit 2, write nothing.
-    torchrun looks at its workers every 5 s here, not 0.1 s, so it does not stop rank 1 for rank 0's
-    exit, as the agent of another node would not: rank 1 must stop by itself."""
+    torchrun first looks at its workers after 20 s here, not 0.1 s, so it does not stop rank 1 for rank
+    0's exit, as the agent of another node would not: rank 1 must stop by itself. (At 5 s, a look
+    could fall between the two ranks' exits, moments apart, and SIGTERM rank 1 as it was exiting:
+    one failure in a loaded CI run.) Both ranks are gone within seconds; a rank 1 still waiting would
+    be stopped at that first look, with exit code -15, not 2."""
     busy, foreign = tmp_path / "busy", tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine\n")
     expected = {busy: f"(pid {os.getpid()})", foreign: "is not empty and not a run folder"}
     with runs.claim(busy, make_config("smoke").to_dict(), resume=False):  # as a training in this process would
         start = time.monotonic()
-        procs = {out: run(out, *STEPS, nproc=2, torchrun=("--monitor-interval=5",)) for out in expected}
+        procs = {out: run(out, *STEPS, nproc=2, torchrun=("--monitor-interval=20",)) for out in expected}
         done = {out: proc.communicate(timeout=120) for out, proc in procs.items()}
         seconds = time.monotonic() - start
     assert seconds < 60
