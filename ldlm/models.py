@@ -56,6 +56,14 @@ def mlp(width: int, ratio: int, dropout: float = 0.0) -> nn.Sequential:
                          nn.Dropout(dropout), nn.Linear(ratio * width, width))
 
 
+def set_gelu(module: nn.Module, form: str) -> None:
+    """Every GELU in `module` computes `form` (cfg.gelu): "tanh" (the approximation mlp builds) or
+    "exact" (erf). Parameters are the same, so a checkpoint loads either way; its config says which."""
+    for m in module.modules():
+        if isinstance(m, nn.GELU):
+            m.approximate = "tanh" if form == "tanh" else "none"
+
+
 class PerceiverBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
         super().__init__()
@@ -316,6 +324,7 @@ class LDLM(TextModel):
         self.register_buffer("h_std", torch.ones(lm_width))
         self.time_sampler = (AdaptiveTimeSampler(cfg.time_bins, cfg.time_ema, cfg.t_min)
                              if cfg.time_sampling == "adaptive" else UniformTimeSampler(cfg.t_min))
+        set_gelu(self, cfg.gelu)
 
     def set_h_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.h_mean.copy_(mean), self.h_std.copy_(std.clamp(min=1e-4))

@@ -75,3 +75,32 @@ def test_the_same_seed_gives_the_same_samples_for_every_kind():
 def test_an_unknown_kind_names_the_registry():
     with pytest.raises(ConfigError, match="ldlm"):
         model_class("diffusion-gpt")
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_every_kind_computes_the_gelu_its_config_names_with_the_same_weights(kind):
+    from torch import nn
+
+    from ldlm.config import config_from_dict
+
+    models = {}
+    for form in ("tanh", "exact"):
+        cfg = make_config("smoke", model=kind, seq_len=12, batch_size=B, gelu=form)
+        torch.manual_seed(0)
+        models[form] = build_model(cfg, VOCAB, lm_width=LM_WIDTH).eval()
+    forms = {form: {m.approximate for m in model.modules() if isinstance(m, nn.GELU)} for form, model in models.items()}
+    assert forms == {"tanh": {"tanh"}, "exact": {"none"}}
+    with torch.no_grad():  # weights away from the zero-initialised outputs, so every block's GELU shows in the loss
+        for p in models["tanh"].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    models["exact"].load_state_dict(models["tanh"].state_dict())  # the form is no parameter: a checkpoint loads either way
+    h, tokens, lengths = batch()
+    losses = [models[f].loss(h if models[f].uses_frozen_lm else None, tokens, lengths, SampleNoise(0, 3, range(B)), step=3)
+              .loss.item() for f in ("tanh", "exact")]
+    assert losses[0] != losses[1] and math.isclose(*losses, rel_tol=1e-2)  # the two GELUs differ by < 1e-3
+    # a config saved before the key existed (the shipped model's) keeps the tanh form it was trained with
+    saved = make_config("smoke", model=kind).to_dict()
+    del saved["gelu"]
+    assert config_from_dict(saved).gelu == "tanh"
+    with pytest.raises(ConfigError, match="gelu"):
+        make_config("smoke", gelu="erf")

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..diffusion import UniformTimeSampler
 from ..frozen_lm import attention_mask
+from ..models import set_gelu
 from ..protocol import LossOutput, TextModel
 from .ar import GPT, ar_loss, ar_sample
 from .mdlm import MDLM, mdlm_loss, mdlm_sample
@@ -74,6 +75,7 @@ class MaskedDiffusion(Baseline):
         super().__init__(cfg, vocab_size, head_vocab)
         self.net = MDLM(self.classes(), cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, mlp_ratio=cfg.mlp_ratio,
                         dropout=cfg.dropout, adaptive_head=cfg.adaptive_head, time_conditioning=cfg.mdlm_time_conditioning)
+        set_gelu(self, cfg.gelu)
 
     def forward_flops(self, classes=None) -> dict:
         from ..flops import backbone_forward, head_forward
@@ -109,6 +111,7 @@ class Autoregressive(Baseline):
         layers = ar_layers_for(cfg.dit_layers, cfg.dit_width, cfg.dit_heads, cfg.mlp_ratio)
         self.net = GPT(self.classes(), cfg.seq_len, cfg.dit_width, layers, cfg.dit_heads, mlp_ratio=cfg.mlp_ratio,
                        dropout=cfg.dropout, adaptive_head=cfg.adaptive_head)
+        set_gelu(self, cfg.gelu)
 
     def token_loss(self, tokens, valid, noise):
         return ar_loss(self.net, self.to_head[tokens], valid)
