@@ -431,6 +431,17 @@ def test_ablation_table_marks_differences_within_the_seed_spread():
     assert not ppl.iloc[0].endswith(WITHIN_SPREAD) and list(table["seeds"]) == [2, 2, 2]
 
 
+def test_equal_seed_values_a_last_bit_apart_are_within_the_spread():
+    import pandas as pd
+    from ldlm.tables import WITHIN_SPREAD, ablation_table
+
+    floor, above = 0.0040720962619612555, 0.004072096261961256  # MAUVE's floor in two runs: one ulp apart
+    rows = pd.DataFrame([dict(variant=v, seed=s, mauve=x) for v, s, x in [  # as results/ablation.csv held them
+        ("full", 0, floor), ("naive", 0, above), ("full", 1, floor), ("naive", 1, above), ("full", 2, floor),
+        ("naive", 2, floor)]])
+    assert ablation_table(rows, ["full", "naive"])["MAUVE ↑"].iloc[1].endswith(WITHIN_SPREAD)
+
+
 def test_quality_matched_speedup_compares_seed_means():
     import pandas as pd
     from ldlm.tables import quality_matched_speedup
