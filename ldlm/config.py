@@ -159,7 +159,7 @@ PRESETS: dict[str, dict] = {
         tok_width=128, tok_layers=1, tok_heads=4,
         corpus_vocab=True,                  # ours: head over the ~21k WordPiece ids the corpus uses
         adaptive_head=True,                 # ours: a 21k-way linear head costs most of a CPU step
-        gelu="exact",                       # ours: on CPU the tanh form takes 2-4x as long (2-5% of a step)
+        gelu="exact",                       # ours: on CPU the tanh form takes 2-4x as long (1-5% of a step)
         tok_lr=3e-3,                        # ours: the token decoder is the slowest learner at this budget
         decoder_noise=0.5,                  # ours: sigma=3 needs far longer than 10 CPU minutes to learn
         time_ema=0.95,                      # ours: the per-bin loss average follows a short run

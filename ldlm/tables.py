@@ -6,7 +6,6 @@ GPT's NLL and MDLM's NELBO (an upper bound on its NLL); LDLM has no comparable l
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 import pandas as pd

@@ -98,7 +98,7 @@ def test_every_kind_computes_the_gelu_its_config_names_with_the_same_weights(kin
     losses = [models[f].loss(h if models[f].uses_frozen_lm else None, tokens, lengths, SampleNoise(0, 3, range(B)), step=3)
               .loss.item() for f in ("tanh", "exact")]
     assert losses[0] != losses[1] and math.isclose(*losses, rel_tol=1e-2)  # the two GELUs differ by < 1e-3
-    # a config saved before the key existed (the shipped model's) keeps the tanh form it was trained with
+    # a config saved before the key existed (earlier versions' runs and saved models) keeps the tanh it was trained with
     saved = make_config("smoke", model=kind).to_dict()
     del saved["gelu"]
     assert config_from_dict(saved).gelu == "tanh"
