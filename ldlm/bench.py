@@ -88,20 +88,29 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
     return rows
 
 
-def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: bool | None = None) -> dict:
+def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: bool | None = None,
+                   threads: int | None = None) -> dict:
     """Seconds per step of the training loop's own path on a copy of `model`: rows from `batches.step_loader`,
     `TrainingData.to_device` (float16 states -> float32), `optim.train_step` (loss, backward, clipping,
     AdamW, EMA, the model's `observe`), for consecutive steps from 0. The mean of `steps` steps after
     `warmup`, as the loop's logged tokens/s: a median would pick one mode, since only about half of
     LDLM's steps run the self-conditioning pass. MFU: ldlm.flops.training_flops x tokens/s over the
     matmul peak measured in the same call. `compile` (default: cfg.compile) runs the steps through
-    `compile_hot_paths`, as compile=on does; `warmup_s` is then mostly the compilation."""
+    `compile_hot_paths`, as compile=on does; `warmup_s` is then mostly the compilation. `threads`: torch's
+    CPU threads for the whole measurement, the peak's included (default: as they are set)."""
     import copy
 
     from .batches import step_loader
     from .distributed import DistEnv, batch_plan, micro_positions
     from .optim import Objective, keep_freed_memory, lr_lambda, make_optimizer, train_step
 
+    if threads is not None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return bench_training(model, cfg, data, steps, warmup, compile)
+        finally:
+            torch.set_num_threads(before)
     keep_freed_memory()  # as train() does
     model = copy.deepcopy(model)
     device = next(model.parameters()).device

@@ -51,6 +51,7 @@ class Experiment:
     bench_batches: list[int] = field(default_factory=lambda: [1, 64])
     bench_repeats: int = 3
     bench_compile: bool = False  # also time training with compile=on, beside the eager rows
+    bench_threads: list[int] = field(default_factory=list)  # also time eager training on these CPU thread counts
     n_sentences: int = 64
     trajectory_steps: int = 50
 

@@ -66,6 +66,13 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
     # the one FLOP model gpu_check uses too, an adaptive head priced on the training targets
     assert row["flops_per_token"] == training_flops(model, targets=data.tokens.train_targets())["total"]
     assert row["mfu"] == pytest.approx(row["achieved_flops_per_s"] / row["matmul_peak_flops_per_s"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = bench_training(model, cfg, data, steps=1, warmup=1, threads=1)
+        assert one["threads"] == 1 and torch.get_num_threads() == 2  # pinned for the measurement only
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_the_bench_command_takes_a_saved_model(tmp_path):

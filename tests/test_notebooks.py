@@ -94,7 +94,10 @@ def test_speed_and_latent_rows(smoke_pipeline):
     assert set(sampling.loc[sampling["model"] != "ar", "steps"]) == set(SMOKE.bench_step_counts)
     assert {"hardware", "threads", "dtype", "samples_per_s"} <= set(speed.columns)
     training = speed[speed["kind"] == "training"]
-    assert sorted(training["model"]) == ["ar", "ldlm", "mdlm"] and (training["mfu"] > 0).all()
+    assert (training["mfu"] > 0).all() and set(training["model"]) == {"ar", "ldlm", "mdlm"}
+    # each model timed on the default threads and again on each of bench_threads (1), with its own peak
+    assert training.groupby("model").size().tolist() == [1 + len(SMOKE.bench_threads)] * 3
+    assert set(SMOKE.bench_threads) <= set(training["threads"])
     speedup = (smoke_pipeline / "results" / "speedup_wiki.md").read_text()
     assert "MDLM, 2 steps" in speedup and "AR (GPT)" in speedup
     pca = pd.read_csv(smoke_pipeline / "results" / "latents_pca.csv")
