@@ -72,7 +72,8 @@ Sampling: the run's EMA model (`ldlm.sample.load_run`) under the training precis
 on a GPU; the `ldlm.sample` command itself samples in fp32), timed end to end (noise -> reverse
 steps -> decoder -> token decoder -> ids) by `ldlm.bench.bench_sampling`: one untimed warm-up per
 setting, `--repeats` synchronised calls, median -> samples/s and tokens/s, for every
-(--sample-batch, --sample-steps). Three decoded samples are printed, and the held-out reconstruction
+(--sample-batch, --sample-steps); eager also after a `compile=on` check, whose rows say `train_compiled`.
+Three decoded samples are printed, and the held-out reconstruction
 token accuracy of the EMA model (`ema_recon_acc`, after a few hundred steps: a sanity figure, not a
 result) goes in the training row.
 
@@ -121,7 +122,7 @@ NOMINAL_BF16_PEAK = [
 MARKER = ".gpu-check"  # in the run folders the check makes: the only ones it deletes
 
 CSV_COLUMNS = [
-    "kind", "preset", "dataset", "frozen_lm", "frozen_lm_requested", "frozen_lm_note", "precision",
+    "kind", "preset", "dataset", "frozen_lm", "frozen_lm_requested", "frozen_lm_note", "precision", "train_compiled",
     "train_steps", "train_batch", "micro_batch", "seq_len",
     "batch", "steps", "nfe", "seconds", "samples_per_s", "tokens_per_s", "repeats", "dtype",
     "train_tokens_per_s_overall", "train_seconds", "params_trainable", "flops_per_token",
@@ -129,7 +130,9 @@ CSV_COLUMNS = [
     "peak_mem_gb", "ema_recon_acc",
     "device", "hardware", "threads", "torch", "cuda", "wall_seconds", "run_dir", "finished_at",
 ]
-CSV_KEY = ["kind", "preset", "dataset", "frozen_lm", "hardware", "device", "seq_len", "train_steps", "batch", "steps"]
+# train_compiled: a compile=on check keeps the eager check's rows beside its own (sampling is eager in both)
+CSV_KEY = ["kind", "preset", "dataset", "frozen_lm", "hardware", "device", "seq_len", "train_steps", "train_compiled",
+           "batch", "steps"]
 
 
 class CheckError(RuntimeError):
@@ -323,7 +326,8 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
 
     common = dict(preset=cfg.preset, dataset=cfg.dataset, frozen_lm=cfg.frozen_lm,
                   frozen_lm_requested=requested or f"auto ({' else '.join(candidates)})",
-                  frozen_lm_note="; ".join(notes), precision=summary["precision"], train_steps=summary["step"],
+                  frozen_lm_note="; ".join(notes), precision=summary["precision"], train_compiled=cfg.compile,
+                  train_steps=summary["step"],
                   train_batch=cfg.batch_size, micro_batch=summary["micro_batch_size"], seq_len=cfg.seq_len,
                   **hw, cuda=torch.version.cuda, run_dir=str(run_dir))
     rows = [{**common, **r} for r in [training, *sampling]]
@@ -345,7 +349,7 @@ def report(rows: list[dict], texts: list[dict], out) -> None:
                if t["mfu_vs_nominal"] else "")
     print(f"\nGPU check on {t['hardware']} ({t['device']}, torch {t['torch']}, {t['precision']}), frozen LM "
           f"{t['frozen_lm']}{' [' + t['frozen_lm_note'] + ']' if t['frozen_lm_note'] else ''}")
-    print(f"  training: {t['train_steps']} steps x batch {t['train_batch']} (micro {t['micro_batch']}) x "
+    print(f"  training{' (compile=on)' if t['train_compiled'] else ''}: {t['train_steps']} steps x batch {t['train_batch']} (micro {t['micro_batch']}) x "
           f"{t['seq_len']} tokens in {t['train_seconds']:.1f} s; {t['tokens_per_s']:,.0f} tokens/s steady "
           f"({t['train_tokens_per_s_overall']:,.0f} over the whole run)")
     print(f"  MFU: {t['flops_per_token'] / 1e9:.3f} GFLOP/token -> {_flops(t['achieved_flops_per_s'])} = "

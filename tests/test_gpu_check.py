@@ -8,7 +8,8 @@ import pytest
 from ldlm import gpu_check
 from ldlm.config import PRESETS, make_config
 from ldlm.flops import meta_model, training_flops
-from ldlm.gpu_check import CSV_COLUMNS, MARKER, CheckError, check_config, nominal_peak, prepare_run_dir
+from ldlm.results import upsert_rows
+from ldlm.gpu_check import CSV_COLUMNS, CSV_KEY, MARKER, CheckError, check_config, nominal_peak, prepare_run_dir
 
 MINILM = dict(params=7_246_464, layers=4, width=384, max_positions=512)  # frozen_lm_shape("minilm", -3)
 
@@ -47,6 +48,7 @@ def test_cpu_check_end_to_end_with_fallback(monkeypatch, tmp_path, capsys):
     assert set(zip(df["batch"][1:], df["steps"][1:])) == {(1, 2), (1, 4), (3, 2), (3, 4)}
     assert (df["frozen_lm"] == "minilm").all() and df["frozen_lm_note"].str.contains("no-such-model").all()
     assert (df["device"] == "cpu").all() and (df["seq_len"] == 32).all() and (df["train_steps"] == 6).all()
+    assert not df["train_compiled"].any()  # the smoke preset trains eagerly
     train = df.iloc[0]
     for col in ("tokens_per_s", "train_tokens_per_s_overall", "train_seconds", "params_trainable", "flops_per_token",
                 "achieved_flops_per_s", "matmul_peak_flops_per_s", "mfu", "wall_seconds"):
@@ -61,6 +63,18 @@ def test_cpu_check_end_to_end_with_fallback(monkeypatch, tmp_path, capsys):
     assert list(sampling["tokens_per_s"]) == pytest.approx(list(sampling["samples_per_s"] * 32))
     assert (sampling["nfe"] == sampling["steps"] + 1).all()
     assert (run / "summary.json").exists() and not (run / "ckpt.pt").read_bytes().startswith(b"an earlier")
+
+
+def test_a_compiled_check_keeps_the_eager_rows_beside_its_own(tmp_path):
+    out = tmp_path / "gpu_check.csv"
+    base = {c: None for c in CSV_COLUMNS} | dict(kind="training", preset="owt", dataset="wiki", frozen_lm="minilm",
+                                                hardware="H200", device="cuda", seq_len=512, train_steps=300,
+                                                batch=64, steps=300)
+    upsert_rows(out, [base | dict(train_compiled=False, tokens_per_s=1.0)], key=CSV_KEY)
+    upsert_rows(out, [base | dict(train_compiled=True, tokens_per_s=2.0)], key=CSV_KEY)
+    upsert_rows(out, [base | dict(train_compiled=False, tokens_per_s=3.0)], key=CSV_KEY)  # a re-run replaces its own
+    df = pd.read_csv(out)
+    assert sorted(zip(df["train_compiled"], df["tokens_per_s"])) == [(False, 3.0), (True, 2.0)]
 
 
 def test_owt_check_config():
