@@ -17,10 +17,15 @@ import time
 from typing import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from .flops import frozen_lm_shape, head_targets, training_flops
 from .precision import autocast, compute_dtype
 from .results import upsert_rows
+
+
+FLOOR_STEPS = 2  # steps recorded for the matrix-product floor: about half of LDLM's run the self-conditioning pass
 
 
 def synchronize(device: torch.device) -> None:
@@ -88,8 +93,50 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
     return rows
 
 
+# the matrix products of a step (forward and backward), by aten op name: SDPA's fused kernels count whole
+MATMUL_OPS = frozenset({
+    "mm", "addmm", "bmm", "baddbmm",
+    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention_for_cpu_backward",
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_efficient_attention_backward",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward",
+})
+
+
+class MatmulCalls(TorchDispatchMode):
+    """Records every matrix product run inside (the backward's too: the mode sees what autograd runs), each
+    with copies of its inputs, so that `replay` can run exactly those calls again with nothing in between."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket.__name__ in MATMUL_OPS:
+            copy = lambda x: x.detach().clone() if isinstance(x, torch.Tensor) else x
+            self.calls.append((func, tree_map(copy, args), tree_map(copy, kwargs)))
+        return func(*args, **kwargs)
+
+    def replay(self) -> None:
+        for func, args, kwargs in self.calls:
+            func(*args, **kwargs)
+
+
+def matmul_floor(one_step: Callable[[], object], steps: int, device: torch.device, repeats: int = 3) -> float:
+    """Seconds per step of the steps' matrix products alone: `steps` calls of one_step recorded by MatmulCalls,
+    then the recorded calls replayed (median of `repeats`). A step's time over this floor bounds the gain of
+    any change that keeps the arithmetic (the same products, shapes and precision) and made all the other
+    work (element-wise ops, norms, softmax, the optimizer, the data path, Python) free."""
+    recorder = MatmulCalls()
+    with recorder:
+        for _ in range(steps):
+            one_step()
+    return statistics.median(time_calls(recorder.replay, warmup=1, repeats=repeats, device=device)) / steps
+
+
 def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: bool | None = None,
-                   threads: int | None = None) -> dict:
+                   threads: int | None = None, floor: bool = False) -> dict:
     """Seconds per step of the training loop's own path on a copy of `model`: rows from `batches.step_loader`,
     `TrainingData.to_device` (float16 states -> float32), `optim.train_step` (loss, backward, clipping,
     AdamW, EMA, the model's `observe`), for consecutive steps from 0. The mean of `steps` steps after
@@ -97,7 +144,9 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     LDLM's steps run the self-conditioning pass. MFU: ldlm.flops.training_flops x tokens/s over the
     matmul peak measured in the same call. `compile` (default: cfg.compile) runs the steps through
     `compile_hot_paths`, as compile=on does; `warmup_s` is then mostly the compilation. `threads`: torch's
-    CPU threads for the whole measurement, the peak's included (default: as they are set)."""
+    CPU threads for the whole measurement, the peak's included (default: as they are set). `floor` (eager
+    only): `matmul_floor_s` over 2 further steps and `matmul_share` = floor / seconds per step, so
+    1 / matmul_share is the most that leaving the arithmetic as it is can gain."""
     import copy
 
     from .batches import step_loader
@@ -108,7 +157,7 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return bench_training(model, cfg, data, steps, warmup, compile)
+            return bench_training(model, cfg, data, steps, warmup, compile, floor=floor)
         finally:
             torch.set_num_threads(before)
     keep_freed_memory()  # as train() does
@@ -121,8 +170,10 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     if compile:  # after the EMA copy, as train() does; the warm-up steps then include the compilation
         model.compile_hot_paths()
     positions = micro_positions(cfg.batch_size, *batch_plan(cfg.batch_size, cfg.micro_batch_size, 1), DistEnv())
-    loader = iter(step_loader(data, cfg, positions, 0, warmup + steps, pin=device.type == "cuda"))
-    step = iter(range(warmup + steps))
+    floor = floor and not compile  # compiled code runs fused kernels that a dispatch mode does not see as run
+    total = warmup + steps + (FLOOR_STEPS if floor else 0)
+    loader = iter(step_loader(data, cfg, positions, 0, total, pin=device.type == "cuda"))
+    step = iter(range(total))
 
     def one_step():
         micro_batches = [data.to_device(r, device) for r in next(loader)]
@@ -132,6 +183,7 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     times = time_calls(one_step, warmup=warmup, repeats=steps, device=device)
     warmup_s = time.perf_counter() - start - sum(times)  # with compile: mostly the compilation
     seconds = statistics.mean(times)
+    matmul_s = matmul_floor(one_step, FLOOR_STEPS, device) if floor else None
     tokens_per_s = cfg.batch_size * cfg.seq_len / seconds
     lm = frozen_lm_shape(cfg.frozen_lm, cfg.lm_layer) if model.uses_frozen_lm and not cfg.cache_hidden else None
     flops = training_flops(model, lm, head_targets(cfg, data.tokens))
@@ -140,7 +192,8 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
                 samples_per_s=cfg.batch_size / seconds, tokens_per_s=tokens_per_s, params_trainable=flops["params_trainable"],
                 flops_per_token=flops["total"], achieved_flops_per_s=flops["total"] * tokens_per_s,
                 matmul_peak_flops_per_s=peak, mfu=flops["total"] * tokens_per_s / peak, repeats=steps,
-                compiled=compile, warmup_s=warmup_s, dtype=compute_dtype(cfg, device), **hardware(device))
+                compiled=compile, warmup_s=warmup_s, matmul_floor_s=matmul_s,
+                matmul_share=matmul_s / seconds if floor else None, dtype=compute_dtype(cfg, device), **hardware(device))
 
 
 def main(argv=None) -> int:

@@ -66,6 +66,11 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
     # the one FLOP model gpu_check uses too, an adaptive head priced on the training targets
     assert row["flops_per_token"] == training_flops(model, targets=data.tokens.train_targets())["total"]
     assert row["mfu"] == pytest.approx(row["achieved_flops_per_s"] / row["matmul_peak_flops_per_s"])
+    assert row["matmul_floor_s"] is None and row["matmul_share"] is None  # only when asked: it costs 2 steps
+    floored = bench_training(model, cfg, data, steps=2, warmup=1, floor=True)
+    assert 0 < floored["matmul_floor_s"] < floored["seconds"]  # the products alone, without the step's other work
+    assert floored["matmul_share"] == floored["matmul_floor_s"] / floored["seconds"]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -73,6 +78,22 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
         assert one["threads"] == 1 and torch.get_num_threads() == 2  # pinned for the measurement only
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_matmul_recorder_sees_the_backward_products_and_nothing_else():
+    import torch
+
+    from ldlm.bench import MatmulCalls
+
+    linear, x = torch.nn.Linear(8, 4), torch.randn(3, 8, requires_grad=True)
+    with MatmulCalls() as recorder:
+        torch.nn.functional.gelu(linear(x)).pow(2).sum().backward()
+    # forward x W^T + b, then the gradients of x and of W; gelu, pow, sum and their backwards are not products
+    assert [func.overloadpacket.__name__ for func, _, _ in recorder.calls] == ["addmm", "mm", "mm"]
+    _, args, _ = recorder.calls[0]
+    assert args[1] is not x and torch.equal(args[1], x)  # copies: a replay cannot touch the step's tensors
+    x.data.zero_()
+    assert args[1].abs().sum() > 0
 
 
 def test_the_bench_command_takes_a_saved_model(tmp_path):
