@@ -25,7 +25,7 @@ from .precision import autocast, compute_dtype
 from .results import upsert_rows
 
 
-FLOOR_STEPS = 2  # steps recorded for the matrix-product floor: about half of LDLM's run the self-conditioning pass
+FLOOR_STEPS = 2  # steps the matrix-product floor records (LDLM runs its self-conditioning pass on about half)
 
 
 def synchronize(device: torch.device) -> None:
@@ -144,8 +144,8 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     LDLM's steps run the self-conditioning pass. MFU: ldlm.flops.training_flops x tokens/s over the
     matmul peak measured in the same call. `compile` (default: cfg.compile) runs the steps through
     `compile_hot_paths`, as compile=on does; `warmup_s` is then mostly the compilation. `threads`: torch's
-    CPU threads for the whole measurement, the peak's included (default: as they are set). `floor` (eager
-    only): `matmul_floor_s` over 2 further steps and `matmul_share` = floor / seconds per step, so
+    CPU threads for the whole measurement, the peak's included (default: as they are set). `floor` (eager,
+    CPU): `matmul_floor_s` over FLOOR_STEPS further steps and `matmul_share` = floor / seconds per step, so
     1 / matmul_share is the most that leaving the arithmetic as it is can gain."""
     import copy
 
@@ -170,7 +170,9 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     if compile:  # after the EMA copy, as train() does; the warm-up steps then include the compilation
         model.compile_hot_paths()
     positions = micro_positions(cfg.batch_size, *batch_plan(cfg.batch_size, cfg.micro_batch_size, 1), DistEnv())
-    floor = floor and not compile  # compiled code runs fused kernels that a dispatch mode does not see as run
+    # not compiled: its fused kernels are not the ops a dispatch mode sees; not on a GPU: the copies of an
+    # owt-sized step's product inputs would take tens of GB there
+    floor = floor and not compile and device.type == "cpu"
     total = warmup + steps + (FLOOR_STEPS if floor else 0)
     loader = iter(step_loader(data, cfg, positions, 0, total, pin=device.type == "cuda"))
     step = iter(range(total))

@@ -73,9 +73,8 @@ on a GPU; the `ldlm.sample` command itself samples in fp32), timed end to end (n
 steps -> decoder -> token decoder -> ids) by `ldlm.bench.bench_sampling`: one untimed warm-up per
 setting, `--repeats` synchronised calls, median -> samples/s and tokens/s, for every
 (--sample-batch, --sample-steps); eager also after a `compile=on` check, whose rows say `train_compiled`.
-Three decoded samples are printed, and the held-out reconstruction
-token accuracy of the EMA model (`ema_recon_acc`, after a few hundred steps: a sanity figure, not a
-result) goes in the training row.
+Three decoded samples are printed, and the held-out reconstruction token accuracy of the EMA model
+(`ema_recon_acc`, after a few hundred steps: a sanity figure, not a result) goes in the training row.
 
 Output: one `kind=training` row and one `kind=sampling` row per (batch, steps), upserted into
 `--out` (atomic; a re-run with the same settings on the same hardware replaces its rows). Columns:
