@@ -72,7 +72,8 @@ def disk_full(err: BaseException, target: str | os.PathLike, flag: str = "--out"
         return None
     what, fix = DISK_FULL[code]
     target = Path(target)
-    in_cache = target.resolve().is_relative_to(cache_root().resolve())
+    root = cache_root()  # a folder inside it may link elsewhere (the tests share converted judges that way)
+    in_cache = target.absolute().is_relative_to(root.absolute()) or target.resolve().is_relative_to(root.resolve())
     return DiskFull(f"{what} writing {target}; {fix} or point {'LDLM_CACHE' if in_cache else flag} elsewhere",
                     target, err)
 

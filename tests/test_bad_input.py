@@ -20,6 +20,7 @@ import torch
 from ldlm import checkpoint, runs
 from ldlm.config import make_config
 from ldlm.io import read_jsonl
+from ldlm.judges import smollm2_checkpoint
 from ldlm.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +191,8 @@ def test_a_full_disk_exits_2_with_one_line_naming_the_file_and_keeps_the_previou
     shutil.copytree(w["run"], places["copy"], ignore=shutil.ignore_patterns(runs.LOCK_NAME))
     fill = lambda s: s.format(**{k: str(v) for k, v in places.items()})
     before, last_checkpoint = _protected(w), (places["copy"] / "ckpt.pt").read_bytes()
+    if argv[0] == "ldlm.evaluate":  # its judge is converted once into the shared model cache (~30 s on a fresh
+        smollm2_checkpoint()        # machine), not what this case fills: that is --out
     proc = _run([fill(a) for a in argv], {k: fill(v) for k, v in (env or {}).items()}, file_limit=limit)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

@@ -111,6 +111,16 @@ def test_a_cache_file_that_does_not_fit_names_ldlm_cache_before_any_work(tmp_pat
     assert not target.parent.exists() or _siblings(target) == []
 
 
+def test_a_cache_file_behind_a_linked_cache_folder_still_names_ldlm_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LDLM_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "shared").mkdir()
+    cache_dir().joinpath("models").symlink_to(tmp_path / "shared", target_is_directory=True)
+    target = cache_dir() / "models" / "smollm2"
+    with pytest.raises(DiskFull, match=f"writing {target}; free space or point LDLM_CACHE elsewhere"):
+        with writing(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_a_memmap_past_the_file_size_limit_fails_when_made(tmp_path):
     with file_size_limit(1024), pytest.raises(OSError) as caught:
         new_memmap(tmp_path / "a.npy", np.float16, (1024, 4))
