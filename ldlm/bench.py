@@ -195,7 +195,8 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
                 flops_per_token=flops["total"], achieved_flops_per_s=flops["total"] * tokens_per_s,
                 matmul_peak_flops_per_s=peak, mfu=flops["total"] * tokens_per_s / peak, repeats=steps,
                 compiled=compile, warmup_s=warmup_s, matmul_floor_s=matmul_s,
-                matmul_share=matmul_s / seconds if floor else None, dtype=compute_dtype(cfg, device), **hardware(device))
+                matmul_share=matmul_s / seconds if floor else None, dtype=compute_dtype(cfg, device),
+                **hardware(device))
 
 
 def main(argv=None) -> int:

@@ -348,7 +348,8 @@ def report(rows: list[dict], texts: list[dict], out) -> None:
                if t["mfu_vs_nominal"] else "")
     print(f"\nGPU check on {t['hardware']} ({t['device']}, torch {t['torch']}, {t['precision']}), frozen LM "
           f"{t['frozen_lm']}{' [' + t['frozen_lm_note'] + ']' if t['frozen_lm_note'] else ''}")
-    print(f"  training{' (compile=on)' if t['train_compiled'] else ''}: {t['train_steps']} steps x batch {t['train_batch']} (micro {t['micro_batch']}) x "
+    compiled = " (compile=on)" if t["train_compiled"] else ""
+    print(f"  training{compiled}: {t['train_steps']} steps x batch {t['train_batch']} (micro {t['micro_batch']}) x "
           f"{t['seq_len']} tokens in {t['train_seconds']:.1f} s; {t['tokens_per_s']:,.0f} tokens/s steady "
           f"({t['train_tokens_per_s_overall']:,.0f} over the whole run)")
     print(f"  MFU: {t['flops_per_token'] / 1e9:.3f} GFLOP/token -> {_flops(t['achieved_flops_per_s'])} = "

@@ -8,8 +8,8 @@ import pytest
 from ldlm import gpu_check
 from ldlm.config import PRESETS, make_config
 from ldlm.flops import meta_model, training_flops
-from ldlm.results import upsert_rows
 from ldlm.gpu_check import CSV_COLUMNS, CSV_KEY, MARKER, CheckError, check_config, nominal_peak, prepare_run_dir
+from ldlm.results import upsert_rows
 
 MINILM = dict(params=7_246_464, layers=4, width=384, max_positions=512)  # frozen_lm_shape("minilm", -3)
 
