@@ -71,6 +71,11 @@ class Config:
     corpus_vocab: bool = False       # restrict the token head to tokens seen in the training split
     adaptive_head: bool = False      # adaptive softmax token head (needs corpus_vocab: frequency order)
     self_cond_prob: float = 0.5      # [S]
+    dit_param: str = "x0"            # x0: the DiT's output is x0 [S] | v: x0 = alpha z_t + sigma F (v-prediction = EDM's
+                                     #   c_skip/c_out for unit-variance latents), the identity free at low noise (ours)
+    latent_norm: str = "l2"          # l2: each latent L2-normalised to norm sqrt(d) (Cosmos-era option) [?] |
+                                     #   standard: per-dimension mean 0, std 1 | whiten: mean 0, covariance I
+                                     #   (batch statistics in training, running ones at evaluation; ours)
 
     # --- diffusion -------------------------------------------------------------------------------
     schedule_d: float = 3.0          # tangent schedule alpha_t = (1 + d^2 tan^2(pi t / 2))^-1/2 [S/R]
@@ -81,6 +86,7 @@ class Config:
     encoder_warmup: bool = True      # diffusion-to-encoder gradient warmup gamma(s)
     warmup_frac: float = 0.25        # S_wu / max_steps: the paper's 50k of 200k [S-weak]; see warmup_steps
     gamma_min: float = 0.001         # [S-weak]
+    gamma_max: float = 1.0           # gamma after the warmup; < 1 keeps the encoder's diffusion gradient scaled down (ours)
     warmup_k: float = 10.0           # sigmoid steepness [S]
     warmup_c: float = 0.8            # sigmoid centre [S]
     time_sampling: str = "adaptive"  # adaptive | uniform
@@ -137,6 +143,8 @@ CHOICES = {
     "pack_mode": ("wrap", "pad"),
     "sampler": ("ddpm", "ddim"),
     "gelu": ("tanh", "exact"),
+    "dit_param": ("x0", "v"),
+    "latent_norm": ("l2", "standard", "whiten"),
     "precision": ("auto", "bf16", "fp32"),
     "model": ("ldlm", "mdlm", "ar"),
     "logger": ("tensorboard", "jsonl", "wandb"),
@@ -285,6 +293,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"eval_samples={cfg.eval_samples}: must be >= 0 (0 = off)")
     if not 0.0 < cfg.gamma_min <= 1.0:
         raise ConfigError(f"gamma_min={cfg.gamma_min}: must be in (0, 1]")
+    if not 0.0 <= cfg.gamma_max <= 1.0:
+        raise ConfigError(f"gamma_max={cfg.gamma_max}: must be in [0, 1]")
     for key, low in (("seq_len", 4), ("batch_size", 1), ("max_steps", 1), ("log_every", 1), ("eval_every", 1),
                      ("ckpt_every", 1), ("eval_batches", 1), ("sample_steps", 1), ("time_bins", 1)):
         if getattr(cfg, key) < low:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from . import checkpoint
-from .diffusion import AdaptiveTimeSampler, tangent_alpha_sigma, warmup_gamma
+from .diffusion import AdaptiveTimeSampler, encoder_gamma, tangent_alpha_sigma
 from .frozen_lm import attention_mask
 from .metrics import token_matches
 from .samplers import generate_latents, time_grid
@@ -43,8 +43,7 @@ def gamma_schedule(cfg, points: int = 201) -> pd.DataFrame:
     max_steps), gamma, warmup_steps (S_wu). gamma = 1 throughout when encoder_warmup is off."""
     s_wu = cfg.warmup_steps
     steps = np.unique(np.r_[np.linspace(0, cfg.max_steps, points).round().astype(int), s_wu])
-    gamma = [warmup_gamma(int(s), s_wu, cfg.gamma_min, cfg.warmup_k, cfg.warmup_c) if cfg.encoder_warmup else 1.0
-             for s in steps]
+    gamma = [encoder_gamma(cfg, int(s)) for s in steps]
     return pd.DataFrame(dict(step=steps, frac=steps / max(cfg.max_steps, 1), gamma=gamma, warmup_steps=s_wu))
 
 
@@ -89,7 +88,7 @@ def reconstruction_vs_noise(view, ts=None, sigmas=None, seed: int = 0, denoise: 
     (seeded) at every grid point, so the curves differ only by the noise level. Columns: kind, t
     (diffusion only), sigma (sigma_t or sigma_dec), token_acc, tokens (scored positions)."""
     model, cfg = view.model, view.cfg
-    denoise = denoise or (lambda z, t: model.dit(z, t))
+    denoise = denoise or (lambda z, t: model.denoise(z, t))
     ts = np.linspace(cfg.t_min, 1.0, 11) if ts is None else np.asarray(ts, dtype=float)
     sigmas = np.array([0, 0.25, 0.5, 1, 2, 3, 4], dtype=float) if sigmas is None else np.asarray(sigmas, dtype=float)
     z0, mask = view.z, attention_mask(view.lengths, view.tokens.shape[1])
@@ -106,4 +105,67 @@ def reconstruction_vs_noise(view, ts=None, sigmas=None, seed: int = 0, denoise: 
         rows.append(dict(kind="diffusion", t=float(t), sigma=sigma, **score(x0_hat)))
     for s in sigmas:
         rows.append(dict(kind="decoder", t=np.nan, sigma=float(s), **score(z0 + s * eps)))
+    return pd.DataFrame(rows)
+
+
+def latent_geometry(z: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+    """How the latents [B, L, D] (the positions of `mask` [B, L]) fill their space:
+
+    mean_share   ||mu||^2 / E||z||^2, the share of the energy in the direction all latents share
+                 (1 = every latent is the same vector);
+    var_per_dim  trace(Cov) / D, the spread around the mean;
+    participation_ratio  (sum lambda)^2 / sum lambda^2 of Cov's eigenvalues: the effective number of
+                 dimensions the spread uses (1 = a line, D = isotropic)."""
+    flat = (z if mask is None else z[mask.bool()]).double().flatten(0, -2)
+    mean = flat.mean(0)
+    eig = torch.linalg.eigvalsh(torch.cov(flat.T, correction=0)).clamp(min=0)
+    energy = flat.pow(2).sum(-1).mean()
+    return dict(mean_share=float(mean.pow(2).sum() / energy), var_per_dim=float(eig.sum() / flat.shape[1]),
+                participation_ratio=float(eig.sum() ** 2 / eig.pow(2).sum().clamp(min=1e-30)))
+
+
+def wiener_denoiser(z: torch.Tensor, mask: torch.Tensor | None = None, d: float = 3.0) -> Denoiser:
+    """The best per-position linear x0 estimate for latents distributed with the mean and covariance of
+    z's positions: x0 = mu + Sigma alpha (alpha^2 Sigma + sigma^2 I)^-1 (z_t - alpha mu). What a DiT
+    that ignored the other positions and all non-Gaussian structure would reach: its floor to beat."""
+    flat = (z if mask is None else z[mask.bool()]).double().flatten(0, -2)
+    mean = flat.mean(0)
+    eig, vec = torch.linalg.eigh(torch.cov(flat.T, correction=0))
+    eig = eig.clamp(min=0)
+
+    def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = (float(v) for v in tangent_alpha_sigma(t[:1].double(), d))
+        gain = vec @ torch.diag(alpha * eig / (alpha**2 * eig + sigma**2)) @ vec.T
+        return (mean + (z_t.double() - alpha * mean) @ gain).to(z_t.dtype)
+
+    return denoise
+
+
+@torch.no_grad()
+def denoising_quality(view, ts=(0.001, 0.1, 0.2, 0.3), seed: int = 0) -> pd.DataFrame:
+    """One x0 prediction (no self-conditioning) of the view's clean latents noised to each t, against
+    the Wiener bound: t, sigma, dit_acc / wiener_acc (token accuracy of the decoded estimate over the
+    view's lengths), dit_r2 / wiener_r2 (1 - MSE / the latents' variance around their mean), and
+    decoder_acc (the clean latents decoded: the ceiling both aim at). The same eps at every t."""
+    model, cfg = view.model, view.cfg
+    z0, mask = view.z, attention_mask(view.lengths, view.tokens.shape[1]).bool()
+    eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
+    wiener = wiener_denoiser(z0, mask, cfg.schedule_d)
+    spread = (z0[mask] - z0[mask].mean(0)).pow(2).sum(-1).mean()
+
+    def score(x0_hat: torch.Tensor) -> tuple[float, float]:
+        correct, count = token_matches(model.latents_to_tokens(x0_hat), view.tokens, mask)
+        r2 = 1 - float((x0_hat[mask] - z0[mask]).pow(2).sum(-1).mean() / spread)
+        return float(correct) / max(int(count), 1), r2
+
+    decoder_acc, _ = score(z0)
+    rows = []
+    for t in ts:
+        tt = torch.full((len(z0),), float(t))
+        alpha, sigma = (float(v) for v in tangent_alpha_sigma(tt[:1].double(), cfg.schedule_d))
+        z_t = alpha * z0 + sigma * eps
+        dit_acc, dit_r2 = score(model.denoise(z_t, tt))
+        wiener_acc, wiener_r2 = score(wiener(z_t, tt))
+        rows.append(dict(t=float(t), sigma=sigma, dit_acc=dit_acc, dit_r2=dit_r2, wiener_acc=wiener_acc,
+                         wiener_r2=wiener_r2, decoder_acc=decoder_acc))
     return pd.DataFrame(rows)

@@ -37,17 +37,25 @@ def log_snr(t: torch.Tensor, d: float = 3.0) -> torch.Tensor:
 # diffusion-to-encoder warmup
 
 
-def warmup_gamma(step: int, total: int, gamma_min: float = 1e-3, k: float = 10.0, c: float = 0.8) -> float:
-    """gamma(s) of paper Eqs. 29-30 (per paper.md §4.2): a sigmoid ramp from gamma_min to 1.
+def warmup_gamma(step: int, total: int, gamma_min: float = 1e-3, k: float = 10.0, c: float = 0.8,
+                 gamma_max: float = 1.0) -> float:
+    """gamma(s) of paper Eqs. 29-30 (per paper.md §4.2): a sigmoid ramp from gamma_min to gamma_max (1 in the paper).
 
     s~(s) = sigmoid(k (s / S_wu - c));
-    gamma(s) = gamma_min + (1 - gamma_min) (s~(s) - s~(0)) / (s~(S_wu) - s~(0)) for s < S_wu, else 1.
+    gamma(s) = gamma_min + (gamma_max - gamma_min) (s~(s) - s~(0)) / (s~(S_wu) - s~(0)) for s < S_wu, else gamma_max.
     """
     if total <= 0 or step >= total:
-        return 1.0
+        return gamma_max
     sig = lambda x: 1.0 / (1.0 + math.exp(-k * (x - c)))
     ramp = (sig(step / total) - sig(0.0)) / (sig(1.0) - sig(0.0))
-    return gamma_min + (1.0 - gamma_min) * ramp
+    return gamma_min + (gamma_max - gamma_min) * ramp
+
+
+def encoder_gamma(cfg, step: int) -> float:
+    """The run's gamma at `step`: the warmup ramp (S_wu = cfg.warmup_steps), or 1 with encoder_warmup off."""
+    if not cfg.encoder_warmup:
+        return 1.0
+    return warmup_gamma(step, cfg.warmup_steps, cfg.gamma_min, cfg.warmup_k, cfg.warmup_c, cfg.gamma_max)
 
 
 def scale_encoder_grad(z0: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -50,8 +50,8 @@ def ldlm_loss(model, h: torch.Tensor, tokens: torch.Tensor, cfg, gamma: float, t
     self_cond = None
     if noise.coin(cfg.self_cond_prob):  # self-conditioning: a first pass without gradient
         with torch.no_grad():
-            self_cond = model.dit(z_t, t)
-    x0_hat = model.dit(z_t, t, self_cond)
+            self_cond = model.denoise(z_t, t)
+    x0_hat = model.denoise(z_t, t, self_cond)
     diff_per_sample = (x0_hat.float() - z0_d.float()).pow(2).mean(dim=(1, 2))
     loss_diff = diff_per_sample.mean()
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import AdaptiveTimeSampler, UniformTimeSampler, warmup_gamma
+from .diffusion import AdaptiveTimeSampler, UniformTimeSampler, encoder_gamma, tangent_alpha_sigma
 from .frozen_lm import attention_mask
 from .losses import ldlm_loss
 from .metrics import token_matches
@@ -298,6 +298,62 @@ def normalize_latents(z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z, dim=-1) * math.sqrt(z.shape[-1])
 
 
+class LatentNorm(nn.Module):
+    """Encoder outputs -> latents (cfg.latent_norm).
+
+    l2:       each vector to norm sqrt(d) (`normalize_latents`). It fixes every latent's norm but not
+              their spread: the diffusion loss is smallest when all latents are one vector, and the
+              encoder goes there (93% of the energy in the shared mean at 250 tiny steps).
+    standard: each dimension to mean 0, std 1 (as LD4LG/TEncDM scale their latents). No mean left, but
+              the dimensions may still fold into one direction (participation ratio 1.3, measured).
+    whiten:   mean 0 and covariance I over the batch's positions (Cholesky whitening, differentiable),
+              so no direction can shrink. Both batch kinds use the batch's statistics in training and
+              running ones (momentum `momentum`) at evaluation, as BatchNorm; the EMA model averages
+              the running statistics with its weights (optim.update_ema).
+    """
+
+    def __init__(self, kind: str, dim: int, momentum: float = 0.01, eps: float = 1e-4):
+        super().__init__()
+        self.kind, self.momentum, self.eps = kind, momentum, eps
+        if kind != "l2":
+            self.register_buffer("running_mean", torch.zeros(dim))
+            self.register_buffer("running_cov", torch.eye(dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.kind == "l2":
+            return normalize_latents(z)
+        with no_autocast(z):
+            flat = z.float().flatten(0, -2)
+            if self.training:
+                mean = flat.mean(0)
+                x = flat - mean
+                cov = x.T @ x / max(len(x) - 1, 1) if self.kind == "whiten" else torch.diag(x.pow(2).mean(0))
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean, self.momentum), self.running_cov.lerp_(cov, self.momentum)
+            else:
+                mean, cov = self.running_mean, self.running_cov
+                x = flat - mean
+            if self.kind == "standard":
+                out = x * torch.rsqrt(torch.diagonal(cov) + self.eps * torch.diagonal(cov).mean())
+            else:  # x L^-T with cov = L L^T: covariance L^-1 cov L^-T = I
+                ridge = self.eps * torch.diagonal(cov).mean() * torch.eye(len(cov), device=cov.device)  # scale-free
+                chol = torch.linalg.cholesky(cov + ridge)
+                out = torch.linalg.solve_triangular(chol.T, x, upper=True, left=False)
+        return out.view(z.shape).to(z.dtype)
+
+
+def precondition(kind: str, alpha: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out) of x0_hat = c_skip z_t + c_out F(z_t) (cfg.dit_param; k-diffusion's Denoiser).
+
+    x0: (0, 1), the network is the x0-prediction (the paper's DiT). v: (alpha, sigma), EDM's
+    c_skip = alpha s^2 / (alpha^2 s^2 + sigma^2), c_out = sigma s / sqrt(alpha^2 s^2 + sigma^2) for a
+    VP process with data std s = 1 (Karras et al. 2022, Table 1 in VP form) = v-prediction: as sigma -> 0
+    the identity costs the network nothing, where an x0-network must learn to copy its input."""
+    if kind == "x0":
+        return torch.zeros_like(alpha), torch.ones_like(sigma)
+    return alpha, sigma
+
+
 class LDLM(TextModel):
     """Encoder, DiT, decoder, token decoder, plus the frozen LM's state statistics and the token map.
 
@@ -317,6 +373,7 @@ class LDLM(TextModel):
         kw = dict(mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
         self.encoder = Perceiver(lm_width, cfg.latent_dim, seq, lat_len, cfg.enc_width, cfg.enc_layers, cfg.enc_heads, **kw)
         self.dit = DiT(cfg.latent_dim, lat_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, **kw)
+        self.latent_norm = LatentNorm(cfg.latent_norm, cfg.latent_dim)
         self.decoder = Perceiver(cfg.latent_dim, lm_width, lat_len, seq, cfg.dec_width, cfg.dec_layers, cfg.dec_heads, **kw)
         self.token_decoder = TokenDecoder(lm_width, head_vocab + 1, seq, cfg.tok_width, cfg.tok_layers, cfg.tok_heads,
                                           adaptive_head=cfg.adaptive_head, **kw)
@@ -333,7 +390,15 @@ class LDLM(TextModel):
         return (h.float() - self.h_mean) / self.h_std
 
     def encode(self, h_std: torch.Tensor) -> torch.Tensor:
-        return normalize_latents(self.encoder(h_std))
+        return self.latent_norm(self.encoder(h_std))
+
+    def denoise(self, z_t: torch.Tensor, t: torch.Tensor, x0_self_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """x0 estimate of z_t at times t [B]: the DiT with its preconditioning (cfg.dit_param)."""
+        if self.cfg.dit_param == "x0":
+            return self.dit(z_t, t, x0_self_cond)
+        alpha, sigma = (s.to(z_t.dtype)[:, None, None] for s in tangent_alpha_sigma(t, self.cfg.schedule_d))
+        c_skip, c_out = precondition(self.cfg.dit_param, alpha, sigma)
+        return c_skip * z_t + c_out * self.dit(z_t, t, x0_self_cond)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
@@ -357,8 +422,7 @@ class LDLM(TextModel):
 
     def loss(self, h, tokens, lengths, noise, step: int) -> LossOutput:
         cfg = self.cfg
-        gamma = warmup_gamma(step, cfg.warmup_steps, cfg.gamma_min, cfg.warmup_k, cfg.warmup_c) if cfg.encoder_warmup else 1.0
-        return ldlm_loss(self, h, tokens, cfg, gamma, self.time_sampler, noise, lengths)
+        return ldlm_loss(self, h, tokens, cfg, encoder_gamma(cfg, step), self.time_sampler, noise, lengths)
 
     def observe(self, t, losses) -> None:
         self.time_sampler.update(t.cpu(), losses.cpu())

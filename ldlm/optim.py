@@ -65,7 +65,13 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - ema_decay_at(step, decay))
+    """The EMA of the weights and of the float buffers (a latent norm's running statistics follow the
+    weights they describe; constant buffers such as the state statistics stay exactly as they are)."""
+    weight = 1 - ema_decay_at(step, decay)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), weight)
+    buffers = [(e, m) for e, m in zip(ema.buffers(), model.buffers()) if e.is_floating_point()]
+    if buffers:
+        torch._foreach_lerp_(*map(list, zip(*buffers)), weight)
 
 
 def keep_freed_memory() -> None:

@@ -84,7 +84,7 @@ SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
 @torch.no_grad()
 def generate_latents(model, n: int, steps: int, cfg, generator: torch.Generator, sampler: str = "ddpm",
                      callback=None, z0: torch.Tensor | None = None, t_start: float = 1.0) -> torch.Tensor:
-    """n latent sequences from N(0, I) through `steps` reverse steps of `model.dit`.
+    """n latent sequences from N(0, I) through `steps` reverse steps of `model.denoise`.
 
     With `z0` [n, L, D] (e.g. encoded text) the process starts instead from z0 noised to `t_start`,
     z = alpha z0 + sigma eps, and runs from t_start down (SDEdit-style editing of a known latent)."""
@@ -95,4 +95,4 @@ def generate_latents(model, n: int, steps: int, cfg, generator: torch.Generator,
         alpha, sigma = tangent_alpha_sigma(torch.tensor(t_start, dtype=torch.float64), cfg.schedule_d)
         z = float(alpha) * z0.to(device) + float(sigma) * z
     ts = time_grid(steps, cfg.t_min, t_start).to(device)
-    return SAMPLERS[sampler](model.dit, z, ts, cfg.schedule_d, generator, callback)
+    return SAMPLERS[sampler](model.denoise, z, ts, cfg.schedule_d, generator, callback)

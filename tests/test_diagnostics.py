@@ -124,7 +124,7 @@ class StandIn(torch.nn.Module):
         self.cfg = SimpleNamespace(seq_len=seq_len, latent_len=0, latent_dim=dim, t_min=t_min, schedule_d=schedule_d,
                                    sampler="ddpm")
 
-    def dit(self, z, t, x0_self_cond=None):
+    def denoise(self, z, t, x0_self_cond=None):
         return tangent_alpha_sigma(t.double(), self.cfg.schedule_d)[0].float()[:, None, None] * z
 
     def latents_to_tokens(self, z):

@@ -1,13 +1,17 @@
 """Each of the four recipe switches changes what it should, on a small synthetic model."""
+import copy
+
 import pytest
 import torch
 
 from ldlm.config import make_config
-from ldlm.diffusion import AdaptiveTimeSampler, UniformTimeSampler
+from ldlm.diagnostics import latent_geometry
+from ldlm.diffusion import AdaptiveTimeSampler, UniformTimeSampler, encoder_gamma, tangent_alpha_sigma, warmup_gamma
 from ldlm.frozen_lm import attention_mask
 from ldlm.losses import ldlm_loss
 from ldlm.models import LDLM, count_parameters
 from ldlm.noise import SampleNoise
+from ldlm.optim import update_ema
 from ldlm.params import main as params_main
 
 LM_WIDTH, VOCAB = 24, 50
@@ -190,3 +194,73 @@ def test_padding_positions_are_masked_out_of_l_h_and_l_w():
     assert out2.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
     unmasked = ldlm_loss(model, h, other, cfg, 1.0, UniformTimeSampler(), noise())
     assert unmasked.parts["loss_tok"] != pytest.approx(out.parts["loss_tok"], rel=1e-3)
+
+
+# --- the switches against latent collapse (issue: a diffusion model that denoises) -------------------
+
+
+def test_the_v_parameterised_denoiser_is_the_identity_as_sigma_goes_to_zero_at_init():
+    model, cfg = small_model(dit_param="v")
+    z = torch.randn(3, 12, cfg.latent_dim)
+    x0 = model.denoise(z, torch.full((3,), 1e-6))
+    assert torch.allclose(x0, z, atol=1e-5)
+    plain, _ = small_model(dit_param="x0")  # the x0-network starts at 0 (zero-initialised output): no copy
+    assert plain.denoise(z, torch.full((3,), 1e-6)).abs().max() == 0
+
+
+def test_the_v_parameterisation_predicts_x0_as_alpha_z_plus_sigma_f():
+    model, cfg = small_model(dit_param="v")
+    torch.nn.init.normal_(model.dit.out.weight)  # a non-zero network output F
+    z, t = torch.randn(2, 12, cfg.latent_dim), torch.tensor([0.3, 0.7])
+    alpha, sigma = (s[:, None, None] for s in tangent_alpha_sigma(t, cfg.schedule_d))
+    assert torch.allclose(model.denoise(z, t), alpha * z + sigma * model.dit(z, t), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["standard", "whiten"])
+def test_batch_latent_norms_centre_and_scale_the_training_batch(kind):
+    model, cfg = small_model(latent_norm=kind)
+    h, _ = batch(n=40)
+    flat = model.encode(model.standardize(h)).flatten(0, 1).double()
+    cov = torch.cov(flat.T)
+    assert flat.mean(0).abs().max() < 1e-4
+    assert torch.allclose(torch.diagonal(cov), torch.ones(cfg.latent_dim, dtype=torch.float64), atol=0.01)
+    off_diagonal = (cov - torch.diag(torch.diagonal(cov))).abs().max()
+    assert (off_diagonal < 1e-3) == (kind == "whiten")  # only whitening decorrelates the dimensions
+
+
+def test_whitening_leaves_the_encoder_no_direction_to_collapse_into():
+    model, cfg = small_model(latent_norm="whiten")
+    h, _ = batch(n=40)
+    rank_one = torch.randn(cfg.latent_dim)[None, None] * torch.randn(40, 12, 1) + 0.01 * torch.randn(40, 12, cfg.latent_dim)
+    model.encoder.forward = lambda h: rank_one  # an encoder that has folded everything onto one line
+    geometry = latent_geometry(model.encode(h))
+    assert geometry["mean_share"] < 0.01 and geometry["participation_ratio"] > 0.8 * cfg.latent_dim
+
+
+def test_evaluation_uses_the_running_statistics_of_training():
+    model, cfg = small_model(latent_norm="whiten")
+    h, _ = batch(n=40)
+    model.latent_norm.momentum = 0.1  # (0.01 in training): the running statistics converge to the batch's
+    with torch.no_grad():
+        for _ in range(300):
+            train_z = model.encode(model.standardize(h))
+    model.eval()
+    assert torch.allclose(model.encode(model.standardize(h)), train_z, atol=1e-3)
+
+
+def test_gamma_max_caps_the_encoder_warmup():
+    assert warmup_gamma(0, 100, 1e-3, gamma_max=0.1) == pytest.approx(1e-3)
+    ramp = [warmup_gamma(s, 100, 1e-3, gamma_max=0.1) for s in range(0, 201, 10)]
+    assert all(b >= a for a, b in zip(ramp, ramp[1:])) and ramp[-1] == 0.1 and max(ramp) == 0.1
+    _, cfg = small_model(encoder_warmup=False, gamma_max=0.1)
+    assert encoder_gamma(cfg, 0) == 1.0  # warmup off: gamma = 1 throughout, whatever the cap
+
+
+def test_the_ema_follows_the_running_statistics_and_keeps_constant_buffers_exactly():
+    model, cfg = small_model(latent_norm="whiten")
+    model.set_h_stats(torch.randn(LM_WIDTH), torch.rand(LM_WIDTH) + 0.5)
+    ema = copy.deepcopy(model)
+    model.latent_norm.running_mean.fill_(1.0)
+    update_ema(ema, model, 0.9, step=10**6)
+    assert torch.allclose(ema.latent_norm.running_mean, torch.full((cfg.latent_dim,), 0.1))
+    assert torch.equal(ema.h_mean, model.h_mean) and torch.equal(ema.h_std, model.h_std)
