@@ -169,3 +169,26 @@ def denoising_quality(view, ts=(0.001, 0.1, 0.2, 0.3), seed: int = 0) -> pd.Data
         rows.append(dict(t=float(t), sigma=sigma, dit_acc=dit_acc, dit_r2=dit_r2, wiener_acc=wiener_acc,
                          wiener_r2=wiener_r2, decoder_acc=decoder_acc))
     return pd.DataFrame(rows)
+
+
+# the noise levels of a run's latent report: the smallest training time, then mid-noise
+REPORT_TS = (0.001, 0.1, 0.2, 0.3)
+REPORT_VERSION = "1"  # bump when a number of latent_report would change
+
+
+def report_columns(ts=REPORT_TS) -> list[str]:
+    """The result-table columns of `latent_report`, in order."""
+    per_t = [f"{name}_t{t:g}" for t in ts for name in ("dit_acc", "wiener_acc", "dit_r2", "wiener_r2")]
+    return ["mean_share", "var_per_dim", "participation_ratio", "decoder_acc", *per_t]
+
+
+def latent_report(view, ts=REPORT_TS, seed: int = 0) -> dict:
+    """One flat record of a trained LDLM's latents (`view`: held-out rows, clean): their geometry
+    (`latent_geometry`) and how well one DiT prediction denoises them at each t (`denoising_quality`)."""
+    mask = attention_mask(view.lengths, view.tokens.shape[1])
+    quality = denoising_quality(view, ts, seed)
+    record = dict(latent_geometry(view.z, mask), decoder_acc=float(quality["decoder_acc"].iloc[0]))
+    for _, row in quality.iterrows():
+        for name in ("dit_acc", "wiener_acc", "dit_r2", "wiener_r2"):
+            record[f"{name}_t{row['t']:g}"] = float(row[name])
+    return {k: record[k] for k in report_columns(ts)}

@@ -16,7 +16,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import checkpoint, runs
+from . import checkpoint, diagnostics, runs
 from .build import load_run
 from .config import make_config
 from .data import Corpus, load_corpus
@@ -65,6 +65,21 @@ def score_key(corpus: Corpus, **parts) -> dict:
                 versions={k: versions_[k] for k in ("torch", "transformers", "mauve-text", "numpy")})
 
 
+def latent_columns(net, run_dir: Path, runs_dir: str | Path, rows: int = 64) -> dict:
+    """An LDLM run's latent geometry and denoising quality on its first `rows` held-out rows
+    (diagnostics.latent_report), cached in runs/scores/ beside the sample scores; {} for other kinds."""
+    if not net.has_latents:
+        return {}
+    from .api import load
+    from .latents import LatentView
+
+    key = dict(run_id=run_dir.name, rows=rows, report_version=diagnostics.REPORT_VERSION,
+               versions={k: v for k, v in versions().items() if k in ("torch", "numpy")})
+    report = scores(Path(runs_dir) / "scores" / f"{run_dir.name}-latents.json", key,
+                    lambda: diagnostics.latent_report(LatentView(load(run_dir, device="cpu"), rows)))
+    return {k: report[k] for k in diagnostics.report_columns()}
+
+
 def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, dict]:
     """The run folder of cfg, trained to the end (resumed if interrupted, skipped if done).
 
@@ -103,7 +118,7 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
     # what every setting's scores depend on besides its samples
     key = score_key(corpus, judge=exp.judge, featurizer=exp.featurizer, seed=seed, text_tokenizer=cfg.frozen_lm,
                     pack_mode=cfg.pack_mode)
-    rows, sample_files = [], {}
+    rows, sample_files, latent = [], {}, latent_columns(net, run_dir, runs_dir)
     for setting in net.sampling_settings(exp.step_counts, exp.top_ps):
         path = results_dir / "samples" / f"{rid}-{setting['name']}-n{exp.n_samples}.jsonl"
         if not path.exists() or "raw_ids" not in path.read_text().partition("\n")[0]:  # none, or an older kit's
@@ -119,7 +134,7 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
             preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=record["steps"],
             top_p=record["top_p"], judge=metrics["judge"], featurizer=metrics["featurizer"], n_samples=exp.n_samples,
             dtype=metrics["dtype"], draw_dtype=metrics["draw_dtype"], run_id=rid, model=cfg.model,
-            **net.result_columns(summary), train_steps=summary["step"], train_seconds=summary["train_seconds"],
+            **net.result_columns(summary), **latent, train_steps=summary["step"], train_seconds=summary["train_seconds"],
             train_tokens_per_s=summary["train_tokens_per_s"], sample_seconds=metrics["sample_seconds"],
             samples_per_s=exp.n_samples / metrics["sample_seconds"], pack_mode=cfg.pack_mode,
             **{k: metrics[k] for k in ROW_METRICS if k in metrics}))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .diagnostics import report_columns
 from .io import atomic_path, write_json
 
 # Keys that change where a run executes or what it reports, never its weights or metrics.
@@ -25,12 +26,12 @@ NOT_IN_RUN_ID = ("device", "num_threads", "logger", "eval_samples")
 ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id"]
 
 # A result row of results/<table>.csv (main_*, ablation), in column order: what produced it, what the
-# trained run measured (recon_acc and decoder_noise: LDLM; valid_loss: the baselines), the timings,
+# trained run measured (recon_acc, decoder_noise and the latent report: LDLM; valid_loss: the baselines), the timings,
 # then the evaluation's metrics (ldlm.metrics). A row holds the columns that apply to it.
 RESULT_COLUMNS = [
     "preset", "dataset", "variant", "seed", "steps", "top_p", "judge", "featurizer", "n_samples", "dtype",
     "draw_dtype", "run_id", "model",
-    "recon_acc", "decoder_noise", "valid_loss",
+    "recon_acc", "decoder_noise", "valid_loss", *report_columns(),
     "train_steps", "train_seconds", "train_tokens_per_s", "sample_seconds", "samples_per_s", "pack_mode",
     "gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "mauve", "n_empty", "sample_len_tokens",
     "metrics_version", "mauve_train",
