@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -95,25 +96,55 @@ class UniformTimeSampler:
         return {}
 
 
+def monotone_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted isotonic (non-decreasing) regression of y on sorted x, by pool-adjacent-violators
+    (scipy's): one knot per pooled block, at the block's w-weighted mean x with its w-weighted mean y.
+    Interpolating the knots gives a monotone piecewise-linear curve in which a pooled stretch rises evenly
+    instead of in one step. w > 0."""
+    from scipy.optimize import isotonic_regression  # lazily: a second to import; installed with scikit-learn
+
+    fit = isotonic_regression(np.asarray(y, dtype=np.float64), weights=np.asarray(w, dtype=np.float64))
+    starts = fit.blocks[:-1]
+    return np.add.reduceat(np.asarray(w * x, dtype=np.float64), starts) / fit.weights, fit.x[starts]
+
+
 class AdaptiveTimeSampler:
     """Timesteps drawn so the expected diffusion loss grows linearly in u ~ U(0, 1) (paper §5.3, Eq. 5).
 
-    B bins over [t_min, 1] keep an EMA of the per-sample x0-loss that fell in them (l_b). With
-    l_0 := 0 at t_min (x0-prediction error vanishes without noise), bin b gets probability
-    p_b proportional to max(l_b - l_{b-1}, 0) + floor, i.e. to dL/dt: the inverse of the piecewise-linear CDF
-    F(t) maps u to t, and L(t(u)) is then linear in u. Before any loss is seen l_b = b / B (uniform).
+    B bins over [t_min, 1] keep an EMA of the per-sample x0-loss that fell in them (l_b) and a count (seen).
+    The bins' l_b are fitted monotone in t (`monotone_fit`, weighted by seen), piecewise linear between the
+    fit's knots, with L(t_min) := 0 (x0-prediction error vanishes without noise) and flat after the last
+    knot; bin b gets p_fit ∝ the rise of that L over it, i.e. dL/dt, and p = (1 - mix) p_fit + mix / B.
+    The inverse of the piecewise-linear CDF maps u to t, so L(t(u)) is linear in u (up to the mix).
+    Why fit and mix: with raw increments max(l_b - l_{b-1}, 0) a bin whose first noisy estimate fell below
+    its neighbour's got p ~ 0 and was never drawn, so never corrected (29 of 100 bins in a tiny run); p_b
+    >= mix / B keeps every bin updated. Uniform before any loss is seen.
     """
 
-    def __init__(self, bins: int = 100, ema: float = 0.999, t_min: float = 1e-3, floor: float = 1e-3):
-        self.bins, self.ema, self.t_min, self.floor = bins, ema, t_min, floor
+    def __init__(self, bins: int = 100, ema: float = 0.999, t_min: float = 1e-3, mix: float = 0.1):
+        if not 0 <= mix <= 1:
+            raise ValueError(f"mix={mix}: the weight of the uniform part must be in [0, 1]")
+        self.bins, self.ema, self.t_min, self.mix = bins, ema, t_min, mix
         self.edges = torch.linspace(t_min, 1.0, bins + 1, dtype=torch.float64)
-        self.loss = torch.arange(1, bins + 1, dtype=torch.float64) / bins
+        self.loss = torch.arange(1, bins + 1, dtype=torch.float64) / bins  # prior, unused: unseen bins are not fitted
         self.seen = torch.zeros(bins, dtype=torch.long)
 
+    def fitted_loss(self) -> torch.Tensor | None:
+        """The monotone piecewise-linear fit of L at the bin edges [B + 1] (0 at t_min); None before any loss."""
+        hit = (self.seen > 0) & self.loss.isfinite()
+        if not hit.any():
+            return None
+        centres = ((self.edges[:-1] + self.edges[1:]) / 2)[hit].numpy()
+        x, y = monotone_fit(centres, self.loss[hit].numpy(), self.seen[hit].double().numpy())
+        x, y = np.r_[self.t_min, x], np.r_[0.0, np.clip(y, 0, None)]
+        return torch.from_numpy(np.interp(self.edges.numpy(), x, y))
+
     def probabilities(self) -> torch.Tensor:
-        increments = torch.diff(self.loss, prepend=self.loss.new_zeros(1)).clamp(min=0)
-        increments = increments + self.floor * increments.sum().clamp(min=1e-12) / self.bins
-        return increments / increments.sum()
+        """p_b [B], sums to 1, each >= mix / B."""
+        fit = self.fitted_loss()
+        rise = torch.diff(fit).clamp(min=0) if fit is not None else torch.zeros(self.bins, dtype=torch.float64)
+        p_fit = rise / rise.sum() if rise.sum() > 0 else torch.full_like(rise, 1 / self.bins)
+        return (1 - self.mix) * p_fit + self.mix / self.bins
 
     def cdf(self) -> torch.Tensor:
         """F at the bin edges: [0, ..., 1], non-decreasing."""
