@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from . import plotstyle as ps
 
 CSV = {"time_sampling": "time_sampling.csv", "warmup_gamma": "warmup_gamma.csv", "trajectory": "trajectory.csv",
-       "recon_noise": "recon_noise.csv"}
+       "recon_noise": "recon_noise.csv", "denoising": "denoising.csv"}
 LDLM = ps.PALETTE["ldlm"]
 
 
@@ -122,5 +122,26 @@ def recon_noise(results_dir: Path) -> Figure | None:
     return fig
 
 
+def denoising(results_dir: Path) -> Figure | None:
+    """One DiT x0 prediction against the best per-position linear (Wiener) denoiser, over t. Left:
+    held-out token accuracy of the decoded estimate (dotted: the clean latents decoded, the ceiling).
+    Right: R^2 = 1 - MSE / the latents' variance around their mean (1 = exact, 0 = predicting the mean)."""
+    rows = read(results_dir, "denoising")
+    if rows.empty:
+        return None
+    fig, (left, right) = ps.new_figure(1, 2)
+    for name, ls, part in runs(rows):
+        for ax, metric in ((left, "acc"), (right, "r2")):
+            ax.plot(part["t"], part[f"dit_{metric}"], color=LDLM, ls=ls, marker="o", ms=3, lw=1, label=f"DiT ({name})")
+            ax.plot(part["t"], part[f"wiener_{metric}"], color=ps.PALETTE["uniform"], ls=ls, marker="s", ms=3, lw=1,
+                    label=f"Wiener bound ({name})")
+        left.axhline(part["decoder_acc"].iloc[0], color="0.5", ls=":", lw=0.8)
+    left.set(xlabel="diffusion time t", ylabel="token accuracy ↑", ylim=(0, 1.02), title="x0 estimate, decoded")
+    right.set(xlabel="diffusion time t", ylabel="R² ↑", ylim=(min(0, rows[["dit_r2", "wiener_r2"]].min().min()), 1.02),
+              title="x0 estimate against the latents' spread")
+    left.legend()
+    return fig
+
+
 FIGURES = {"time_sampling": time_sampling, "warmup_gamma": warmup_gamma, "trajectory": trajectory,
-           "recon_noise": recon_noise}
+           "recon_noise": recon_noise, "denoising": denoising}

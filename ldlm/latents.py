@@ -12,6 +12,7 @@ import torch
 
 from .api import interpolate_latents
 from .data import build_token_data
+from .diagnostics import latent_geometry
 from .frozen_lm import attention_mask
 
 
@@ -84,6 +85,11 @@ class LatentView:
         """Decode (1 - a) z_i + a z_j, renormalised to the latent scale, for a in [0, 1]."""
         alphas, z = interpolate_latents(self.z[i], self.z[j], points)
         return pd.DataFrame(dict(alpha=alphas.tolist(), text=self.decode(z, int(self.lengths[[i, j]].max()))))
+
+    def geometry(self) -> dict:
+        """How the latents of the valid positions fill their space: mean share, variance per dimension,
+        participation ratio (`ldlm.diagnostics.latent_geometry`)."""
+        return latent_geometry(self.z, attention_mask(self.lengths, self.tokens.shape[1]))
 
     def dimension_stats(self) -> pd.DataFrame:
         """Mean and std of each latent dimension over all held-out positions."""

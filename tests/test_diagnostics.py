@@ -153,3 +153,46 @@ def test_denoising_a_lightly_noised_latent_returns_its_tokens():
     rows = diagnostics.denoising_trajectory(view, 8, seed=0, n=2, start=0, t_start=0.05)
     assert rows["t"].iloc[0] == pytest.approx(0.05) and rows["tokens_changed"].iloc[-1] == 0
     assert rows["text"].iloc[-1] == str(view.tokens[0].tolist())  # the final estimate decodes to the start's tokens
+
+
+def test_latents_that_are_one_vector_hold_all_their_energy_in_the_mean():
+    z = torch.randn(16).expand(4, 8, 16)
+    geometry = diagnostics.latent_geometry(z)
+    assert geometry["mean_share"] == pytest.approx(1.0) and geometry["var_per_dim"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_isotropic_latents_use_every_dimension_and_a_line_uses_one():
+    g = torch.Generator().manual_seed(0)
+    iso = diagnostics.latent_geometry(torch.randn(200, 50, 16, generator=g))
+    assert iso["mean_share"] < 0.01 and iso["var_per_dim"] == pytest.approx(1.0, abs=0.02)
+    assert iso["participation_ratio"] == pytest.approx(16, rel=0.02)
+    line = diagnostics.latent_geometry(torch.randn(200, 50, 1, generator=g) * torch.randn(16, generator=g) + 3.0)
+    assert line["participation_ratio"] == pytest.approx(1.0) and line["mean_share"] > 0.5
+
+
+def test_the_mask_leaves_padding_positions_out_of_the_geometry():
+    z = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(0))
+    z[:, 3:] = 100.0  # padding
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[:, :3] = True
+    assert diagnostics.latent_geometry(z, mask) == diagnostics.latent_geometry(z[:, :3])
+
+
+def test_the_wiener_denoiser_reaches_its_textbook_error_on_gaussian_latents():
+    g = torch.Generator().manual_seed(0)
+    lam = torch.tensor([4.0, 1.0, 0.25, 0.01], dtype=torch.float64)
+    z = torch.randn(400, 50, 4, generator=g, dtype=torch.float64) * lam.sqrt() + 1.0
+    denoise = diagnostics.wiener_denoiser(z, d=3.0)
+    t = torch.full((400,), 0.3)
+    alpha, sigma = (float(v) for v in tangent_alpha_sigma(t[:1].double(), 3.0))
+    x0 = denoise(alpha * z + sigma * torch.randn(z.shape, generator=g, dtype=torch.float64), t)
+    per_dim_mse = (x0 - z).pow(2).flatten(0, 1).mean(0)
+    assert torch.allclose(per_dim_mse, lam * sigma**2 / (alpha**2 * lam + sigma**2), rtol=0.05)
+
+
+def test_the_latent_report_scores_the_denoiser_against_the_wiener_bound():
+    view = stand_in_view(rows=16)  # its denoiser alpha_t z_t is near exact at t_min, worse than Wiener later
+    report = diagnostics.latent_report(view, ts=(view.cfg.t_min, 0.3))
+    assert list(report) == diagnostics.report_columns((view.cfg.t_min, 0.3))
+    assert report["dit_acc_t0.001"] == report["decoder_acc"] == 1.0 and report["dit_r2_t0.001"] > 0.99
+    assert report["wiener_r2_t0.3"] > report["dit_r2_t0.3"]
