@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     except (EvalError, DataError, ModelUnavailable, PathError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({k: row[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_samples")}))
+    print(json.dumps({k: row[k] for k in ("gen_ppl_tok", "gen_ppl_seq", "entropy", "rep_4", "mauve", "n_samples")}))
     return 0
 
 

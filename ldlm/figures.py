@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from . import diagnostic_figures
 from . import plotstyle as ps
+from .results import degenerate, is_reference
 
 def read(results_dir: Path, pattern: str) -> pd.DataFrame:
     frames = [pd.read_csv(p) for p in sorted(Path(results_dir).glob(pattern))]
@@ -52,6 +53,11 @@ def seed_range(rows: pd.DataFrame, by: str, columns: list[str]) -> pd.DataFrame:
     return rows.groupby(by)[columns].agg(["mean", "min", "max"]).sort_index()
 
 
+def flagged(rows: pd.DataFrame) -> pd.Series:
+    """results.degenerate as plain booleans (a row that cannot be told is not marked)."""
+    return degenerate(rows).fillna(False).astype(bool)
+
+
 def bars(stats: pd.DataFrame, column: str) -> list:
     """Error bars spanning the seeds' range (a ± std bar would cross zero on a log axis)."""
     return [stats[(column, "mean")] - stats[(column, "min")], stats[(column, "max")] - stats[(column, "mean")]]
@@ -60,11 +66,11 @@ def bars(stats: pd.DataFrame, column: str) -> list:
 def pareto(results_dir: Path) -> Figure | None:
     """Gen PPL (token-weighted) vs entropy, one panel per dataset; LDLM and MDLM traced by sampling
     steps, the GPT by nucleus p, held-out text as the star. Each point is the mean over seeds with the
-    seeds' range as bars; the seeds' own points are drawn faintly behind it."""
+    seeds' range as bars; the seeds' own points are drawn faintly behind it; hollow: degenerate samples."""
     rows = read(results_dir, "main_*.csv")
     if rows.empty:
         return None
-    rows = rows.assign(top_p=rows["top_p"].fillna(1.0) if "top_p" in rows else 1.0)
+    rows = rows.assign(top_p=rows["top_p"].fillna(1.0) if "top_p" in rows else 1.0, degenerate=flagged(rows))
     datasets = list(dict.fromkeys(rows["dataset"]))
     fig, axes = ps.new_figure(1, len(datasets))
     judge = rows["judge"].dropna().iloc[0] if "judge" in rows else "?"
@@ -86,6 +92,10 @@ def pareto(results_dir: Path) -> Figure | None:
                         label=f"{ps.label(model)} ({seeds} seed{'s' * (seeds > 1)})")
             labels[ax] += [(r[("entropy", "mean")], r[("gen_ppl_tok", "mean")], f"p={v:g}" if model == "ar" else f"{int(v)}")
                        for v, r in stats.iterrows()]
+            bad = group.groupby(setting)["degenerate"].any().reindex(stats.index, fill_value=False)
+            if bad.any():
+                ps.hollow(ax, stats.loc[bad, ("entropy", "mean")], stats.loc[bad, ("gen_ppl_tok", "mean")], colour, marker)
+                ax.add_line(ps.degenerate_handle())  # an empty line: its legend entry, once per panel
         ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats; ★ = real text)",
                ylabel=f"Gen PPL ({judge}) ↓")
         ps.log_axis(ax, "y")
@@ -103,6 +113,8 @@ def ablation(results_dir: Path) -> Figure | None:
     if not path.exists():
         return None
     rows = pd.read_csv(path)
+    collapsed = set(rows.loc[flagged(rows), "variant"])  # any seed; the flags need the reference row
+    reference, rows = rows[is_reference(rows)], rows[~is_reference(rows)]
     order = [v for v in ps.VARIANTS if v in set(rows["variant"])]
     metrics = {"gen_ppl_tok": "Gen PPL (token) ↓", "entropy": "unigram entropy (nats)", "mauve": "MAUVE ↑",
                "recon_acc": "reconstruction acc. ↑"}
@@ -114,10 +126,17 @@ def ablation(results_dir: Path) -> Figure | None:
                     errorbar=("pi", 100), capsize=0.2, err_kws={"linewidth": 1}, alpha=0.8, legend=False, ax=ax)
         sns.stripplot(rows, x="variant", y=metric, order=order, color="k", size=2.5, jitter=0.15, ax=ax)
         ax.set(ylabel="", xlabel="", title=title)
+        if metric in reference and reference[metric].notna().any():
+            ax.axhline(reference[metric].mean(), color=ps.PALETTE["reference"], ls="--", lw=0.8, label=ps.label("reference"))
         if metric == "gen_ppl_tok":
             ps.log_axis(ax, "y")
+            hatch_bars(ax, [v in collapsed for v in order])
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
+    handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]][:1]  # the held-out line, once
+    handles += [ps.degenerate_handle(bar=True)] if collapsed & set(order) else []
+    if handles:  # under the panels
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=7)
     for ax in axes:
         ax.set_xticks(range(len(order)), [ps.label(v) for v in order], rotation=40, ha="right")
     seeds = rows["seed"].nunique() if "seed" in rows else 1
@@ -126,9 +145,18 @@ def ablation(results_dir: Path) -> Figure | None:
     return fig
 
 
+def hatch_bars(ax, marked: list[bool]) -> None:
+    """Hatch the bars at the x positions (0, 1, ...) where `marked` is true: the degenerate mark."""
+    for bar in ax.patches:
+        position = round(bar.get_x() + bar.get_width() / 2)
+        if 0 <= position < len(marked) and marked[position]:
+            bar.set_hatch(ps.DEGENERATE_HATCH)
+            bar.set_edgecolor("0.2")
+
+
 def speed_quality(results_dir: Path) -> Figure | None:
     """Left: sampling throughput vs steps, per model and batch size. Right: Gen PPL (seed mean and
-    range) vs samples/s at the largest batch, per model and dataset."""
+    range) vs samples/s at the largest batch, per model and dataset; hollow: degenerate samples."""
     speed = read(results_dir, "speed.csv")
     if speed.empty:
         return None
@@ -148,6 +176,7 @@ def speed_quality(results_dir: Path) -> Figure | None:
     big = sampling[sampling["batch"] == sampling["batch"].max()]
     main = read(results_dir, "main_*.csv")
     if not main.empty:
+        main = main.assign(degenerate=flagged(main))  # before the reference rows are left out
         merged = main[main["model"] != "reference"].merge(big[["model", "steps", "samples_per_s"]],
                                                          on=["model", "steps"], suffixes=("_eval", ""))
         setting = merged["top_p"].fillna(merged["steps"]) if "top_p" in merged else merged["steps"]
@@ -159,7 +188,12 @@ def speed_quality(results_dir: Path) -> Figure | None:
             right.errorbar(stats[("samples_per_s", "mean")], stats[("gen_ppl_tok", "mean")],
                            yerr=bars(stats, "gen_ppl_tok"), color=ps.PALETTE.get(model, "0.5"), ls=dataset_line[dataset],
                            marker=ps.MARKERS.get(model, "x"), ms=4, lw=1, capsize=1.5)
-        ps.key_legend(right, lines=dataset_line, fontsize=6.5)
+            bad = group.groupby("setting")["degenerate"].any().reindex(stats.index, fill_value=False)
+            if bad.any():
+                ps.hollow(right, stats.loc[bad, ("samples_per_s", "mean")], stats.loc[bad, ("gen_ppl_tok", "mean")],
+                          ps.PALETTE.get(model, "0.5"), ps.MARKERS.get(model, "x"))
+        extra = [ps.degenerate_handle()] if merged["degenerate"].any() else []
+        ps.key_legend(right, lines=dataset_line, extra=extra, fontsize=6.5)
     ps.log_axis(right, "x"), ps.log_axis(right, "y")
     right.set(xlabel=f"samples / s at batch {big['batch'].max()} ↑", ylabel="Gen PPL (token) ↓",
               title="speed vs quality (seed mean, range)")

@@ -1,4 +1,4 @@
-"""Sample-quality metrics with their conventions in their names: Gen PPL, entropy, MAUVE, accuracy.
+"""Sample-quality metrics with their conventions in their names: Gen PPL, entropy, repetition, MAUVE, accuracy.
 
 Every result row carries METRICS_VERSION; bump it whenever a number computed here would change
 (evaluation code drift silently changing metrics is a known problem in the field: flm #6).
@@ -25,6 +25,12 @@ Conventions, in one place (MDLM: kuleshov-group/mdlm diffusion.py, Duo: s-sahoo/
   padding included): per sample -sum_v p_v ln p_v of its own token frequencies (natural log), then
   the mean over samples. `entropy_content` is the same over the documents' tokens only; the row's
   `entropy_tokens` says which ids `entropy` used (raw_ids, token_ids, or a tokenizer's).
+- Repetition: `rep_4` (Welleck et al. 2020's seq-rep-4: per sample, 1 - unique 4-grams / 4-grams, then
+  the mean over samples) and `distinct_4` (unique 4-grams / 4-grams, pooled over all samples), both
+  over the ids of `entropy_content` (the documents' tokens), not the raw ids: in pad mode a raw row
+  ends in a run of padding, whose repeated 4-grams would make held-out text itself look repetitive.
+  A loop is easy to predict, so a repetitive sampler gets a low Gen PPL: these columns (and the
+  entropy) are what `results.degenerate` flags such rows by.
 - MAUVE: `mauve-text` on features only (it would otherwise download GPT-2 Large), equal numbers of
   samples and references, fixed k-means seed, `num_buckets = mauve_buckets(n)`. References have the
   samples' length (SimCTG #7): the dataset's held-out split packed as training packs it (same
@@ -53,7 +59,7 @@ import torch.nn.functional as F
 from .distributed import DistEnv, map_sharded
 from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 
-METRICS_VERSION = "2"
+METRICS_VERSION = "3"  # 3: rep_4 and distinct_4
 DOC_SEP = "\n\n"  # between the documents of a sample in its `text` (for people and the featurizer)
 
 
@@ -115,6 +121,32 @@ def unigram_entropy(token_lists: Sequence[Sequence[int]]) -> float:
         p = counts / counts.sum()
         values.append(float(-(p * np.log(p)).sum()))
     return float(np.mean(values)) if values else float("nan")
+
+
+def _ngrams(ids, n: int) -> list[tuple]:
+    ids = list(ids)
+    return list(zip(*(ids[k:] for k in range(n))))
+
+
+def rep_n(token_lists: Sequence[Sequence[int]], n: int = 4) -> float:
+    """Welleck et al. 2020's seq-rep-n: per sample, the share of its n-grams that repeat one before it
+    (1 - unique n-grams / n-grams), averaged over samples. Samples shorter than n have no n-grams and
+    contribute nothing (nan if no sample has any): a sample is not called repetitive for being short."""
+    values = []
+    for ids in token_lists:
+        grams = _ngrams(ids, n)
+        if grams:
+            values.append(1 - len(set(grams)) / len(grams))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def distinct_n(token_lists: Sequence[Sequence[int]], n: int = 4) -> float:
+    """distinct-n (Li et al. 2016): unique n-grams / n-grams, both counted over all samples together,
+    so samples that repeat each other score low too. Li et al. divide by the number of tokens; the
+    n-gram count (the common variant) makes all-distinct text 1. Samples shorter than n contribute
+    nothing; nan if no sample has an n-gram."""
+    grams = [g for ids in token_lists for g in _ngrams(ids, n)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,7 +386,8 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
 
     `docs` (each sample's documents) go to the judge if given, else `texts`; the featurizer gets
     `texts`. Entropy: over `raw_ids` if given (Duo), else over `token_ids`, else over the texts'
-    tokens; `entropy_content` is always over the content tokens (`token_ids`, else the texts').
+    tokens; `entropy_content`, `rep_4` and `distinct_4` are always over the content tokens (`token_ids`,
+    else the texts').
     Lengths are counted in `text_tokenizer`'s tokens if given (pass the model's own tokenizer, e.g.
     "minilm": the references then come in the model's tokens and carry the same normalisation, such
     as lower-casing), else in the judge's tokens. MAUVE references (`reference_pieces`): held-out rows
@@ -385,7 +418,8 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     content, content_name = (token_ids, "token_ids") if token_ids is not None else (ids, tok_name)
     row.update(entropy_content=unigram_entropy(content),
                entropy=unigram_entropy(raw_ids) if raw_ids else unigram_entropy(content),
-               entropy_tokens="raw_ids" if raw_ids else content_name)
+               entropy_tokens="raw_ids" if raw_ids else content_name,
+               rep_4=rep_n(content, 4), distinct_4=distinct_n(content, 4))
     if token_ids is not None:
         row.update(sample_len_token_ids=float(np.mean([len(x) for x in token_ids])))
 
@@ -412,10 +446,10 @@ def reference_ceiling(corpus, n: int, length: int, judge=DEFAULT_JUDGE, featuriz
 
     2n disjoint held-out rows of `length` tokens (`reference_pieces`, packed with `pack_mode`): the
     first n play the samples (Gen PPL on their documents, entropy on their packed ids as a sample's
-    raw_ids, entropy_content on their documents' ids), MAUVE compares them with the other n (held-out
-    vs held-out). `mauve_train` compares n training-split rows with the same n held-out references:
-    the score of a model that samples the training distribution perfectly (lower when the held-out
-    split is small or topically narrow)."""
+    raw_ids, entropy_content and repetition on their documents' ids), MAUVE compares them with the
+    other n (held-out vs held-out). `mauve_train` compares n training-split rows with the same n
+    held-out references: the score of a model that samples the training distribution perfectly (lower
+    when the held-out split is small or topically narrow)."""
     start = time.time()
     judge, featurizer = _load(judge, featurizer)
     tok, tok_name = _tokenizer_for(text_tokenizer, judge)
@@ -435,6 +469,7 @@ def reference_ceiling(corpus, n: int, length: int, judge=DEFAULT_JUDGE, featuriz
     return dict(
         gen_ppl(docs_a, judge, batch_size, progress=progress), entropy=unigram_entropy([p.raw for p in a]),
         entropy_tokens="raw_ids", entropy_content=unigram_entropy(_content(a)),
+        rep_4=rep_n(_content(a), 4), distinct_4=distinct_n(_content(a), 4),
         mauve=mauve_score(_features(featurizer, texts_a, progress), feats_b),
         mauve_train=mauve_score(_features(featurizer, train_texts, progress), feats_b) if len(train) == n else float("nan"),
         mauve_n=n, mauve_num_buckets=mauve_buckets(n), mauve_seed=25, ref_seed=seed,

@@ -25,12 +25,12 @@ from .experiment import Experiment
 from .frozen_lm import default_device, load_tokenizer
 from .io import write_json, write_jsonl, write_text
 from .metrics import METRICS_VERSION, reference_pieces
-from .results import result_row, run_id, upsert_rows, versions, write_run_record
+from .results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
 from .sample import sample_rows
 
 # the evaluation's columns that go into a result row
-ROW_METRICS = ("gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "mauve", "n_empty", "sample_len_tokens",
-               "metrics_version")
+ROW_METRICS = ("gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "rep_4", "distinct_4", "mauve", "n_empty",
+               "sample_len_tokens", "metrics_version")
 
 
 def held_out(cfg) -> Corpus:
@@ -139,7 +139,7 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
             samples_per_s=exp.n_samples / metrics["sample_seconds"], pack_mode=cfg.pack_mode,
             **{k: metrics[k] for k in ROW_METRICS if k in metrics}))
         sample_files[setting["name"]] = str(path)
-    frame = upsert_rows(results_dir / f"{table}.csv", rows)
+    frame = upsert_rows(results_dir / f"{table}.csv", rows, derive=with_degenerate)  # flags need the whole table
     write_text(results_dir / "curves" / f"{rid}.jsonl", (run_dir / "metrics.jsonl").read_text())  # for the figures
     write_run_record(results_dir, rid, config=cfg.to_dict(), summary=summary, samples=sample_files,
                      checkpoint=str(run_dir / checkpoint.CKPT_NAME), metrics_log=str(run_dir / "metrics.jsonl"))
@@ -165,5 +165,5 @@ def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_d
                      featurizer=metrics["featurizer"], n_samples=n, dtype="float32", draw_dtype=None,
                      run_id=f"reference-{dataset}", model="reference",
                      **{k: metrics[k] for k in (*ROW_METRICS, "mauve_train") if k in metrics})
-    frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row])
+    frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row], derive=with_degenerate)  # flags the table's rows
     return frame[frame["run_id"] == row["run_id"]]

@@ -13,9 +13,11 @@ import matplotlib.figure
 import seaborn as sns
 from matplotlib import rc_context
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .io import atomic_path
+from .results import DEGENERATE_ENTROPY_GAP, DEGENERATE_REP_4
 
 PANEL_WIDTH, PANEL_HEIGHT = 3.5, 2.8  # inches: one single-column figure per panel
 
@@ -30,6 +32,11 @@ LABELS = {"ldlm": "LDLM", "mdlm": "MDLM", "ar": "AR (GPT)", "reference": "held-o
           "no_decoder_noise": "− dec. noise", "naive": "naive (all off)"}
 VARIANTS = ["full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive"]
 DATASET_LINES = ["-", "--", ":", "-."]  # one line style per dataset, in order of appearance
+# Degenerate samples (results.degenerate, in at least one seed): their low Gen PPL rewards repetition, so
+# the figures mark them as the tables do (†): hatched bars, hollow markers.
+DEGENERATE_LABEL = (f"degenerate (rep-4 > {DEGENERATE_REP_4:g} or entropy\n"
+                    f"> {DEGENERATE_ENTROPY_GAP:g} nat below held-out text)")
+DEGENERATE_HATCH = "////"
 
 _RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper"), "legend.fontsize": 7.5,
        "legend.title_fontsize": 7.5, "axes.titlesize": 9, "figure.dpi": 100}
@@ -75,11 +82,25 @@ def legend_below(fig: Figure, axes, ncol: int = 4) -> None:
                    frameon=False)
 
 
-def key_legend(ax, models=(), lines: dict | None = None, **kw) -> None:
-    """A compact legend of what colour (models or variants) and line style (e.g. dataset, batch) mean."""
+def key_legend(ax, models=(), lines: dict | None = None, extra=(), **kw) -> None:
+    """A compact legend of what colour (models or variants) and line style (e.g. dataset, batch) mean;
+    `extra`: more handles (e.g. degenerate_handle())."""
     handles = [Line2D([], [], color=PALETTE.get(m, "0.5"), marker=MARKERS.get(m), ms=4, label=label(m)) for m in models]
     handles += [Line2D([], [], color="0.4", ls=ls, label=text) for text, ls in (lines or {}).items()]
+    handles += list(extra)
     ax.legend(handles=handles, **kw)
+
+
+def degenerate_handle(bar: bool = False):
+    """The legend entry of the degenerate mark: a hatched patch (bars) or a hollow marker."""
+    if bar:
+        return Patch(facecolor="white", edgecolor="0.2", hatch=DEGENERATE_HATCH, label=DEGENERATE_LABEL)
+    return Line2D([], [], ls="", marker="o", ms=4, mfc="white", mec="0.2", label=DEGENERATE_LABEL)
+
+
+def hollow(ax, x, y, colour, marker: str = "o", ms: float = 4) -> None:
+    """Draw the points (x, y) as hollow markers over the filled ones there: the degenerate mark."""
+    ax.scatter(x, y, marker=marker, s=ms ** 2, facecolors="white", edgecolors=colour, linewidths=1, zorder=4)
 
 
 def compact(value: float, _=None) -> str:

@@ -14,6 +14,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -27,15 +28,26 @@ ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "judge", "featurize
 
 # A result row of results/<table>.csv (main_*, ablation), in column order: what produced it, what the
 # trained run measured (recon_acc, decoder_noise and the latent report: LDLM; valid_loss: the baselines), the timings,
-# then the evaluation's metrics (ldlm.metrics). A row holds the columns that apply to it.
+# then the evaluation's metrics (ldlm.metrics). A row holds the columns that apply to it. The CSV's last
+# column, `degenerate`, depends on the whole table (its reference row): `with_degenerate` adds it.
 RESULT_COLUMNS = [
     "preset", "dataset", "variant", "seed", "steps", "top_p", "judge", "featurizer", "n_samples", "dtype",
     "draw_dtype", "run_id", "model",
     "recon_acc", "decoder_noise", "valid_loss", *report_columns(),
     "train_steps", "train_seconds", "train_tokens_per_s", "sample_seconds", "samples_per_s", "pack_mode",
-    "gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "mauve", "n_empty", "sample_len_tokens",
-    "metrics_version", "mauve_train",
+    "gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "rep_4", "distinct_4", "mauve", "n_empty",
+    "sample_len_tokens", "metrics_version", "mauve_train",
 ]
+
+# A loop is easy to predict, so samples collapsed into repetition get a low Gen PPL; such rows are flagged
+# `degenerate` instead of compared. Thresholds (tiny, 64-token rows, results/ at METRICS_VERSION 2): held-out
+# text has rep_4 <= 0.005 and every main-table sample set <= 0.001, the collapsed ablation variants 0.72-0.98
+# (Welleck et al. 2020: human text 0.006, greedy decoding of an MLE model 0.44), so > 0.5 (most of a
+# sample's 4-grams repeat one before it) catches loops only. 1 nat of entropy below the held-out text's is
+# e = 2.7x fewer effective distinct tokens per sample: the main tables' LDLM rows sit 0.4-0.9 nats below, the
+# ablation's looping variants 2.9-3.8 and its word-repeating ones ("commission commission ...") 1.1-2.5.
+DEGENERATE_ENTROPY_GAP = 1.0  # nats below the reference row's entropy, same dataset
+DEGENERATE_REP_4 = 0.5
 
 
 def result_row(**values) -> dict:
@@ -44,6 +56,40 @@ def result_row(**values) -> dict:
     if unknown:
         raise ValueError(f"not result-table columns: {unknown} (add them to results.RESULT_COLUMNS)")
     return {k: values[k] for k in RESULT_COLUMNS if k in values}
+
+
+def is_reference(rows: pd.DataFrame) -> pd.Series:
+    """The rows of held-out text (the reference ceiling): model or variant "reference"."""
+    none = pd.Series(False, index=rows.index)
+    return rows.get("model", none).eq("reference") | rows.get("variant", none).eq("reference")
+
+
+def reference_entropy(rows: pd.DataFrame) -> pd.Series:
+    """Per row, the mean entropy of the reference rows of its dataset (NaN where there are none)."""
+    if "entropy" not in rows:
+        return pd.Series(float("nan"), index=rows.index)
+    dataset = rows["dataset"].fillna("") if "dataset" in rows else pd.Series("", index=rows.index)
+    ref = is_reference(rows)
+    return dataset.map(rows.loc[ref, "entropy"].groupby(dataset[ref]).mean()).astype(float)
+
+
+def degenerate(rows: pd.DataFrame) -> pd.Series:
+    """Per row: are its samples degenerate (rep_4 > DEGENERATE_REP_4, or entropy more than
+    DEGENERATE_ENTROPY_GAP below the reference row's of the same dataset)? Decided by the checks that
+    the row has the numbers for; <NA> where it has none (no rep_4 and no reference entropy: old rows)."""
+    nan = pd.Series(float("nan"), index=rows.index)
+    rep, entropy = rows.get("rep_4", nan).astype(float), rows.get("entropy", nan).astype(float)
+    ref = reference_entropy(rows)
+    flagged = (rep > DEGENERATE_REP_4) | (entropy < ref - DEGENERATE_ENTROPY_GAP)
+    known = rep.notna() | (entropy.notna() & ref.notna())
+    return flagged.astype("boolean").where(known, pd.NA)
+
+
+def with_degenerate(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its `degenerate` column (re)computed; none where no row can be decided."""
+    flags = degenerate(frame)
+    frame = frame.drop(columns="degenerate", errors="ignore")
+    return frame.assign(degenerate=flags) if flags.notna().any() else frame
 
 
 def corpus_sha256(dataset: str) -> str | None:
@@ -110,9 +156,11 @@ def locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def upsert_rows(csv_path: str | Path, rows: list[dict], key: list[str] | None = None) -> pd.DataFrame:
+def upsert_rows(csv_path: str | Path, rows: list[dict], key: list[str] | None = None,
+                derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
     """Add rows to a tidy CSV, replacing earlier rows with the same key columns; atomic write, under a
-    lock so that processes writing the same file at once lose nothing."""
+    lock so that processes writing the same file at once lose nothing. `derive` (e.g. with_degenerate)
+    recomputes columns that depend on other rows, over the whole merged table."""
     csv_path = Path(csv_path)
     new = pd.DataFrame(rows)
     key = [k for k in (key or ROW_KEYS) if k in new.columns]
@@ -123,6 +171,7 @@ def upsert_rows(csv_path: str | Path, rows: list[dict], key: list[str] | None = 
                 merged = old.merge(new[key].drop_duplicates(), on=key, how="left", indicator=True)
                 old = old[(merged["_merge"] == "left_only").to_numpy()]
             new = pd.concat([old, new], ignore_index=True)
+        new = derive(new) if derive else new
         with atomic_path(csv_path, suffix=".csv") as tmp:
             new.to_csv(tmp, index=False)
     return new

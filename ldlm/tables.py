@@ -2,6 +2,7 @@
 
 "Held-out loss" is the baselines' own training objective on held-out blocks, nats per token: the
 GPT's NLL and MDLM's NELBO (an upper bound on its NLL); LDLM has no comparable likelihood here.
+A † after a Gen PPL marks degenerate samples (results.degenerate), with a note under the table.
 """
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from .io import write_text
+from .results import DEGENERATE_ENTROPY_GAP, DEGENERATE_REP_4, degenerate
 
 METRIC_COLUMNS = {"gen_ppl_tok": "Gen PPL (tok) ↓", "gen_ppl_seq": "Gen PPL (seq) ↓", "entropy": "Entropy",
-                  "mauve": "MAUVE ↑", "recon_acc": "Recon. acc. ↑", "valid_loss": "Held-out loss ↓", "n_empty": "Empty"}
+                  "rep_4": "Rep-4", "mauve": "MAUVE ↑", "recon_acc": "Recon. acc. ↑", "valid_loss": "Held-out loss ↓",
+                  "n_empty": "Empty"}
 
 VARIANT_NAMES = {"full": "LDLM (full recipe)", "no_mse": "− MSE decoder loss (CE)", "no_warmup": "− encoder warmup",
                  "no_adaptive": "− adaptive timesteps", "no_decoder_noise": "− decoder noise",
@@ -21,6 +24,19 @@ VARIANT_NAMES = {"full": "LDLM (full recipe)", "no_mse": "− MSE decoder loss (
 
 
 WITHIN_SPREAD = "≈"  # marks a mean whose distance to the compared row is within their seed spread
+DEGENERATE = "†"  # after a Gen PPL: the samples (of every seed, or of those counted) are degenerate
+DEGENERATE_NOTE = (f"{DEGENERATE}: degenerate samples (rep-4 > {DEGENERATE_REP_4:g}, or entropy more than "
+                   f"{DEGENERATE_ENTROPY_GAP:g} nat below the held-out text's): a sampler that repeats itself gets a "
+                   f"low Gen PPL, so this Gen PPL is no evidence of quality")
+
+
+def degenerate_marks(rows: pd.DataFrame, by: list[str]) -> pd.Series:
+    """Per group of `by`: " †" when every seed's samples are degenerate, " † (k of n seeds)" when some
+    are (a collapsed seed pulls the mean Gen PPL down), "" when none is or it cannot be told."""
+    flags = rows.assign(_flag=degenerate(rows).fillna(False).astype(bool)).groupby(by, sort=False)["_flag"]
+    k, n = flags.sum(), flags.size()
+    return pd.Series([("" if not a else f" {DEGENERATE}" if a == b else f" {DEGENERATE} ({a} of {b} seeds)")
+                      for a, b in zip(k, n)], index=k.index)
 
 
 def _summarise(rows: pd.DataFrame, by: list[str], versus=None) -> pd.DataFrame:
@@ -46,14 +62,19 @@ def _summarise(rows: pd.DataFrame, by: list[str], versus=None) -> pd.DataFrame:
                     cell += f" {WITHIN_SPREAD}"
             cells.append(cell)
         out[c] = cells
+    marks = degenerate_marks(rows, by)
+    for c in ("gen_ppl_tok", "gen_ppl_seq"):
+        if c in cols:
+            out[c] = out[c] + marks
     out["seeds"] = n
     return out.rename(columns=METRIC_COLUMNS)
 
 
 def ablation_table(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """One row per variant: mean ± std over seeds; ≈ where a variant is within the seed spread of the full recipe."""
+    """One row per variant: mean ± std over seeds; ≈ where a variant is within the seed spread of the full
+    recipe. Held-out text's row (variant "reference"), if `rows` has one, comes first."""
     table = _summarise(rows, ["variant"], versus="full")
-    table = table.loc[[v for v in order if v in table.index]]
+    table = table.loc[[v for v in dict.fromkeys(["reference", *order]) if v in table.index]]
     table.index = [VARIANT_NAMES.get(v, v) for v in table.index]
     return table
 
@@ -110,9 +131,18 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def notes(table: pd.DataFrame) -> list[str]:
+    """The notes a table's cells call for (what † means, where a cell has one)."""
+    cells = table.astype(str).to_numpy().ravel()
+    return [DEGENERATE_NOTE] if any(DEGENERATE in c for c in cells) else []
+
+
 def write_tables(table: pd.DataFrame, stem: str | Path, caption: str = "") -> None:
-    """`stem`.md and `stem`.tex, both with the caption that says what produced them."""
-    stem = Path(stem)
-    write_text(stem.with_suffix(".md"), (f"{caption}\n\n" if caption else "") + to_markdown(table) + "\n")
+    """`stem`.md and `stem`.tex, both with the caption that says what produced them and the notes its
+    cells call for (under the table in Markdown, at the end of the caption in LaTeX)."""
+    stem, footer = Path(stem), notes(table)
+    write_text(stem.with_suffix(".md"), (f"{caption}\n\n" if caption else "") + to_markdown(table) + "\n"
+               + "".join(f"\n{n}\n" for n in footer))
+    caption = " ".join([caption, *footer]).strip()
     latex = table.to_latex(escape=True, caption=caption or None)
     write_text(stem.with_suffix(".tex"), latex)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib
 import pandas as pd
+from matplotlib.collections import PathCollection
 
 from ldlm import figures
 from ldlm import plotstyle as ps
@@ -68,3 +69,24 @@ def test_step_labels_of_clustered_points_do_not_overlap(tmp_path):
     boxes = [text.get_window_extent() for text in ax.texts]
     assert len(boxes) == 7
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_degenerate_bars_are_hatched_and_degenerate_points_hollow(tmp_path):
+    """The tables' † in the figures: the collapsed full recipe's Gen PPL bar is hatched, its front point hollow."""
+    base = dict(preset="smoke", dataset="news", judge="smollm2", seed=0)
+    reference = dict(base, variant="reference", model="reference", steps=0, gen_ppl_tok=130.0, entropy=3.8, rep_4=0.0)
+    rows = [reference, dict(base, variant="full", model="ldlm", steps=50, gen_ppl_tok=4.0, entropy=0.1, rep_4=0.97),
+            dict(base, variant="no_mse", model="ldlm", steps=50, gen_ppl_tok=900.0, entropy=3.5, rep_4=0.0)]
+    pd.DataFrame(rows).to_csv(tmp_path / "ablation.csv", index=False)
+    fig = figures.draw("ablation", tmp_path)
+    ppl = next(ax for ax in fig.axes if ax.get_title().startswith("Gen PPL"))
+    assert [bar.get_hatch() for bar in ppl.patches] == [ps.DEGENERATE_HATCH, None]  # full, no_mse
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == {ps.DEGENERATE_LABEL, "held-out text"}
+
+    pd.DataFrame([reference, dict(rows[1], steps=10), dict(rows[2], variant="full", steps=100)]).to_csv(
+        tmp_path / "main_news.csv", index=False)  # LDLM at 10 steps collapsed, at 100 not
+    fig = figures.draw("pareto", tmp_path)
+    hollow = [c for c in fig.axes[0].collections if isinstance(c, PathCollection) and len(c.get_offsets())
+              and (c.get_facecolors() == 1).all()]  # white
+    assert len(hollow) == 1 and hollow[0].get_offsets().tolist() == [[0.1, 4.0]]  # the collapsed setting only
+    assert ps.DEGENERATE_LABEL in {t.get_text() for t in fig.legends[0].get_texts()}

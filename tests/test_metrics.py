@@ -15,8 +15,8 @@ from ldlm import evaluate, metrics
 from ldlm.frozen_lm import load_tokenizer
 from ldlm.judges import Judge, load_featurizer, load_judge
 from ldlm.data import load_corpus, unpack_docs
-from ldlm.metrics import (count_empty, gen_ppl, join_docs, mauve_buckets, mauve_score, per_sample_nll, token_accuracy,
-                          truncate_texts, unigram_entropy)
+from ldlm.metrics import (count_empty, distinct_n, gen_ppl, join_docs, mauve_buckets, mauve_score, per_sample_nll,
+                          rep_n, token_accuracy, truncate_texts, unigram_entropy)
 
 TEXTS = [
     "The city was founded in the twelfth century on the banks of the river.",
@@ -208,6 +208,44 @@ def test_unigram_entropy_known_values():
     assert unigram_entropy([[1, 1, 1, 1], [1, 2, 3, 4]]) == pytest.approx(math.log(4) / 2)
     assert unigram_entropy([[], [1, 2]]) == pytest.approx(math.log(2))
     assert math.isnan(unigram_entropy([[]]))
+
+
+def test_rep_n_is_the_share_of_a_samples_repeated_n_grams():
+    a, b, c, d = 1, 2, 3, 4
+    assert rep_n([[a, b, a, b, a, b]], 2) == pytest.approx(1 - 2 / 5)  # bigrams ab ba ab ba ab: 2 unique of 5
+    assert rep_n([[a, b, c, d, a, b, c, d]], 4) == pytest.approx(1 - 4 / 5)  # abcd bcda cdab dabc abcd
+    assert rep_n([[7] * 10], 4) == pytest.approx(1 - 1 / 7)
+    assert rep_n([[a, b, c, d, 5, 6]], 4) == 0.0
+    # averaged over samples, not pooled: the second sample repeats the first's bigram but not its own
+    assert rep_n([[a, b, a, b, a, b], [a, b, c]], 2) == pytest.approx((0.6 + 0) / 2)
+
+
+def test_samples_shorter_than_n_contribute_nothing_and_no_n_grams_give_nan():
+    assert rep_n([[1, 2, 1, 2, 1, 2], [5, 6, 7], []], 4) == pytest.approx(1 - 2 / 3)  # 1212 2121 1212
+    assert math.isnan(rep_n([], 4)) and math.isnan(rep_n([[1, 2, 3], []], 4))
+    assert math.isnan(distinct_n([], 4)) and math.isnan(distinct_n([[1, 2, 3]], 4))
+
+
+def test_distinct_n_pools_the_n_grams_of_all_samples():
+    # bigrams: ab ba ab ba ab | ab bc -> 3 unique of 7; two samples that repeat each other score low too
+    assert distinct_n([[1, 2, 1, 2, 1, 2], [1, 2, 3]], 2) == pytest.approx(3 / 7)
+    assert distinct_n([[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]], 4) == pytest.approx(2 / 4)
+    assert distinct_n([[1, 2, 3, 4, 5], [6, 7, 8, 9], [1]], 4) == 1.0
+
+
+def test_repetition_is_counted_on_the_content_ids_not_the_padding(bert_tokenizer):
+    """A pad-mode row ends in padding, whose repeated 4-grams are no repetition of the text (held-out news
+    packed in pad mode: rep_4 0.41 over raw ids, 0.0001 over its documents' ids)."""
+    cls, sep, pad = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id, bert_tokenizer.pad_token_id
+    raw = [[cls, 7, 8, 9, 10, 11, sep, *[pad] * 10], [cls, 12, 12, 12, 12, 12, 12, sep, *[pad] * 9]]
+    docs = [unpack_docs(bert_tokenizer, r, "pad") for r in raw]
+    texts = [join_docs([bert_tokenizer.decode(d) for d in ds]) for ds in docs]
+    content = [[i for d in ds for i in d] for ds in docs]
+    row = metrics.evaluate_samples(texts, content, "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
+                                   raw_ids=raw, text_tokenizer=bert_tokenizer, pack_mode="pad")
+    assert row["entropy_tokens"] == "raw_ids" and rep_n(raw) > 0.3  # the padding would count
+    assert row["rep_4"] == pytest.approx((0 + (1 - 1 / 3)) / 2)  # 7 8 9 10 11: none; 12 x 6: 1 of 3
+    assert row["distinct_4"] == pytest.approx(3 / 5)
 
 
 def test_token_accuracy():

@@ -61,6 +61,7 @@ def test_main_notebook_rows(smoke_pipeline):
         ldlm = rows[rows["model"] == "ldlm"]
         assert sorted(ldlm["steps"]) == sorted(SMOKE.step_counts) and (ldlm["n_samples"] == SMOKE.n_samples).all()
         assert (rows["model"] == "reference").sum() == 1
+        assert {"rep_4", "distinct_4", "degenerate"} <= set(rows.columns) and rows["degenerate"].notna().all()
         assert (smoke_pipeline / "results" / f"table1_{dataset}.md").exists()
         for rid in ldlm["run_id"].unique():
             record = json.loads((smoke_pipeline / "results" / "runs" / f"{rid}.json").read_text())
@@ -77,12 +78,15 @@ def test_main_notebook_rows(smoke_pipeline):
 @pytest.mark.slow
 def test_ablation_rows_and_tables(smoke_pipeline):
     rows = pd.read_csv(smoke_pipeline / "results" / "ablation.csv")
-    assert set(rows["variant"]) == {"full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive"}
+    # the six variants, and held-out text's row (the main experiment's first seed) for the degenerate flag
+    assert set(rows["variant"]) == {"full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive", "reference"}
     seeds = SMOKE.ablation_seeds
-    assert ROW_COLUMNS <= set(rows.columns) and rows["run_id"].nunique() == 6 * len(seeds)
-    assert sorted(rows["seed"].unique()) == sorted(seeds)
+    assert ROW_COLUMNS <= set(rows.columns) and rows["run_id"].nunique() == 6 * len(seeds) + 1
+    assert sorted(rows["seed"].unique()) == sorted(seeds) and (rows["variant"] == "reference").sum() == 1
+    assert {"rep_4", "distinct_4", "degenerate"} <= set(rows.columns) and rows["degenerate"].notna().all()
     md = (smoke_pipeline / "results" / "ablation_table.md").read_text()
-    assert "naive joint training" in md and "\\begin{table}" in (smoke_pipeline / "results" / "ablation_table.tex").read_text()
+    assert "naive joint training" in md and "held-out text (ceiling)" in md and "Rep-4" in md
+    assert "\\begin{table}" in (smoke_pipeline / "results" / "ablation_table.tex").read_text()
     assert f"seeds {seeds}" in md and " ± " in md  # every seed in the table, as mean ± std
 
 
