@@ -117,7 +117,9 @@ def ablation(results_dir: Path) -> Figure | None:
     reference, rows = rows[is_reference(rows)], rows[~is_reference(rows)]
     order = [v for v in ps.VARIANTS if v in set(rows["variant"])]
     metrics = {"gen_ppl_tok": "Gen PPL (token) ↓", "entropy": "unigram entropy (nats)", "mauve": "MAUVE ↑",
-               "recon_acc": "reconstruction acc. ↑"}
+               "recon_acc": "reconstruction acc. ↑", "mean_share": "latent energy in the shared mean ↓",
+               "participation_ratio": "participation ratio (dimensions) ↑",
+               "dit_acc_t0.2": "DiT x0 acc. at t = 0.2 ↑", "dit_r2_t0.2": "DiT R² at t = 0.2 ↑"}
     metrics = {k: v for k, v in metrics.items() if k in rows}
     fig, axes = ps.new_figure((len(metrics) + 1) // 2, 2, height=2.4, sharex=True)
     for ax, (metric, title) in zip(axes, metrics.items()):

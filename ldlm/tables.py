@@ -79,6 +79,32 @@ def ablation_table(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     return table
 
 
+# The latent report's columns a table shows (diagnostics.latent_report; t = 0.001 is the smallest training time)
+LATENT_COLUMNS = {"mean_share": "Mean share ↓", "participation_ratio": "PR ↑", "decoder_acc": "Decoder acc. ↑",
+                  "dit_acc_t0.001": "DiT acc. t≈0 ↑", "dit_acc_t0.2": "DiT acc. t=.2 ↑", "dit_r2_t0.2": "DiT R² t=.2 ↑",
+                  "wiener_r2_t0.2": "Wiener R² t=.2"}
+
+
+def latent_table(rows: pd.DataFrame, by: str = "variant", order: list[str] | None = None) -> pd.DataFrame:
+    """One row per `by` group of LDLM runs (one latent report per run, so one row per run_id counts):
+    the latents' geometry and how well the DiT denoises them, mean ± std over seeds. Mean share: the
+    share of latent energy in the direction all latents share (1 = collapsed onto one vector); PR: the
+    participation ratio, the effective number of dimensions; the DiT's one-step x0 accuracy against the
+    decoder's on clean latents (its ceiling) and its R² against the best linear (Wiener) denoiser's."""
+    cols = [c for c in LATENT_COLUMNS if c in rows.columns]
+    runs = rows.dropna(subset=cols[:1]).drop_duplicates("run_id") if cols else rows.iloc[:0]
+    grouped = runs.groupby(by, sort=False)[cols]
+    mean, std, n = grouped.mean(), grouped.std(), grouped.size()
+    out = mean.astype(object)
+    for c in cols:
+        out[c] = [f"{m:.3g}" + (f" ± {d:.2g}" if k > 1 and pd.notna(d) else "") for m, d, k in zip(mean[c], std[c], n)]
+    out["seeds"] = n
+    if order is not None:
+        out = out.loc[[v for v in order if v in out.index]]
+    out.index = [VARIANT_NAMES.get(v, v) if by == "variant" else str(v) for v in out.index]
+    return out.rename(columns=LATENT_COLUMNS)
+
+
 def setting_label(model: str, steps, top_p=None) -> str:
     if model == "reference":
         return "held-out text (ceiling)"

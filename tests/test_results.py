@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ldlm import tables
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "results"
 
 WRITER = """
@@ -137,3 +139,16 @@ def test_old_result_csvs_still_render():
     assert "Rep-4" not in ablation and not ablation["Gen PPL (tok) ↓"].str.contains("†").any()  # no reference row
     mixed = main_table(pd.concat([old, old.iloc[:1].assign(steps=5, rep_4=0.1)]))
     assert mixed["Rep-4"].tolist() == ["–", "–", "–", "0.1"]
+
+
+def test_the_latent_table_counts_each_run_once_and_leaves_out_runs_without_a_report():
+    report = {"mean_share": 0.9, "participation_ratio": 2.0, "decoder_acc": 0.5, "dit_acc_t0.001": 0.1,
+              "dit_acc_t0.2": 0.05, "dit_r2_t0.2": 0.1, "wiener_r2_t0.2": 0.4}
+    rows = pd.DataFrame(
+        [dict(report, variant="full", run_id="a", steps=k) for k in (10, 30, 100)]  # one run, three sample rows
+        + [dict(report, variant="full", run_id="b", steps=10, mean_share=0.7)]
+        + [dict(variant="reference", run_id="ref", steps=0), dict(variant="naive", run_id="c", steps=10)])
+    table = tables.latent_table(rows, order=["full", "naive"])
+    assert list(table.index) == [tables.VARIANT_NAMES["full"]]  # naive's run has no report (an older row)
+    assert table.loc[tables.VARIANT_NAMES["full"], "seeds"] == 2
+    assert table.loc[tables.VARIANT_NAMES["full"], "Mean share ↓"].startswith("0.8 ± 0.14")
