@@ -124,9 +124,10 @@ figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
 	$(ONE_THREAD) $(PAPERMILL_BASE) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
 
 # what the notebooks write, no more: gpu_check's and hand-run results (gpu_check.csv, decoder_noise_sweep.csv) stay
-PIPELINE_OUTPUTS = main_*.csv table1_*.md table1_*.tex ablation.csv ablation_table.md ablation_table.tex speed.csv \
-                   speedup_*.md speedup_*.tex latents_pca.csv latents_dims.csv time_sampling.csv warmup_gamma.csv \
-                   trajectory.csv recon_noise.csv runs samples curves executed _smoke *.csv.lock
+PIPELINE_OUTPUTS = main_*.csv table1_*.md table1_*.tex ablation.csv ablation_table.md ablation_table.tex \
+                   ablation_latents.md ablation_latents.tex speed.csv speedup_*.md speedup_*.tex latents_pca.csv \
+                   latents_dims.csv time_sampling.csv warmup_gamma.csv trajectory.csv recon_noise.csv denoising.csv \
+                   latent_geometry.csv runs samples curves executed _smoke *.csv.lock
 clean-results:  ## delete what make reproduce wrote to results/ and figures/, and the pipeline stamps (keeps trained runs in runs/)
 	rm -rf $(addprefix $(RESULTS)/,$(PIPELINE_OUTPUTS)) $(FIGURES)/*.png $(FIGURES)/*.pdf runs/stamps
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from ldlm.diagnostics import report_columns
 from ldlm.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,7 +14,7 @@ SMOKE = Experiment.load("smoke")
 ROW_COLUMNS = {"preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id",
                "gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty", "recon_acc"}
 FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents",  # from the pipeline's results
-           "time_sampling", "warmup_gamma", "trajectory", "recon_noise"}  # 40_latents' diagnostics
+           "time_sampling", "warmup_gamma", "trajectory", "recon_noise", "denoising"}  # 40_latents' diagnostics
 
 
 def test_templates_are_stripped_and_parameterised():
@@ -62,6 +63,8 @@ def test_main_notebook_rows(smoke_pipeline):
         assert sorted(ldlm["steps"]) == sorted(SMOKE.step_counts) and (ldlm["n_samples"] == SMOKE.n_samples).all()
         assert (rows["model"] == "reference").sum() == 1
         assert {"rep_4", "distinct_4", "degenerate"} <= set(rows.columns) and rows["degenerate"].notna().all()
+        # every LDLM row carries its run's latent report; the baselines have none
+        assert ldlm[report_columns()].notna().all().all() and rows.loc[rows["model"] != "ldlm", "mean_share"].isna().all()
         assert (smoke_pipeline / "results" / f"table1_{dataset}.md").exists()
         for rid in ldlm["run_id"].unique():
             record = json.loads((smoke_pipeline / "results" / "runs" / f"{rid}.json").read_text())
@@ -88,6 +91,8 @@ def test_ablation_rows_and_tables(smoke_pipeline):
     assert "naive joint training" in md and "held-out text (ceiling)" in md and "Rep-4" in md
     assert "\\begin{table}" in (smoke_pipeline / "results" / "ablation_table.tex").read_text()
     assert f"seeds {seeds}" in md and " ± " in md  # every seed in the table, as mean ± std
+    latents = (smoke_pipeline / "results" / "ablation_latents.md").read_text()
+    assert "Mean share" in latents and "naive joint training" in latents and "held-out text" not in latents
 
 
 @pytest.mark.slow
@@ -111,6 +116,9 @@ def test_speed_and_latent_rows(smoke_pipeline):
     assert trajectory.groupby("start").size().tolist() == [SMOKE.trajectory_steps + 1] * 2
     assert pd.read_csv(smoke_pipeline / "results" / "time_sampling.csv")["p_adaptive"].sum() == pytest.approx(1)
     assert set(pd.read_csv(smoke_pipeline / "results" / "recon_noise.csv")["kind"]) == {"diffusion", "decoder"}
+    denoising = pd.read_csv(smoke_pipeline / "results" / "denoising.csv")
+    assert (denoising["wiener_r2"] <= 1).all() and denoising["t"].is_monotonic_increasing
+    assert 0 <= pd.read_csv(smoke_pipeline / "results" / "latent_geometry.csv")["mean_share"].iloc[0] <= 1
     assert pd.read_csv(smoke_pipeline / "results" / "warmup_gamma.csv")["gamma"].iloc[-1] == 1.0
 
 
