@@ -51,12 +51,13 @@ def test_time_profile_refuses_a_uniform_run(smoke_run, tmp_path):
         diagnostics.time_profile(tmp_path)
 
 
-def test_gamma_rises_from_gamma_min_to_one_at_the_end_of_the_warmup():
-    cfg = make_config("tiny", max_steps=400)
+@pytest.mark.parametrize("gamma_max", [1.0, 0.1])
+def test_gamma_rises_from_gamma_min_to_gamma_max_at_the_end_of_the_warmup(gamma_max):
+    cfg = make_config("tiny", max_steps=400, gamma_max=gamma_max)
     gamma = diagnostics.gamma_schedule(cfg).set_index("step")["gamma"]
-    assert gamma[0] == cfg.gamma_min and gamma[cfg.warmup_steps] == 1.0 and gamma.iloc[-1] == 1.0
+    assert gamma[0] == cfg.gamma_min and gamma[cfg.warmup_steps] == gamma_max and gamma.iloc[-1] == gamma_max
     assert gamma.is_monotonic_increasing and gamma.index[-1] == cfg.max_steps
-    assert (gamma[gamma.index < cfg.warmup_steps] < 1).all()
+    assert (gamma[gamma.index < cfg.warmup_steps] < gamma_max).all()
     off = diagnostics.gamma_schedule(make_config("tiny", variant="no_warmup"))
     assert (off["gamma"] == 1.0).all()
 

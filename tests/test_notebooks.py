@@ -5,6 +5,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from ldlm.config import make_config
 from ldlm.diagnostics import report_columns
 from ldlm.experiment import Experiment
 
@@ -119,7 +120,7 @@ def test_speed_and_latent_rows(smoke_pipeline):
     denoising = pd.read_csv(smoke_pipeline / "results" / "denoising.csv")
     assert (denoising["wiener_r2"] <= 1).all() and denoising["t"].is_monotonic_increasing
     assert 0 <= pd.read_csv(smoke_pipeline / "results" / "latent_geometry.csv")["mean_share"].iloc[0] <= 1
-    assert pd.read_csv(smoke_pipeline / "results" / "warmup_gamma.csv")["gamma"].iloc[-1] == 1.0
+    assert pd.read_csv(smoke_pipeline / "results" / "warmup_gamma.csv")["gamma"].iloc[-1] == make_config("smoke").gamma_max
 
 
 @pytest.mark.slow
