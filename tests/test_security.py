@@ -124,3 +124,78 @@ def test_a_checkpoint_written_before_still_loads_and_resumes_its_numpy_generator
     assert np.array_equal(np.random.rand(4), expected)
     assert train(make_config("smoke", max_steps=3, eval_every=100, ckpt_every=100), old, resume=True,
                  progress=False)["step"] == 3
+
+
+# ---- 2. a parameter file never runs shell code ------------------------------------------------------
+
+@pytest.mark.parametrize("spec, named", [
+    ("datasets: ['wiki;touch MARKER;#']", "'wiki;touch MARKER;#'"),
+    ("datasets: ['text:/data/my corpus.txt']", "'text:/data/my corpus.txt'"),
+    ("datasets: ['wiki', 'text:$(id).txt']", "'text:$(id).txt'"),
+    ("datasets: [wikipedia]", "'wikipedia'"),
+    ("judge: \"smollm2' && id '\"", "judge="),
+    ("featurizer: '-rf'", "featurizer='-rf'"),
+])
+def test_a_name_the_makefile_pastes_into_commands_must_be_safe(tmp_path, spec, named):
+    (tmp_path / "smoke.yaml").write_text(spec + "\n")
+    with pytest.raises(ConfigError, match="smoke.yaml") as err:
+        Experiment.load("smoke", params_dir=tmp_path)
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_dataset_paths_hub_ids_and_folders_stay_allowed(tmp_path):
+    (tmp_path / "smoke.yaml").write_text("datasets: [wiki, 'text:/data/a_b-1.txt', 'jsonl:rel/x+y.jsonl', lm1b]\n"
+                                         "judge: org/model-1.5\nfeaturizer: ./models/minilm\n")
+    exp = Experiment.load("smoke", params_dir=tmp_path)
+    assert exp.datasets[1:3] == ["text:/data/a_b-1.txt", "jsonl:rel/x+y.jsonl"] and exp.judge == "org/model-1.5"
+
+
+def _make(args, cwd, extra_env=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(extra_env or {})}
+    env.pop("MAKEFLAGS", None)
+    return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+needs_venv = pytest.mark.skipif(not (ROOT / ".venv" / ".installed").exists() or shutil.which("make") is None,
+                                reason="drives make with the repository's .venv (make setup)")
+
+
+@pytest.mark.slow
+@needs_venv
+def test_make_stops_on_a_parameter_file_that_would_run_shell_and_runs_nothing(tmp_path):
+    """A copy of the kit whose params/smoke.yaml carries the payload (the repository's params/ stays as is)."""
+    kit = tmp_path / "kit"
+    shutil.copytree(ROOT / "ldlm", kit / "ldlm", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(ROOT / name, kit / name)
+    (kit / ".venv").symlink_to((ROOT / ".venv").resolve(), target_is_directory=True)
+    (kit / "params").mkdir()
+    marker = tmp_path / "MARKER"
+    (kit / "params" / "smoke.yaml").write_text(f"datasets: ['wiki;touch {marker};#']\n")
+    proc = _make(["prepare", "PRESET=smoke"], kit)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"datasets entry 'wiki;touch {marker};#' is not a dataset" in proc.stderr
+    assert "fix params/smoke.yaml" in proc.stderr.strip().splitlines()[-1]
+    assert not marker.exists() and "ldlm.prepare" not in proc.stdout
+
+
+@pytest.mark.slow
+@needs_venv
+def test_make_quotes_the_names_it_pastes_into_commands(tmp_path):
+    """DATASETS from make's command line is not checked by ldlm.experiment: the quoting alone keeps it a word."""
+    marker = tmp_path / "MARKER"
+    proc = _make(["prepare", "PRESET=smoke", f"DATASETS=wiki;id>{marker}"], ROOT)
+    assert proc.returncode != 0 and "unknown dataset 'wiki;id>" in proc.stderr
+    assert not marker.exists()
+
+
+@needs_venv
+def test_make_names_a_text_dataset_in_its_stamps_without_breaking_the_targets(tmp_path):
+    """text:/path in a target name was `multiple target patterns`; -n: nothing runs."""
+    corpus = "text:/data/my_corpus.txt"
+    stamps = "runs/stamps/smoke" + str(tmp_path).replace("/", "_")  # the Makefile's STAMPS for RESULTS=tmp_path
+    proc = _make(["-n", f"{stamps}/figures", "PRESET=smoke", f"RESULTS={tmp_path}", f"DATASETS=wiki {corpus}"], ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert f"-p dataset '{corpus}' notebooks/20_main.ipynb" in proc.stdout
+    assert "main_text_c_sdata_smy_ucorpus.txt" in proc.stdout  # decodes back: '_' is escaped
