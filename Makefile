@@ -141,7 +141,7 @@ clean-results:  ## delete what make reproduce wrote to results/ and figures/, an
 
 tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki
-	HF_HUB_OFFLINE=1 $(PY) -m ldlm.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki/samples.jsonl
+	HF_HUB_OFFLINE=1 $(PY) -m ldlm.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki-samples.jsonl
 
 prepare: $(VENV)/.installed  ## build PRESET's caches (tokens, states, judge) as make reproduce does first (WORKERS=16 on a big box)
 	$(PREPARE)

@@ -23,7 +23,7 @@ import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
 from . import __version__, checkpoint
-from .io import PathError, atomic_path, write_json, write_text
+from .io import PathError, atomic_path, check_output, write_json, write_text
 
 FORMAT = 1
 WEIGHTS_NAME, CONFIG_NAME, CARD_NAME = "model.safetensors", "config.json", "README.md"
@@ -42,15 +42,16 @@ def saved_by_ldlm(folder: Path) -> bool:
         return False
 
 
-def check_save_folder(folder: str | Path, flag: str = "save_pretrained") -> Path:
-    """`folder` if a saved model may be written there: new, empty, or an earlier ldlm saved model."""
+def check_save_folder(folder: str | Path, flag: str = "save_pretrained", inputs: dict | None = None) -> Path:
+    """`folder` if a saved model may be written there: new, empty, or an earlier ldlm saved model; not
+    one of `inputs` nor inside a run folder or another saved model (io.check_output)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise PathError(f"{flag} {str(folder)!r} is a file; give a folder")
     if folder.is_dir() and any(folder.iterdir()) and not saved_by_ldlm(folder):
         raise PathError(f"{flag} {str(folder)!r} is a non-empty folder that holds no ldlm saved model; "
                         f"choose a new or empty folder")
-    return folder
+    return check_output(folder, flag, inputs, folder=True)
 
 
 def run_source(run: Path, cfg) -> dict:

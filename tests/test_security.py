@@ -199,3 +199,51 @@ def test_make_names_a_text_dataset_in_its_stamps_without_breaking_the_targets(tm
     assert proc.returncode == 0, proc.stderr
     assert f"-p dataset '{corpus}' notebooks/20_main.ipynb" in proc.stdout
     assert "main_text_c_sdata_smy_ucorpus.txt" in proc.stdout  # decodes back: '_' is escaped
+
+
+# ---- 3. --out never destroys an input or a run ------------------------------------------------------
+
+# (case, command line, what the error line names); {run} a trained run, {model} a saved model
+OUTS = [
+    ("sample --out RUN/ckpt.pt", ["ldlm.sample", "--run", "{run}", "--out", "{run}/ckpt.pt"], "--out '{run}/ckpt.pt'"),
+    ("sample --out its --run file", ["ldlm.sample", "--run", "{run}/ckpt.pt", "--out", "{run}/ckpt.pt"], "--run"),
+    ("sample --out a link to the checkpoint", ["ldlm.sample", "--run", "{run}", "--out", "{root}/link.jsonl"], "--run"),
+    ("sample --out inside the run folder", ["ldlm.sample", "--run", "{run}", "--out", "{run}/samples.jsonl"],
+     "inside the command's --run"),
+    ("sample --out inside another run", ["ldlm.sample", "--run", "{model}", "--out", "{run}/more/s.jsonl"],
+     "inside the run folder"),
+    ("sample --out inside a saved model", ["ldlm.sample", "--run", "{run}", "--out", "{model}/s.jsonl"],
+     "inside the saved model"),
+    ("sample --out config.json elsewhere", ["ldlm.sample", "--run", "{run}", "--out", "{root}/config.json"],
+     "named like a file the kit writes"),
+    ("evaluate --out its --samples", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out",
+                                      "{samples}"], "is the command's --samples"),
+    ("evaluate --out a hard link of --samples", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "wiki",
+                                                 "--out", "{root}/hard.jsonl"], "--samples"),
+    ("evaluate --out its text: corpus", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "text:{corpus}",
+                                         "--out", "{corpus}"], "--dataset"),
+    ("evaluate --out RUN/metrics.jsonl", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out",
+                                          "{run}/metrics.jsonl"], "metrics.jsonl"),
+    ("bench --out inside the run", ["ldlm.bench", "--run", "{run}", "--out", "{run}/speed.csv"], "--run"),
+    ("export --out inside the run", ["ldlm.export", "--run", "{run}", "--out", "{run}/model"], "--run"),
+    ("export --out inside a saved model", ["ldlm.export", "--run", "{run}", "--out", "{model}/again"], "saved model"),
+    ("gpu_check --out inside its --run-dir", ["ldlm.gpu_check", "--allow-cpu", "--preset", "smoke", "--run-dir",
+                                              "{root}/gc", "--out", "{root}/gc/c.csv"], "--run-dir"),
+    ("train --out inside a run", ["ldlm.train", "--preset", "smoke", "--no-progress", "--out", "{run}/sub"],
+     "inside the run folder"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,argv,named", OUTS, ids=[c[0] for c in OUTS])
+def test_an_out_that_is_an_input_or_inside_a_run_exits_2_and_changes_nothing(w, tmp_path, case, argv, named):
+    root = tmp_path
+    (root / "link.jsonl").symlink_to(w["run"] / checkpoint.CKPT_NAME)
+    os.link(w["samples"], root / "hard.jsonl")
+    fill = lambda s: s.format(root=root, **{k: str(v) for k, v in w.items()})
+    before = _files(w["run"], w["model"], w["samples"], w["corpus"])
+    names = lambda: {p for folder in (w["run"], w["model"], root) for p in folder.rglob("*")}
+    listed = names()
+    proc = _run([fill(a) for a in argv])
+    _refused(proc, fill(named))
+    assert _files(w["run"], w["model"], w["samples"], w["corpus"]) == before and names() == listed
