@@ -130,7 +130,12 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
             raise checkpoint.CheckpointError(f"{str(folder / WEIGHTS_NAME)!r} does not match the model its config "
                                              f"builds: {str(err).splitlines()[0]}") from err
         has_tokenizer = (folder / "tokenizer_config.json").is_file()
-        tokenizer = AutoTokenizer.from_pretrained(folder) if has_tokenizer else load_tokenizer(cfg.frozen_lm)
+        try:  # never code the saved model's tokenizer files point to
+            tokenizer = (AutoTokenizer.from_pretrained(folder, trust_remote_code=False) if has_tokenizer
+                         else load_tokenizer(cfg.frozen_lm))
+        except ValueError as err:
+            raise checkpoint.CheckpointError(f"the tokenizer of saved model {model_id!r} could not be loaded: "
+                                             f"{' '.join(str(err).split())[:300]}") from err
         return cls(model.to(default_device(device)).eval(), tokenizer, config.get("run"))
 
     # -- writing --------------------------------------------------------------------------------------

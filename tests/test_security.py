@@ -247,3 +247,37 @@ def test_an_out_that_is_an_input_or_inside_a_run_exits_2_and_changes_nothing(w, 
     proc = _run([fill(a) for a in argv])
     _refused(proc, fill(named))
     assert _files(w["run"], w["model"], w["samples"], w["corpus"]) == before and names() == listed
+
+
+# ---- 4. a model folder's own code never runs --------------------------------------------------------
+
+def _with_custom_code(folder: Path, marker: Path) -> None:
+    """`folder`'s config and tokenizer files name a module of its own, which touches `marker` on import:
+    transformers asks on stdin whether to run it, unless trust_remote_code is False."""
+    (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    for name, extra in (("config.json", {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel",
+                                         "AutoModelForCausalLM": "evil.EvilModel"}), ("tokenizer_config.json", {})):
+        values = json.loads((folder / name).read_text()) if (folder / name).is_file() else {"model_type": "evil"}
+        values["auto_map"] = {**values.get("auto_map", {}), **extra, "AutoTokenizer": ["evil.EvilTokenizer", None]}
+        values.pop("tokenizer_class", None)  # no class of transformers' own to fall back on
+        (folder / name).write_text(json.dumps(values))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["evaluate --judge FOLDER", "sample --run SAVED_MODEL"])
+def test_a_model_folder_with_its_own_code_is_refused_even_on_a_yes(w, tmp_path, case):
+    marker = tmp_path / "MARKER"
+    if case.startswith("evaluate"):
+        folder = tmp_path / "judge"
+        folder.mkdir()
+        argv = ["ldlm.evaluate", "--samples", str(w["samples"]), "--dataset", "wiki", "--judge", str(folder),
+                "--out", str(tmp_path / "row.json")]
+    else:
+        folder = tmp_path / "model"
+        shutil.copytree(w["model"], folder)
+        argv = ["ldlm.sample", "--run", str(folder), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.jsonl")]
+    _with_custom_code(folder, marker)
+    before = _files(folder)
+    _refused(_run(argv, answer="y\n" * 4), str(folder), "custom code")
+    assert not marker.exists(), "the folder's code ran"
+    assert _files(folder) == before
