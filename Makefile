@@ -44,14 +44,23 @@ RESULTS  ?= results
 FIGURES  ?= figures
 # processes (GPUs) per training run: > 1 trains under torchrun (DDP)
 NPROC    ?= 1
-# the experiment spec (params/PRESET.yaml read by ldlm.experiment): its datasets, seeds and evaluation models
-EXPERIMENT = $(shell $(PY) -m ldlm.experiment --preset $(PRESET) $(1) 2>/dev/null)
+# the experiment spec (params/PRESET.yaml read by ldlm.experiment): its datasets, seeds and evaluation models.
+# ldlm.experiment refuses a name that is not safe in a target name or a shell word (its error line shows); make
+# then stops before any recipe. Without the venv (make setup, make help on a fresh clone) the values are empty.
+EXPERIMENT = $(if $(wildcard $(VENV)/.installed),$(call CHECKED,$(shell $(PY) -m ldlm.experiment --preset $(PRESET) $(1) \
+             || echo EXPERIMENT-FAILED),$(1)))
+CHECKED = $(if $(filter EXPERIMENT-FAILED,$(1)),$(error python -m ldlm.experiment --preset $(PRESET) $(2) failed (its error \
+          is above); fix params/$(PRESET).yaml),$(1))
 ifeq ($(origin DATASETS),undefined)
 DATASETS := $(call EXPERIMENT,datasets)
 endif
 MAIN_DATASET = $(firstword $(DATASETS))
 OFFLINE  := $(if $(filter smoke tiny,$(PRESET)),1,0)
 STAMPS   := runs/stamps/$(PRESET)$(subst /,_,$(RESULTS))
+# a dataset as a target name, and back: ':' and '/' cannot be in one (text:/data/a_b.txt <-> text_c_sdata_sa_ub.txt)
+STAMP   = $(subst :,_c,$(subst /,_s,$(subst _,_u,$(1))))
+UNSTAMP = $(subst _u,_,$(subst _s,/,$(subst _c,:,$(1))))
+MAIN_STAMPS = $(foreach d,$(DATASETS),$(STAMPS)/main_$(call STAMP,$(d)))
 SRC      := $(wildcard ldlm/*.py ldlm/*/*.py) pyproject.toml
 # On the 2-core CPU presets the notebooks run JOBS at a time, one thread each (small models scale
 # poorly over threads; time slices do not); the speed benchmark runs alone, after all of them.
@@ -66,8 +75,9 @@ JUDGE      = $(call EXPERIMENT,judge)
 FEATURIZER = $(call EXPERIMENT,featurizer)
 # the ablation's seeds (one notebook execution each, side by side; then one that tabulates them all)
 ABLATION_SEEDS := $(call EXPERIMENT,ablation_seeds)
-PREPARE    = $(foreach d,$(DATASETS),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset $(d) \
-             --workers $(or $(WORKERS),1) --states --judge $(JUDGE) --featurizer $(FEATURIZER) &&) true
+# every value from the spec is quoted in a command (and checked by ldlm.experiment: no quote inside)
+PREPARE    = $(foreach d,$(DATASETS),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset '$(d)' \
+             --workers $(or $(WORKERS),1) --states --judge '$(JUDGE)' --featurizer '$(FEATURIZER)' &&) true
 
 # first, with every thread: token arrays, frozen-LM states, the evaluation models' converted weights,
 # so that the notebooks that then run side by side neither wait on these caches nor build them twice
@@ -78,31 +88,30 @@ $(STAMPS)/caches: params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
 
 $(STAMPS)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)/caches | $(VENV)/.installed
 	@mkdir -p $(@D) $(RESULTS)/executed
-	$(PAPERMILL) $(TRAINS) -p dataset $* $< $(RESULTS)/executed/20_main_$*.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset '$(call UNSTAMP,$*)' $< $(RESULTS)/executed/20_main_$*.ipynb
 	touch $@
 
 $(STAMPS)/ablation_s%: notebooks/10_ablation.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)/caches | $(VENV)/.installed
 	@mkdir -p $(@D) $(RESULTS)/executed
-	$(PAPERMILL) $(TRAINS) -p dataset $(lastword $(DATASETS)) -y "spec: {ablation_seeds: [$*]}" $< $(RESULTS)/executed/10_ablation_s$*.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset '$(lastword $(DATASETS))' -y "spec: {ablation_seeds: [$*]}" $< $(RESULTS)/executed/10_ablation_s$*.ipynb
 	touch $@
 
 # every seed's runs exist by now: this execution only reads them back (and their cached scores) for the table
 $(STAMPS)/ablation: notebooks/10_ablation.ipynb $(addprefix $(STAMPS)/ablation_s,$(ABLATION_SEEDS)) | $(VENV)/.installed
-	$(PAPERMILL) $(TRAINS) -p dataset $(lastword $(DATASETS)) $< $(RESULTS)/executed/10_ablation.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset '$(lastword $(DATASETS))' $< $(RESULTS)/executed/10_ablation.ipynb
 	touch $@
 
-$(STAMPS)/speed: notebooks/30_speed.ipynb $(addprefix $(STAMPS)/main_,$(DATASETS)) $(STAMPS)/ablation \
-                 $(STAMPS)/latents | $(VENV)/.installed
-	$(PAPERMILL_ALONE) $(TRAINS) -p dataset $(MAIN_DATASET) $< $(RESULTS)/executed/30_speed.ipynb
+$(STAMPS)/speed: notebooks/30_speed.ipynb $(MAIN_STAMPS) $(STAMPS)/ablation $(STAMPS)/latents | $(VENV)/.installed
+	$(PAPERMILL_ALONE) $(TRAINS) -p dataset '$(MAIN_DATASET)' $< $(RESULTS)/executed/30_speed.ipynb
 	touch $@
 
-$(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/main_$(MAIN_DATASET) | $(VENV)/.installed
-	$(PAPERMILL) -p dataset $(MAIN_DATASET) $< $(RESULTS)/executed/40_latents.ipynb
+$(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/main_$(call STAMP,$(MAIN_DATASET)) | $(VENV)/.installed
+	$(PAPERMILL) -p dataset '$(MAIN_DATASET)' $< $(RESULTS)/executed/40_latents.ipynb
 	touch $@
 
 # the ablation first: with JOBS=3 its seeds run side by side, then the two main notebooks share the 2 cores
-$(STAMPS)/figures: notebooks/90_figures.ipynb $(STAMPS)/ablation $(addprefix $(STAMPS)/main_,$(DATASETS)) \
-                   $(STAMPS)/speed $(STAMPS)/latents | $(VENV)/.installed
+$(STAMPS)/figures: notebooks/90_figures.ipynb $(STAMPS)/ablation $(MAIN_STAMPS) $(STAMPS)/speed $(STAMPS)/latents \
+                   | $(VENV)/.installed
 	$(PAPERMILL_BASE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
 	touch $@
 
@@ -117,7 +126,7 @@ lab: $(VENV)/.installed  ## open the notebooks in JupyterLab (each parameters ce
 	HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m jupyter lab notebooks
 
 speed: $(VENV)/.installed  ## re-run the speed benchmark alone on the trained runs; SPEED_SPEC='{bench_compile: true}' adds compile=on training rows
-	$(PAPERMILL_ALONE) $(TRAINS) -p dataset $(MAIN_DATASET) $(if $(SPEED_SPEC),-y "spec: $(SPEED_SPEC)") \
+	$(PAPERMILL_ALONE) $(TRAINS) -p dataset '$(MAIN_DATASET)' $(if $(SPEED_SPEC),-y "spec: $(SPEED_SPEC)") \
 	    notebooks/30_speed.ipynb $(RESULTS)/executed/30_speed.ipynb
 
 figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
@@ -133,7 +142,7 @@ clean-results:  ## delete what make reproduce wrote to results/ and figures/, an
 
 tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki
-	HF_HUB_OFFLINE=1 $(PY) -m ldlm.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki/samples.jsonl
+	HF_HUB_OFFLINE=1 $(PY) -m ldlm.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki-samples.jsonl
 
 prepare: $(VENV)/.installed  ## build PRESET's caches (tokens, states, judge) as make reproduce does first (WORKERS=16 on a big box)
 	$(PREPARE)

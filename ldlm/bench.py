@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         check_counts(steps=min(args.steps), batch=min(args.batch), repeats=args.repeats)
-        check_output(args.out)
+        check_output(args.out, inputs={"--run": args.run})
         device = default_device(args.device)
         pipe = load(args.run, device)
         model, cfg = pipe.model, pipe.cfg

@@ -1,6 +1,11 @@
-"""Atomic checkpoints that hold everything needed to resume exactly (or to sample from a run)."""
+"""Atomic checkpoints that hold everything needed to resume exactly (or to sample from a run).
+
+A checkpoint holds tensors and plain Python values only, and is read with torch.load(weights_only=True):
+a ckpt.pt from elsewhere can hold a pickle that runs code when loaded, and the safe unpickler refuses
+every global outside torch's own allow-list (plus, for checkpoints written before, a NumPy uint32 array)."""
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -19,13 +24,15 @@ class CheckpointError(RuntimeError):
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    kind, keys, *rest = np.random.get_state()  # its keys as a tensor: the safe unpickler refuses NumPy arrays
+    return {"torch": torch.get_rng_state(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), *rest),
+            "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]  # a tensor, or the NumPy array of checkpoints written before
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     random.setstate(state["python"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -43,6 +50,24 @@ def save(path: str | Path, **state) -> None:
             raise f.error from None  # torch reports the failed write without its errno
 
 
+def _legacy_globals() -> list:
+    """What the NumPy RNG state (a uint32 array) of checkpoints written before needs besides torch's
+    allow-list: an array, its dtype and the function that rebuilds it, and nothing that runs code."""
+    from numpy._core.multiarray import _reconstruct
+
+    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"),  # NumPy 1 wrote this name
+            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals a refused checkpoint asks for (read from its pickle, nothing run), for the error."""
+    try:
+        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__name__}" for g in _legacy_globals()}
+        return [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
+    except Exception:
+        return []
+
+
 def load(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -50,7 +75,17 @@ def load(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}; train a run first (python -m ldlm.train --out DIR)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_legacy_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = _unsafe_globals(path)
+        if not unsafe:
+            raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not an ldlm checkpoint (UnpicklingError); "
+                                  f"delete it to start the run over, or restore it from a copy") from err
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} asks to run {', '.join(unsafe[:3])} when loaded: not loading it (an ldlm "
+            f"checkpoint holds tensors and plain values only); use a checkpoint you trust, or train the run again"
+        ) from None
     except Exception as err:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not an ldlm checkpoint ({type(err).__name__}); "

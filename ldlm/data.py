@@ -211,6 +211,12 @@ def hub_splits(name: str, valid_docs: int = -1, revision: str = "main"):
     return train.select_columns(["text"]), valid.select_columns(["text"])
 
 
+def corpus_file(name: str) -> Path | None:
+    """The file of a text:PATH or jsonl:PATH dataset, else None."""
+    kind, _, path = name.partition(":")
+    return Path(path).expanduser() if kind in ("text", "jsonl") and path else None
+
+
 def load_corpus(name: str, valid_docs: int = -1, revision: str = "main") -> Corpus:
     """Raw documents of dataset `name`, split deterministically into train / valid."""
     if name == "news":

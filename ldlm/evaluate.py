@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, check_counts
-from .data import DataError, load_corpus
+from .data import DataError, corpus_file, load_corpus
 from .frozen_lm import ModelUnavailable
 from .io import PathError, check_output, read_utf8, write_json
 from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
                   batch_size=args.batch_size, pack_mode=args.pack_mode, progress=sys.stderr.isatty())
     try:
         check_counts(batch_size=args.batch_size, n=args.n, length=args.length, ref_length=args.ref_length)
-        check_output(args.out)
+        check_output(args.out, inputs={"--samples": args.samples, "--dataset": corpus_file(args.dataset)})
         corpus = load_corpus(args.dataset, args.valid_docs, args.dataset_revision)
         if args.reference:
             row = evaluate_reference(corpus, args.n, args.length, out=args.out, **common)

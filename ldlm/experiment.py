@@ -5,12 +5,15 @@
     python -m ldlm.experiment --preset tiny judge # one value, for the Makefile: smollm2
 
 A budget of None is the preset's own (ldlm/config.py); a list is a list, an int an int. Unknown keys
-and wrong types are errors that name the key and the file.
+and wrong types are errors that name the key and the file. The names the Makefile pastes into commands
+(datasets, judge, featurizer) must be known names or paths of a safe character set: a parameter file
+never runs shell code.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import VARIANTS, Config, ConfigError, make_config
+from .data import HUB_DATASETS
 from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 
 PARAMS_DIR = Path(__file__).resolve().parents[1] / "params"
@@ -104,12 +108,33 @@ def _check(key: str, value, source: str):
                       f"{' or null (= the preset value)' if optional else ''}")
 
 
+DATASETS = ("wiki", "news", *HUB_DATASETS)
+SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")  # no blank, quote, $, ;, :, ... : safe in a make target and a shell word
+SAFE_MODEL = re.compile(r"[A-Za-z0-9._/][A-Za-z0-9._/-]*")  # a judge's name, hub id or folder; not an option
+
+
+def _check_name(key: str, value: str, source: str) -> None:
+    """ConfigError unless the Makefile may paste `value` of `key` into a target name and a command."""
+    if key == "datasets":
+        kind, _, path = value.partition(":")
+        if not (value in DATASETS or kind in ("text", "jsonl") and SAFE_PATH.fullmatch(path)):
+            raise ConfigError(f"{source}: datasets entry {value!r} is not a dataset: choose {', '.join(DATASETS)}, "
+                              f"text:PATH or jsonl:PATH with PATH of letters, digits and . _ / + - only")
+    elif not SAFE_MODEL.fullmatch(value):
+        raise ConfigError(f"{source}: {key}={value!r} is not a model name: use letters, digits and . _ / - only, "
+                          f"not a leading - (a name such as smollm2, a hub id or a folder)")
+
+
 def from_dict(values: dict, source: str = "experiment") -> Experiment:
     names = {f.name for f in dataclasses.fields(Experiment)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{source}: unknown experiment key(s) {unknown}; known: {sorted(names)}")
-    return Experiment(**{k: _check(k, v, source) for k, v in values.items()})
+    checked = {k: _check(k, v, source) for k, v in values.items()}
+    for key in [k for k in ("datasets", "judge", "featurizer") if k in checked]:  # what the Makefile pastes into commands
+        for name in checked[key] if key == "datasets" else [checked[key]]:
+            _check_name(key, name, source)
+    return Experiment(**checked)
 
 
 def main(argv=None) -> int:

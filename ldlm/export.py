@@ -59,9 +59,7 @@ def main(argv=None) -> int:
     try:  # everything is checked before anything is written
         if not Path(args.run).exists():  # a local run only: ldlm.load would try the name as a hub id
             raise PathError(f"--run {args.run!r} does not exist; give a run folder (python -m ldlm.train --out DIR)")
-        out = check_save_folder(args.out, "--out")
-        if Path(args.run).resolve() == out.resolve():
-            raise PathError(f"--out {args.out!r} is the run folder itself; choose another folder")
+        out = check_save_folder(args.out, "--out", inputs={"--run": args.run})
         from .api import ModelPipeline
 
         pipe = ModelPipeline.load(args.run, device="cpu")

@@ -81,8 +81,8 @@ def _from_pretrained(loader, name: str, **kwargs):
     """loader.from_pretrained for registry name `name`; any failure is one ModelUnavailable that says what to do."""
     try:
         location = model_location(name)
-        with no_loading_bar(location):
-            return loader.from_pretrained(location, **kwargs)
+        with no_loading_bar(location):  # never the model's own code (a saved model's config names this model)
+            return loader.from_pretrained(location, trust_remote_code=False, **kwargs)
     except ModelUnavailable:
         raise
     except Exception as err:

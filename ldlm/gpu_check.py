@@ -271,7 +271,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     candidates = [requested] if requested else list(dict.fromkeys([preset_lm, FALLBACK_LM]))
     overrides.pop("frozen_lm", None)
     run_dir = Path(args.run_dir)
-    check_output(args.out)
+    check_output(args.out, inputs={"--run-dir": run_dir})  # the run folder is deleted and made again
     prepare_run_dir(run_dir)  # refuses a folder it did not make before minutes of work
 
     peak_n, peak_dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)

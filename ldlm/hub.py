@@ -23,7 +23,7 @@ import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
 from . import __version__, checkpoint
-from .io import PathError, atomic_path, write_json, write_text
+from .io import PathError, atomic_path, check_output, write_json, write_text
 
 FORMAT = 1
 WEIGHTS_NAME, CONFIG_NAME, CARD_NAME = "model.safetensors", "config.json", "README.md"
@@ -42,15 +42,16 @@ def saved_by_ldlm(folder: Path) -> bool:
         return False
 
 
-def check_save_folder(folder: str | Path, flag: str = "save_pretrained") -> Path:
-    """`folder` if a saved model may be written there: new, empty, or an earlier ldlm saved model."""
+def check_save_folder(folder: str | Path, flag: str = "save_pretrained", inputs: dict | None = None) -> Path:
+    """`folder` if a saved model may be written there: new, empty, or an earlier ldlm saved model; not
+    one of `inputs` nor inside a run folder or another saved model (io.check_output)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise PathError(f"{flag} {str(folder)!r} is a file; give a folder")
     if folder.is_dir() and any(folder.iterdir()) and not saved_by_ldlm(folder):
         raise PathError(f"{flag} {str(folder)!r} is a non-empty folder that holds no ldlm saved model; "
                         f"choose a new or empty folder")
-    return folder
+    return check_output(folder, flag, inputs, folder=True)
 
 
 def run_source(run: Path, cfg) -> dict:
@@ -129,7 +130,12 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
             raise checkpoint.CheckpointError(f"{str(folder / WEIGHTS_NAME)!r} does not match the model its config "
                                              f"builds: {str(err).splitlines()[0]}") from err
         has_tokenizer = (folder / "tokenizer_config.json").is_file()
-        tokenizer = AutoTokenizer.from_pretrained(folder) if has_tokenizer else load_tokenizer(cfg.frozen_lm)
+        try:  # never code the saved model's tokenizer files point to
+            tokenizer = (AutoTokenizer.from_pretrained(folder, trust_remote_code=False) if has_tokenizer
+                         else load_tokenizer(cfg.frozen_lm))
+        except ValueError as err:
+            raise checkpoint.CheckpointError(f"the tokenizer of saved model {model_id!r} could not be loaded: "
+                                             f"{' '.join(str(err).split())[:300]}") from err
         return cls(model.to(default_device(device)).eval(), tokenizer, config.get("run"))
 
     # -- writing --------------------------------------------------------------------------------------

@@ -106,14 +106,58 @@ def cache_dir() -> Path:
     return path
 
 
-def check_output(target: str | os.PathLike, flag: str = "--out") -> Path:
-    """`target` as a Path if a file can be written there (checked before long work), else PathError."""
+# Names of files the kit writes into a run folder (ldlm.train) or a saved model (ldlm.hub): no command's
+# output file takes one. A folder holding config.json and a marker is the kit's: no output goes inside it.
+KIT_FILES = ("ckpt.pt", "config.json", "metrics.jsonl", "resume.json")
+KIT_SUFFIXES = (".pt", ".safetensors")
+KIT_MARKERS = {"ckpt.pt": "run folder", "resume.json": "run folder", "model.safetensors": "saved model"}
+
+
+def kit_folder(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """(the folder, its marker) of the run folder or saved model that is or holds `path` (links resolved)."""
+    for folder in (resolved := Path(path).resolve(), *resolved.parents):
+        marker = next((m for m in KIT_MARKERS if (folder / m).is_file()), None)
+        if marker and (folder / "config.json").is_file():
+            return folder, marker
+    return None
+
+
+def _refuse_inputs(target: Path, flag: str, inputs: dict) -> None:
+    """An output that is one of the command's inputs (the same file after links, or inside an input folder)
+    would destroy it: PathError."""
+    for name, given in inputs.items():
+        if given is None:
+            continue
+        source = Path(given)
+        same = target.exists() and source.exists() and os.path.samefile(target, source)
+        if same or target.resolve().is_relative_to(source.resolve()):
+            where = "is" if same or target.resolve() == source.resolve() else "is inside"
+            raise PathError(f"{flag} {str(target)!r} {where} the command's {name} {str(given)!r}; writing it would "
+                            f"destroy its input. Choose another path")
+
+
+def check_output(target: str | os.PathLike, flag: str = "--out", inputs: dict | None = None,
+                 folder: bool = False) -> Path:
+    """`target` as a Path if the command may write there (checked before long work), else PathError.
+    Never one of `inputs` ({flag: path}: the command's own), never a kit file name (KIT_FILES), never
+    inside a run folder or saved model (a `folder` output may be one itself: a resume, a re-export)."""
     target = Path(target)
-    if target.is_dir():
+    if target.is_dir() and not folder:
         raise PathError(f"{flag} {str(target)!r} is a folder; give a file path")
-    folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), Path("."))
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise PathError(f"{flag} {str(target)!r} cannot be written ({folder} is not a writable folder); "
+    _refuse_inputs(target, flag, inputs or {})
+    if not folder and (target.name in KIT_FILES or target.suffix in KIT_SUFFIXES):
+        raise PathError(f"{flag} {str(target)!r} is named like a file the kit writes into run folders and saved "
+                        f"models ({', '.join((*KIT_FILES, *('*' + s for s in KIT_SUFFIXES)))}); choose another name")
+    owner = kit_folder(target.parent if folder else target)
+    if owner:
+        where, marker = owner
+        raise PathError(f"{flag} {str(target)!r} is inside the {KIT_MARKERS[marker]} {str(where)!r} (it holds "
+                        f"config.json and {marker}); the kit writes nothing else there. Choose a path outside it")
+    if folder:
+        return target
+    parent = next((p for p in (target.parent, *target.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise PathError(f"{flag} {str(target)!r} cannot be written ({parent} is not a writable folder); "
                         f"choose a writable path")
     return target
 

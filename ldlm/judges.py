@@ -129,9 +129,10 @@ def _from_pretrained(auto_model, location: str, kind: str, name: str, choices: t
     """(tokenizer, fp32 model) from a folder or hub id; a load failure names what works offline."""
     from transformers import AutoTokenizer
 
-    try:
+    try:  # never a folder's or repository's own code: transformers would ask on a terminal and run it on a "y"
         with no_loading_bar(location):
-            return AutoTokenizer.from_pretrained(location), auto_model.from_pretrained(location, dtype=torch.float32)
+            return (AutoTokenizer.from_pretrained(location, trust_remote_code=False),
+                    auto_model.from_pretrained(location, dtype=torch.float32, trust_remote_code=False))
     except Exception as err:
         raise _hub_error(kind, name, err, choices) from err
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import checkpoint, distributed
 from .checkpoint import CKPT_NAME
 from .config import ConfigError, config_from_dict
-from .io import PathError, disk_full, write_json, writing
+from .io import PathError, check_output, disk_full, write_json, writing
 
 LOCK_NAME = ".lock"
 BUSY = "is being trained by another process"  # in RunFolderBusy's message: a caller may wait and retry
@@ -109,6 +109,7 @@ def _refuse_foreign(out: Path) -> None:
     if foreign and not _is_run(out):
         raise RunFolderError(f"--out {out} is not empty and not a run folder (it holds {foreign[:5]}); "
                              f"not writing into it. Choose a new or empty folder")
+    check_output(out, "--out", folder=True)  # nor inside another run or a saved model
 
 
 def _check_contents(out: Path, cfg: dict, resume: bool) -> None:

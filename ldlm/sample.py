@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         check_counts(n=args.n, steps=args.steps, batch_size=args.batch_size)
         if not 0 < args.top_p <= 1:
             raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1] (1 = no nucleus truncation)")
-        check_output(args.out)
+        check_output(args.out, inputs={"--run": args.run})
         env, device = distributed.setup(args.device)
         from .api import load  # a run folder, a checkpoint or a saved model (python -m ldlm.export)
 
