@@ -24,6 +24,7 @@ from .frozen_lm import attention_mask, load_frozen_lm
 from .hub import SavedModelMixin
 from .models import normalize_latents
 from .precision import autocast, autocast_dtype
+from .protocol import check_temperature
 from .sample import row_text, sample_rows
 from .samplers import SAMPLERS
 
@@ -76,9 +77,11 @@ class ModelPipeline(SavedModelMixin):
     # -- sampling ----------------------------------------------------------------------------------
     def generate(self, n: int, steps: int | None = None, sampler: str | None = None, seed: int = 0,
                  top_p: float = 1.0, batch_size: int = 64, callback=None, return_trajectory: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, temperature: float | None = None):
         """n sampled texts. steps: reverse steps (default: the run's sample_steps; the GPT ignores it);
-        sampler: ddpm | ddim (LDLM); top_p: nucleus p (GPT); batch k is seeded by (seed, k).
+        sampler: ddpm | ddim (LDLM); top_p: nucleus p (GPT); temperature: >= 0, every categorical draw from
+        softmax(logits / T) (0 = argmax; None = the kind's default: LDLM 0, MDLM and GPT 1); batch k is
+        seeded by (seed, k).
         callback(batch, step, z_t, x0_hat) at every reverse step (LDLM). return_trajectory: also a
         DataFrame (sample, step, text) of every step's x0 estimate decoded; step = steps is the sample."""
         check_positive(n=n, steps=steps, batch_size=batch_size)
@@ -86,6 +89,7 @@ class ModelPipeline(SavedModelMixin):
             raise ValueError(f"top_p={top_p}: must be in (0, 1] (1 = no nucleus truncation)")
         if sampler is not None and sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}: choose one of {sorted(SAMPLERS)}")
+        check_temperature(temperature)
         if callback is not None or return_trajectory:
             self._needs_latents("generate(callback=..., return_trajectory=True)")
         steps = steps or self.cfg.sample_steps
@@ -96,7 +100,8 @@ class ModelPipeline(SavedModelMixin):
             if callback is not None:
                 callback(k, i, z, x0)
         rows, _ = sample_rows(self.model, self.cfg, self.tokenizer, n, steps, seed, batch_size, sampler, top_p,
-                              callback=record if return_trajectory else callback, progress=progress)
+                              callback=record if return_trajectory else callback, progress=progress,
+                              temperature=temperature)
         texts = [row["text"] for row in rows]
         if not return_trajectory:
             return texts

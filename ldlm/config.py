@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import typing
 from dataclasses import dataclass
 
@@ -309,6 +310,15 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg, key)
         if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
             raise ConfigError(f"{key}={value}: must be a finite number {'> 0' if key == 'lr' else '>= 0'}")
+
+
+TEMPERATURE_RULE = "must be a number >= 0 (0 = argmax decoding)"
+
+
+def is_temperature(value) -> bool:
+    """A sampling temperature: a finite real number >= 0 (not a bool, not NaN)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return real and math.isfinite(value) and value >= 0
 
 
 def check_counts(**counts) -> None:

@@ -6,8 +6,8 @@
 Sample rows (as `ldlm.sample` writes them): {"text": str, "docs": [str, ...], "token_ids": [int, ...],
 "raw_ids": [int, ...], "steps": int, "seed": int, "dtype": str, "draw_dtype": str}; only "text" is
 required. The judge gets "docs" and entropy uses "raw_ids" (else "token_ids") when every row has them
-(metrics.evaluate_samples). "steps", "seed", "dtype", "draw_dtype" and "sampler" are copied into the
-result row (one value, or the sorted list of distinct values if rows differ).
+(metrics.evaluate_samples). "steps", "top_p", "temperature", "seed", "dtype", "draw_dtype" and "sampler"
+are copied into the result row (one value, or the sorted list of distinct values if rows differ).
 Bad input (missing or empty file, a row without text, unknown judge/featurizer/dataset) prints one
 error line and exits with status 2 without writing anything.
 """
@@ -28,7 +28,7 @@ from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 from .metrics import EvalError, evaluate_samples, reference_ceiling
 from .results import versions
 
-SAMPLE_META = ("steps", "top_p", "seed", "dtype", "draw_dtype", "sampler", "sample_seconds")
+SAMPLE_META = ("steps", "top_p", "temperature", "seed", "dtype", "draw_dtype", "sampler", "sample_seconds")
 
 
 def read_samples(path: str | os.PathLike) -> list[dict]:

@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import VARIANTS, Config, ConfigError, make_config
+from .config import CHOICES, TEMPERATURE_RULE, VARIANTS, Config, ConfigError, is_temperature, make_config
 from .data import HUB_DATASETS
 from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 
@@ -38,6 +38,11 @@ class Experiment:
     seeds: list[int] = field(default_factory=lambda: [0])
     step_counts: list[int] = field(default_factory=lambda: [100])  # sampling steps of LDLM and MDLM
     top_ps: list[float] = field(default_factory=lambda: [0.9, 1.0])  # the GPT's nucleus p
+    # The quality-diversity frontier: per model kind, the temperatures it is also sampled at, at one setting
+    # (LDLM and MDLM: the largest of step_counts; the GPT: p = 1), beside its default (LDLM 0, the others 1).
+    # Per kind, since the kinds start far apart: LDLM's argmax samples are less diverse than held-out text,
+    # the baselines' T = 1 samples as diverse; a kind left out (or an empty list) gets no frontier.
+    frontier_temperatures: dict[str, list[float]] = field(default_factory=dict)
     # --- evaluation --------------------------------------------------------------------------------
     n_samples: int = 64
     sample_batch: int = 128
@@ -78,7 +83,8 @@ class Experiment:
     def ablation(self) -> "Experiment":
         """The ablation's experiment: its budget, seeds and sampling steps in the main fields."""
         return dataclasses.replace(self, max_steps=self.ablation_steps, batch_size=self.ablation_batch,
-                                   seeds=self.ablation_seeds, step_counts=[self.ablation_step_count])
+                                   seeds=self.ablation_seeds, step_counts=[self.ablation_step_count],
+                                   frontier_temperatures={})
 
     def config(self, dataset: str, kind: str = "ldlm", variant: str = "full", seed: int = 0) -> Config:
         """The run config of one model (`kind`: ldlm | mdlm | ar): the preset, with this experiment's budget."""
@@ -89,8 +95,26 @@ class Experiment:
 _TYPES = typing.get_type_hints(Experiment)
 
 
+def _temperatures(key: str, value, source: str) -> dict[str, list[float]]:
+    """A {model kind: [temperatures]} mapping: known kinds, each a list of numbers >= 0 (one number: a list)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key}={value!r} is not a mapping of model kind to temperatures, "
+                          f"e.g. {{ldlm: [0.5, 1.0], mdlm: [0.8]}}")
+    out = {}
+    for kind, temperatures in value.items():
+        if kind not in CHOICES["model"]:
+            raise ConfigError(f"{source}: {key} has an unknown model kind {kind!r}; kinds: {list(CHOICES['model'])}")
+        temperatures = temperatures if isinstance(temperatures, list) else [temperatures]
+        if not all(is_temperature(t) for t in temperatures):
+            raise ConfigError(f"{source}: {key}[{kind}]={temperatures!r}: each {TEMPERATURE_RULE}")
+        out[kind] = [float(t) for t in temperatures]
+    return out
+
+
 def _check(key: str, value, source: str):
     kind, given = _TYPES[key], value
+    if typing.get_origin(kind) is dict:
+        return _temperatures(key, value, source)
     optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
     if value is None and optional:
         return None

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from . import diagnostic_figures
 from . import plotstyle as ps
-from .results import degenerate, is_reference
+from .results import at_default_temperature, degenerate, frontier_rows, is_reference, with_settings
 
 def read(results_dir: Path, pattern: str) -> pd.DataFrame:
     frames = [pd.read_csv(p) for p in sorted(Path(results_dir).glob(pattern))]
@@ -63,14 +63,30 @@ def bars(stats: pd.DataFrame, column: str) -> list:
     return [stats[(column, "mean")] - stats[(column, "min")], stats[(column, "max")] - stats[(column, "mean")]]
 
 
+def trace(ax, rows: pd.DataFrame, by: str, colour, marker: str, ls: str, label: str | None = None) -> pd.DataFrame:
+    """One curve of a model: the seed mean of each value of `by` with the seeds' range as bars, joined in
+    the order of `by` by a line of style `ls`; hollow where a seed's samples are degenerate. Returns the
+    means (entropy, gen_ppl_tok) per value of `by`."""
+    stats = seed_range(rows, by, ["entropy", "gen_ppl_tok"])
+    ax.errorbar(stats[("entropy", "mean")], stats[("gen_ppl_tok", "mean")], xerr=bars(stats, "entropy"),
+                yerr=bars(stats, "gen_ppl_tok"), marker=marker, color=colour, capsize=1.5, ms=4, lw=1, ls=ls, label=label)
+    bad = rows.groupby(by)["degenerate"].any().reindex(stats.index, fill_value=False)
+    if bad.any():
+        ps.hollow(ax, stats.loc[bad, ("entropy", "mean")], stats.loc[bad, ("gen_ppl_tok", "mean")], colour, marker)
+        ax.add_line(ps.degenerate_handle())  # an empty line: its legend entry, once per panel
+    return stats
+
+
 def pareto(results_dir: Path) -> Figure | None:
-    """Gen PPL (token-weighted) vs entropy, one panel per dataset; LDLM and MDLM traced by sampling
-    steps, the GPT by nucleus p, held-out text as the star. Each point is the mean over seeds with the
-    seeds' range as bars; the seeds' own points are drawn faintly behind it; hollow: degenerate samples."""
+    """Gen PPL (token-weighted) vs entropy, one panel per dataset, held-out text as the star. Per model, its
+    sweep at its default temperature (LDLM and MDLM over sampling steps, the GPT over nucleus p: dotted,
+    labelled by steps or p) and its frontier (solid, through the temperatures sampled at one setting:
+    results.frontier_setting; labelled T=...). Each point is the mean over seeds with the seeds' range as
+    bars; the seeds' own points are drawn faintly behind it; hollow: degenerate samples."""
     rows = read(results_dir, "main_*.csv")
     if rows.empty:
         return None
-    rows = rows.assign(top_p=rows["top_p"].fillna(1.0) if "top_p" in rows else 1.0, degenerate=flagged(rows))
+    rows = with_settings(rows).assign(degenerate=flagged(rows))
     datasets = list(dict.fromkeys(rows["dataset"]))
     fig, axes = ps.new_figure(1, len(datasets))
     judge = rows["judge"].dropna().iloc[0] if "judge" in rows else "?"
@@ -83,25 +99,25 @@ def pareto(results_dir: Path) -> Figure | None:
                 ax.scatter(group["entropy"], group["gen_ppl_tok"], marker=marker, color=colour, s=90, zorder=3,
                            label=ps.label(model))
                 continue
-            setting = "top_p" if model == "ar" else "steps"
-            stats = seed_range(group, setting, ["entropy", "gen_ppl_tok"])
             seeds = group["seed"].nunique() if "seed" in group else 1
             ax.scatter(group["entropy"], group["gen_ppl_tok"], marker=marker, color=colour, alpha=0.25, s=10)
-            ax.errorbar(stats[("entropy", "mean")], stats[("gen_ppl_tok", "mean")], xerr=bars(stats, "entropy"),
-                        yerr=bars(stats, "gen_ppl_tok"), marker=marker, color=colour, capsize=1.5, ms=4, lw=1,
-                        label=f"{ps.label(model)} ({seeds} seed{'s' * (seeds > 1)})")
-            labels[ax] += [(r[("entropy", "mean")], r[("gen_ppl_tok", "mean")], f"p={v:g}" if model == "ar" else f"{int(v)}")
-                       for v, r in stats.iterrows()]
-            bad = group.groupby(setting)["degenerate"].any().reindex(stats.index, fill_value=False)
-            if bad.any():
-                ps.hollow(ax, stats.loc[bad, ("entropy", "mean")], stats.loc[bad, ("gen_ppl_tok", "mean")], colour, marker)
-                ax.add_line(ps.degenerate_handle())  # an empty line: its legend entry, once per panel
+            sweep, name = group[at_default_temperature(group)], f"{ps.label(model)} ({seeds} seed{'s' * (seeds > 1)})"
+            if len(sweep):
+                setting = "top_p" if model == "ar" else "steps"
+                stats = trace(ax, sweep, setting, colour, marker, ":", name)
+                labels[ax] += [(r[("entropy", "mean")], r[("gen_ppl_tok", "mean")], f"p={v:g}" if model == "ar" else f"{int(v)}")
+                               for v, r in stats.iterrows()]
+            frontier = frontier_rows(group)
+            if frontier["temperature"].nunique() > 1:  # the default's point is labelled by the sweep already
+                stats = trace(ax, frontier, "temperature", colour, marker, "-", None if len(sweep) else name)
+                labels[ax] += [(r[("entropy", "mean")], r[("gen_ppl_tok", "mean")], f"T={t:g}")
+                               for t, r in stats.iterrows() if not (len(sweep) and t == sweep["temperature"].iloc[0])]
         ax.set(title=f"{dataset} ({rows['preset'].iloc[0]})", xlabel="unigram entropy (nats; ★ = real text)",
                ylabel=f"Gen PPL ({judge}) ↓")
         ps.log_axis(ax, "y")
     ps.legend_below(fig, axes)
-    fig.suptitle("Quality vs diversity: seed mean and range\n(labels: sampling steps; AR: nucleus p"
-                 + sigma_dec(rows) + ")", fontsize=8)
+    fig.suptitle("Quality vs diversity: seed mean and range\n(dotted, labels: sampling steps, AR: nucleus p; solid: "
+                 "temperature frontier, labels T" + sigma_dec(rows) + ")", fontsize=8)
     fig.draw_without_rendering()  # the final layout, so that labels are placed where the points end up
     for ax, points in labels.items():
         place_labels(ax, points)
@@ -158,7 +174,8 @@ def hatch_bars(ax, marked: list[bool]) -> None:
 
 def speed_quality(results_dir: Path) -> Figure | None:
     """Left: sampling throughput vs steps, per model and batch size. Right: Gen PPL (seed mean and
-    range) vs samples/s at the largest batch, per model and dataset; hollow: degenerate samples."""
+    range) vs samples/s at the largest batch, per model and dataset, at the default temperature (the
+    frontiers' other temperatures sample at the same speed); hollow: degenerate samples."""
     speed = read(results_dir, "speed.csv")
     if speed.empty:
         return None
@@ -179,7 +196,9 @@ def speed_quality(results_dir: Path) -> Figure | None:
     main = read(results_dir, "main_*.csv")
     if not main.empty:
         main = main.assign(degenerate=flagged(main))  # before the reference rows are left out
-        merged = main[main["model"] != "reference"].merge(big[["model", "steps", "samples_per_s"]],
+        main = main[main["model"] != "reference"]
+        main = main[at_default_temperature(main)]  # the sweeps: a frontier's temperatures share one speed
+        merged = main.merge(big[["model", "steps", "samples_per_s"]],
                                                          on=["model", "steps"], suffixes=("_eval", ""))
         setting = merged["top_p"].fillna(merged["steps"]) if "top_p" in merged else merged["steps"]
         merged = merged.assign(setting=setting)

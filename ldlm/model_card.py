@@ -10,8 +10,8 @@ import math
 KINDS = {"ldlm": "LDLM (latent diffusion language model, jointly trained latent space)",
          "mdlm": "MDLM baseline (masked diffusion over tokens)", "ar": "GPT baseline (autoregressive)"}
 # result-row columns shown, and their headers
-RESULT_COLUMNS = {"model": "model", "steps": "steps", "top_p": "top p", "seed": "seed", "n_samples": "n",
-                  "gen_ppl_tok": "Gen PPL (tok)", "entropy": "entropy", "rep_4": "rep-4", "mauve": "MAUVE",
+RESULT_COLUMNS = {"model": "model", "steps": "steps", "top_p": "top p", "temperature": "temperature", "seed": "seed",
+                  "n_samples": "n", "gen_ppl_tok": "Gen PPL (tok)", "entropy": "entropy", "rep_4": "rep-4", "mauve": "MAUVE",
                   "recon_acc": "recon acc", "degenerate": "degenerate", "judge": "judge", "featurizer": "featurizer"}
 SUMMARY_KEYS = {"step": "training steps", "train_tokens": "training tokens", "train_seconds": "training seconds",
                 "ema_recon_acc": "held-out reconstruction accuracy (EMA)", "ema_valid_loss_h": "held-out L_h (EMA)",

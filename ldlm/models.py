@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .baselines import sample_inverse_cdf, tempered
 from .diffusion import AdaptiveTimeSampler, UniformTimeSampler, encoder_gamma, tangent_alpha_sigma
 from .frozen_lm import attention_mask
 from .losses import ldlm_loss
@@ -177,7 +178,7 @@ def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
 
 class TokenDecoder(nn.Module):
     """sg(h_hat) [B, T, lm_width] -> tokens: a small transformer (`features`) and a head used through
-    `loss` (training) and `predict` (argmax decoding).
+    `loss` (training), `predict` (argmax decoding) and `sample` (decoding at a temperature).
 
     The head is linear (the paper) or, with `adaptive_head`, an adaptive softmax (Grave et al. 2017,
     `nn.AdaptiveLogSoftmaxWithLoss`): exact log-probabilities over the whole vocabulary, but the
@@ -204,6 +205,18 @@ class TokenDecoder(nn.Module):
             with no_autocast(features):
                 return adaptive_argmax(self.head, features.flatten(0, -2).float()).view(features.shape[:-1])
         return self.head(features).argmax(-1)
+
+    def sample(self, features: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
+               chunk: int = 256) -> torch.Tensor:
+        """A class per position of features [..., width]: at temperature 0 the argmax (`predict`, no noise
+        drawn), else a draw from softmax(log-probabilities / temperature) in float64 (sample_inverse_cdf), the
+        positions in order, `chunk` rows at a time (an adaptive head's full log-probabilities are [rows, vocab])."""
+        if temperature == 0:
+            return self.predict(features)
+        rows = features.flatten(0, -2)
+        classes = [sample_inverse_cdf(tempered(head_logits(self.head, part), temperature), generator)
+                   for part in rows.split(chunk)]
+        return torch.cat(classes).view(features.shape[:-1])
 
     def features(self, h_hat: torch.Tensor) -> torch.Tensor:
         x = self.in_proj(h_hat) + self.pos[: h_hat.shape[1]]
@@ -364,6 +377,7 @@ class LDLM(TextModel):
 
     uses_frozen_lm = True
     has_latents = True
+    default_temperature = 0.0  # the token decoder's argmax, as the paper decodes
     held_out_keys = ("correct", "tokens", "loss_h", "rows")
 
     def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
@@ -404,13 +418,16 @@ class LDLM(TextModel):
         return self.decoder(z)
 
     @torch.no_grad()
-    def hidden_to_tokens(self, h_hat: torch.Tensor) -> torch.Tensor:
-        """Most likely tokenizer ids [B, T] for reconstructed states h_hat (argmax decoding)."""
-        return self.head_to_tokens(self.token_decoder.predict(self.token_decoder.features(h_hat)))
+    def hidden_to_tokens(self, h_hat: torch.Tensor, temperature: float = 0.0,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """Tokenizer ids [B, T] for reconstructed states h_hat: the most likely (temperature 0, argmax
+        decoding) or drawn at `temperature` with `generator` (TokenDecoder.sample)."""
+        return self.head_to_tokens(self.token_decoder.sample(self.token_decoder.features(h_hat), temperature, generator))
 
     @torch.no_grad()
-    def latents_to_tokens(self, z: torch.Tensor) -> torch.Tensor:
-        return self.hidden_to_tokens(self.decode(z))
+    def latents_to_tokens(self, z: torch.Tensor, temperature: float = 0.0,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.hidden_to_tokens(self.decode(z), temperature, generator)
 
     # -- the protocol (ldlm.protocol) ----------------------------------------------------------------
     def prepare(self, data, device) -> None:
@@ -464,14 +481,17 @@ class LDLM(TextModel):
         return {"recon_acc": sums["correct"] / max(sums["tokens"], 1), "valid_loss_h": sums["loss_h"] / max(sums["rows"], 1),
                 "valid_tokens": int(sums["tokens"])}
 
-    def generate(self, n, steps, generator, sampler=None, top_p=1.0, callback=None) -> torch.Tensor:
-        """Reverse process from N(0, I) with `steps` steps, then decoder -> token decoder -> argmax ids."""
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0, temperature=None, callback=None) -> torch.Tensor:
+        """Reverse process from N(0, I) with `steps` steps, then decoder -> token decoder -> ids: the argmax
+        (temperature 0, the default) or drawn at `temperature` with the same generator, after the latents."""
         z = generate_latents(self, n, steps, self.cfg, generator, sampler or self.cfg.sampler, callback)
-        return self.latents_to_tokens(z)
+        return self.latents_to_tokens(z, self.temperature(temperature), generator)
 
-    def sampling_record(self, steps, sampler, top_p) -> dict:
-        # only Gaussian noise is drawn, in the latents' float32; tokens are picked by argmax
-        return dict(steps=steps, top_p=None, sampler=sampler or self.cfg.sampler, draw_dtype="float32")
+    def sampling_record(self, steps, sampler, top_p, temperature=None) -> dict:
+        # Gaussian noise is drawn in the latents' float32; tokens are the argmax, or at T > 0 drawn in float64
+        t = self.temperature(temperature)
+        return dict(steps=steps, top_p=None, temperature=t, sampler=sampler or self.cfg.sampler,
+                    draw_dtype="float32" if t == 0 else "float32, tokens float64")
 
     def nfe(self, steps: int) -> int:
         return steps + 1  # the DiT at every step and once more at t_min (samplers.py)

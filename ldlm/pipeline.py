@@ -107,8 +107,8 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
                    table: str = "main", results_dir: str | Path = "results", runs_dir: str | Path = "runs",
                    nproc: int = 1) -> pd.DataFrame:
     """Train one model (`kind`: ldlm | mdlm | ar) of one recipe variant with the experiment's budget,
-    sample it at each of its settings (the experiment's step counts, or the GPT's nucleus p values),
-    evaluate each sample set; returns its rows."""
+    sample it at each of its settings (the experiment's step counts, or the GPT's nucleus p values, then
+    its frontier: `exp.frontier_temperatures[kind]` at one setting), evaluate each sample set; returns its rows."""
     results_dir, cfg = Path(results_dir), exp.config(dataset, kind, variant, seed)
     run_dir, summary = train_or_resume(cfg, runs_dir, nproc)
     rid = run_dir.name
@@ -119,20 +119,21 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
     key = score_key(corpus, judge=exp.judge, featurizer=exp.featurizer, seed=seed, text_tokenizer=cfg.frozen_lm,
                     pack_mode=cfg.pack_mode)
     rows, sample_files, latent = [], {}, latent_columns(net, run_dir, runs_dir)
-    for setting in net.sampling_settings(exp.step_counts, exp.top_ps):
+    for setting in net.sampling_settings(exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(kind, [])):
         path = results_dir / "samples" / f"{rid}-{setting['name']}-n{exp.n_samples}.jsonl"
         if not path.exists() or "raw_ids" not in path.read_text().partition("\n")[0]:  # none, or an older kit's
             samples, seconds = sample_rows(net, cfg, tokenizer, exp.n_samples, setting["steps"], seed, exp.sample_batch,
-                                           top_p=setting["top_p"])
+                                           top_p=setting["top_p"], temperature=setting["temperature"])
             write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
         metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json",
                          dict(key, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
                          lambda: evaluate_file(path, corpus, exp.judge, exp.featurizer, text_tokenizer=tokenizer,
                                                seed=seed, pack_mode=cfg.pack_mode))
-        record = net.sampling_record(setting["steps"], None, setting["top_p"])
+        record = net.sampling_record(setting["steps"], None, setting["top_p"], setting["temperature"])
         rows.append(result_row(
             preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=record["steps"],
-            top_p=record["top_p"], judge=metrics["judge"], featurizer=metrics["featurizer"], n_samples=exp.n_samples,
+            top_p=record["top_p"], temperature=record["temperature"], sampler=record["sampler"], judge=metrics["judge"],
+            featurizer=metrics["featurizer"], n_samples=exp.n_samples,
             dtype=metrics["dtype"], draw_dtype=metrics["draw_dtype"], run_id=rid, model=cfg.model,
             **net.result_columns(summary), **latent, train_steps=summary["step"], train_seconds=summary["train_seconds"],
             train_tokens_per_s=summary["train_tokens_per_s"], sample_seconds=metrics["sample_seconds"],

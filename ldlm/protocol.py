@@ -8,9 +8,9 @@ A kind is a `TextModel` subclass registered by name in `ldlm.build.MODELS`.
     observe(t, losses)                                      per-sample losses of the global batch (adaptive t)
     held_out_sums(h, tokens, lengths, noise) -> sums        summable held-out statistics of a chunk ...
     held_out_metrics(sums) -> metrics                       ... and the metrics they give
-    generate(n, steps, generator, sampler, top_p, callback) -> ids   tokenizer ids [n, seq_len] (-1 = "other")
-    sampling_record(steps, sampler, top_p) -> dict          what a sample row records of that setting
-    sampling_settings(step_counts, top_ps) -> settings      what an experiment samples at
+    generate(n, steps, generator, sampler, top_p, temperature, callback) -> ids   tokenizer ids [n, seq_len] (-1 = "other")
+    sampling_record(steps, sampler, top_p, temperature) -> dict   what a sample row records of that setting
+    sampling_settings(step_counts, top_ps, temperatures) -> settings   what an experiment samples at
     nfe(steps) -> int                                       network calls of one sampling run
     result_columns(summary) -> dict                         the trained run's columns of a result row
     compile_targets() -> [(module, method)]                 what `compile=on` compiles (compile_hot_paths)
@@ -23,9 +23,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .config import TEMPERATURE_RULE, is_temperature
 from .distributed import DistEnv, all_reduce_sum
 
 EVAL_STREAM = 2**40  # the "step" of the noise used by held-out losses: never a training step
+
+
+def check_temperature(temperature) -> None:
+    """A ValueError naming `temperature` unless it is None (the kind's default) or a temperature."""
+    if temperature is not None and not is_temperature(temperature):
+        raise ValueError(f"temperature={temperature!r}: {TEMPERATURE_RULE}")
 
 
 @dataclass
@@ -117,21 +124,50 @@ class TextModel(VocabMap):
         raise NotImplementedError
 
     # -- sampling ----------------------------------------------------------------------------------
+    # The temperature a kind samples at unless told: the one that gives its samples of before the knob
+    # existed (LDLM: 0, the token decoder's argmax; the baselines: 1, their model's own distribution).
+    default_temperature = 1.0
+
+    def temperature(self, temperature: float | None) -> float:
+        """`temperature`, or the kind's default when None; a ValueError naming it when it is negative,
+        infinite or NaN (0 = argmax decoding, the most likely class at every draw)."""
+        check_temperature(temperature)
+        return self.default_temperature if temperature is None else float(temperature)
+
     def generate(self, n: int, steps: int, generator: torch.Generator, sampler: str | None = None,
-                 top_p: float = 1.0, callback=None) -> torch.Tensor:
-        """`callback(step, z_t, x0_hat)` at every reverse step: kinds with `has_latents` only."""
+                 top_p: float = 1.0, temperature: float | None = None, callback=None) -> torch.Tensor:
+        """`temperature`: None = the kind's default (`default_temperature`). `callback(step, z_t, x0_hat)`
+        at every reverse step: kinds with `has_latents` only."""
         raise NotImplementedError
 
-    def sampling_record(self, steps: int, sampler: str | None, top_p: float) -> dict:
+    def sampling_record(self, steps: int, sampler: str | None, top_p: float, temperature: float | None = None) -> dict:
+        """steps, top_p, temperature, sampler and draw_dtype as a setting runs (None: the kind's default)."""
         raise NotImplementedError
 
     def nfe(self, steps: int) -> int:
         raise NotImplementedError
 
-    def sampling_settings(self, step_counts: list[int], top_ps: list[float]) -> list[dict]:
-        """The settings an experiment samples at: name (in file names), steps, top_p. Diffusion kinds
-        sample at each step count; the GPT overrides this with its nucleus p values."""
-        return [dict(name=f"k{k}", steps=k, top_p=1.0) for k in step_counts]
+    def setting(self, name: str, steps: int, top_p: float, temperature: float | None = None) -> dict:
+        """One sampling setting; a temperature other than the default is in its name (`name`-T0.5), so the
+        default's keeps the name (and sample files) it had before temperatures."""
+        t = self.temperature(temperature)
+        return dict(name=name if t == self.default_temperature else f"{name}-T{t:g}", steps=steps, top_p=top_p,
+                    temperature=t)
+
+    def with_frontier(self, sweep: list[dict], at, temperatures) -> list[dict]:
+        """`sweep`, then the quality-diversity frontier: setting `at(t)` at the default temperature and at
+        each of `temperatures` (nothing without temperatures); a setting already there is not repeated."""
+        points = dict.fromkeys([self.default_temperature, *map(float, temperatures)]) if temperatures else {}
+        frontier = [at(t) for t in points]
+        return list({s["name"]: s for s in [*sweep, *frontier]}.values())
+
+    def sampling_settings(self, step_counts: list[int], top_ps: list[float], temperatures=()) -> list[dict]:
+        """The settings an experiment samples at: name (in file names), steps, top_p, temperature. Diffusion
+        kinds sample at each step count at their default temperature, and at the largest at each of
+        `temperatures` (the frontier); the GPT overrides this with its nucleus p values."""
+        top = max(step_counts)
+        return self.with_frontier([self.setting(f"k{k}", k, 1.0) for k in step_counts],
+                                  lambda t: self.setting(f"k{top}", top, 1.0, t), temperatures)
 
     # -- results -------------------------------------------------------------------------------------
     def result_columns(self, summary: dict) -> dict:

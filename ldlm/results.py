@@ -24,15 +24,18 @@ from .io import atomic_path, write_json
 # Keys that change where a run executes or what it reports, never its weights or metrics.
 NOT_IN_RUN_ID = ("device", "num_threads", "logger", "eval_samples")
 
-ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id"]
+# What tells two rows apart: a row replaces an earlier one with the same values (upsert_rows). Every knob of a
+# sampling setting is in it, so a later run with fewer settings leaves the other settings' rows alone.
+ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "top_p", "temperature", "sampler", "judge", "featurizer",
+            "n_samples", "dtype", "run_id"]
 
 # A result row of results/<table>.csv (main_*, ablation), in column order: what produced it, what the
 # trained run measured (recon_acc, decoder_noise and the latent report: LDLM; valid_loss: the baselines), the timings,
 # then the evaluation's metrics (ldlm.metrics). A row holds the columns that apply to it. The CSV's last
 # column, `degenerate`, depends on the whole table (its reference row): `with_degenerate` adds it.
 RESULT_COLUMNS = [
-    "preset", "dataset", "variant", "seed", "steps", "top_p", "judge", "featurizer", "n_samples", "dtype",
-    "draw_dtype", "run_id", "model",
+    "preset", "dataset", "variant", "seed", "steps", "top_p", "temperature", "sampler", "judge", "featurizer",
+    "n_samples", "dtype", "draw_dtype", "run_id", "model",
     "recon_acc", "decoder_noise", "valid_loss", *report_columns(),
     "train_steps", "train_seconds", "train_tokens_per_s", "sample_seconds", "samples_per_s", "pack_mode",
     "gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "rep_4", "distinct_4", "mauve", "n_empty",
@@ -90,6 +93,48 @@ def with_degenerate(frame: pd.DataFrame) -> pd.DataFrame:
     flags = degenerate(frame)
     frame = frame.drop(columns="degenerate", errors="ignore")
     return frame.assign(degenerate=flags) if flags.notna().any() else frame
+
+
+def default_temperatures() -> dict[str, float]:
+    """The temperature each model kind samples at unless told (TextModel.default_temperature)."""
+    from .build import MODELS  # here, not at the top: the model classes import much that results need not
+
+    return {kind: cls.default_temperature for kind, cls in MODELS.items()}
+
+
+def with_settings(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with every model row's sampling knobs filled in: top_p 1 (no truncation) where empty, and the
+    kind's default temperature where empty (rows written before the knob were sampled at it); held-out
+    text has none (NaN)."""
+    nan = pd.Series(float("nan"), index=rows.index)
+    top_p, temperature = rows.get("top_p", nan).astype(float), rows.get("temperature", nan).astype(float)
+    default = rows["model"].map(default_temperatures()).astype(float) if "model" in rows else nan
+    return rows.assign(top_p=top_p.fillna(1.0), temperature=temperature.fillna(default))
+
+
+def at_default_temperature(rows: pd.DataFrame) -> pd.Series:
+    """Per row: sampled at its kind's default temperature (or before the knob existed)? Those rows are the
+    step-count and nucleus sweeps; the others are frontier points."""
+    default = rows["model"].map(default_temperatures()).astype(float)
+    return with_settings(rows)["temperature"].eq(default)
+
+
+def frontier_setting(rows: pd.DataFrame) -> tuple[float, float] | None:
+    """(steps, top_p) of one model's quality-diversity frontier: the setting it was sampled at the most
+    temperatures at (the experiment's frontier: the largest step count, p = 1); on a tie the most steps,
+    then the largest p. `rows` (with_settings) are one model's; None when there are none."""
+    if rows.empty:
+        return None
+    counts = rows.groupby(["steps", "top_p"])["temperature"].nunique()
+    return max(counts.index, key=lambda setting: (counts[setting], *setting))
+
+
+def frontier_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows (with_settings) on each model's frontier: at its frontier setting, at every temperature."""
+    models = rows[~is_reference(rows)].groupby("model", sort=False)
+    parts = [group[(group["steps"] == steps) & (group["top_p"] == top_p)]
+             for _, group in models for steps, top_p in [frontier_setting(group)]]
+    return pd.concat(parts) if parts else rows.iloc[:0]
 
 
 def corpus_sha256(dataset: str) -> str | None:
@@ -156,20 +201,32 @@ def locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def replaced(old: pd.DataFrame, new: pd.DataFrame, key: list[str]) -> pd.Series:
+    """Per row of `old`: does a row of `new` have its key? A key column `old` lacks, or an empty cell of
+    an old row (written before the column existed, e.g. temperature), matches any value: a re-run replaces
+    such a row instead of keeping it beside its successor. No shared key column: nothing matches."""
+    shared = [k for k in key if k in old.columns]
+    hit = pd.Series(False, index=old.index)
+    for values in (new[shared].drop_duplicates().itertuples(index=False) if shared else []):
+        same = pd.Series(True, index=old.index)
+        for column, value in zip(shared, values):
+            same &= old[column].isna() | old[column].eq(value)
+        hit |= same
+    return hit
+
+
 def upsert_rows(csv_path: str | Path, rows: list[dict], key: list[str] | None = None,
                 derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
-    """Add rows to a tidy CSV, replacing earlier rows with the same key columns; atomic write, under a
-    lock so that processes writing the same file at once lose nothing. `derive` (e.g. with_degenerate)
-    recomputes columns that depend on other rows, over the whole merged table."""
+    """Add rows to a tidy CSV, replacing earlier rows with the same key columns (`replaced`); atomic write,
+    under a lock so that processes writing the same file at once lose nothing. `derive` (e.g.
+    with_degenerate) recomputes columns that depend on other rows, over the whole merged table."""
     csv_path = Path(csv_path)
     new = pd.DataFrame(rows)
     key = [k for k in (key or ROW_KEYS) if k in new.columns]
     with locked(csv_path):
         if csv_path.exists() and csv_path.stat().st_size > 0:
             old = pd.read_csv(csv_path)
-            if key and set(key) <= set(old.columns):
-                merged = old.merge(new[key].drop_duplicates(), on=key, how="left", indicator=True)
-                old = old[(merged["_merge"] == "left_only").to_numpy()]
+            old = old[~replaced(old, new, key)]
             new = pd.concat([old, new], ignore_index=True)
         new = derive(new) if derive else new
         with atomic_path(csv_path, suffix=".csv") as tmp:

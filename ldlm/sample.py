@@ -5,14 +5,17 @@
 
 LDLM: reverse process from N(0, I) with `--steps` steps (self-conditioned x0 estimates), then latent
 decoder -> token decoder -> argmax tokens -> text. MDLM: `--steps` ancestral unmasking steps. GPT:
-one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). Uses the EMA weights; `--run`
+one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). `--temperature T` draws every
+categorical choice from softmax(logits / T): LDLM's tokens (default 0: the argmax), MDLM's unmasked
+classes and the GPT's next tokens (default 1: the model's distribution). Uses the EMA weights; `--run`
 is a run folder, a checkpoint file or a saved model (`python -m ldlm.export`).
 Batch k of `--batch-size` samples draws from a generator seeded by (seed, k), so the samples are the
 same for any number of processes (under torchrun ranks take every world-th batch; rank 0 writes).
 Sampling runs in the run's training precision (`ldlm.precision`: bf16 on GPUs under precision=auto).
 One JSON line per sample: text (its documents joined by a blank line), docs (the documents: a wrapped
 block can span several), token_ids (the documents' tokens), raw_ids (the sampled row as is, specials
-included), steps, seed, sampler, dtype (of the model's compute), draw_dtype (of the random draws).
+included), steps, top_p, temperature, seed, sampler, dtype (of the model's compute), draw_dtype (of the
+random draws).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import time
 import torch
 
 from . import checkpoint, distributed
-from .config import ConfigError, check_counts
+from .config import TEMPERATURE_RULE, ConfigError, check_counts, is_temperature
 from .data import unpack_docs
 from .distributed import DistEnv, gather_objects
 from .frozen_lm import ModelUnavailable
@@ -49,19 +52,21 @@ def row_text(tokenizer, row: list[int], pack_mode: str) -> str:
 
 def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
                 sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
-                progress: bool = False) -> tuple[list[dict], float]:
-    """n sample rows (module docstring; token ids in the model's tokenizer) and seconds."""
+                progress: bool = False, temperature: float | None = None) -> tuple[list[dict], float]:
+    """n sample rows (module docstring; token ids in the model's tokenizer) and seconds. temperature:
+    None = the model kind's default (TextModel.default_temperature)."""
     device = next(model.parameters()).device
+    setting = model.sampling_record(steps, sampler, top_p, temperature)  # as they run; checks the temperature
     t0 = time.perf_counter()
     with autocast(cfg, device):
-        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env, callback, progress)
+        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env, callback, progress, temperature)
     seconds = time.perf_counter() - t0
-    setting = model.sampling_record(steps, sampler, top_p)  # steps, top_p, sampler, draw_dtype as they ran
     rows = []
     for row in ids.tolist():
         docs, docs_ids = row_docs(tokenizer, row, cfg.pack_mode)
         rows.append(dict(text=join_docs(docs), docs=docs, token_ids=[i for d in docs_ids for i in d], raw_ids=row,
-                         n_other=row.count(-1), steps=setting["steps"], top_p=setting["top_p"], seed=seed,
+                         n_other=row.count(-1), steps=setting["steps"], top_p=setting["top_p"],
+                         temperature=setting["temperature"], seed=seed,
                          sampler=setting["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=setting["draw_dtype"]))
     return rows, seconds
 
@@ -69,7 +74,7 @@ def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int 
 @torch.no_grad()
 def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
              sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
-             progress: bool = False) -> torch.Tensor:
+             progress: bool = False, temperature: float | None = None) -> torch.Tensor:
     """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under
     torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order.
     `callback(k, step, z_t, x0_hat)` at every reverse step of batch k (models with latents only);
@@ -82,7 +87,7 @@ def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_siz
     for k, start in tqdm(batches, desc="sampling", unit="batch", disable=not progress or len(batches) < 2):
         generator = torch.Generator(device=device).manual_seed(seed_for(seed, k))
         step_callback = functools.partial(callback, k) if callback is not None else None
-        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p, step_callback)
+        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p, temperature, step_callback)
         mine.append((k, ids.cpu()))
     batches = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
     return torch.cat([b for _, b in batches]) if batches else torch.empty(0, cfg.seq_len, dtype=torch.long)
@@ -101,12 +106,16 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="LDLM only")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus p (GPT baseline only)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature, >= 0 (0 = argmax; default: LDLM 0, MDLM and GPT 1)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     try:  # every input is checked before any work: a bad value never costs (or empties) an existing --out
         check_counts(n=args.n, steps=args.steps, batch_size=args.batch_size)
         if not 0 < args.top_p <= 1:
             raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1] (1 = no nucleus truncation)")
+        if args.temperature is not None and not is_temperature(args.temperature):
+            raise ConfigError(f"--temperature {args.temperature}: {TEMPERATURE_RULE}")
         check_output(args.out, inputs={"--run": args.run})
         env, device = distributed.setup(args.device)
         from .api import load  # a run folder, a checkpoint or a saved model (python -m ldlm.export)
@@ -118,7 +127,7 @@ def main(argv=None) -> int:
         return 2
     steps = args.steps or cfg.sample_steps
     rows, seconds = sample_rows(model, cfg, tokenizer, args.n, steps, args.seed, args.batch_size, args.sampler,
-                                args.top_p, env, progress=env.is_main and sys.stderr.isatty())
+                                args.top_p, env, progress=env.is_main and sys.stderr.isatty(), temperature=args.temperature)
     distributed.teardown()
     if not env.is_main:
         return 0

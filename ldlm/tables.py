@@ -6,13 +6,15 @@ A † after a Gen PPL marks degenerate samples (results.degenerate), with a note
 """
 from __future__ import annotations
 
+import bisect
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from .io import write_text
-from .results import DEGENERATE_ENTROPY_GAP, DEGENERATE_REP_4, degenerate
+from .results import (DEGENERATE_ENTROPY_GAP, DEGENERATE_REP_4, default_temperatures, degenerate, frontier_setting,
+                      with_settings)
 
 METRIC_COLUMNS = {"gen_ppl_tok": "Gen PPL (tok) ↓", "gen_ppl_seq": "Gen PPL (seq) ↓", "entropy": "Entropy",
                   "rep_4": "Rep-4", "mauve": "MAUVE ↑", "recon_acc": "Recon. acc. ↑", "valid_loss": "Held-out loss ↓",
@@ -33,7 +35,7 @@ DEGENERATE_NOTE = (f"{DEGENERATE}: degenerate samples (rep-4 > {DEGENERATE_REP_4
 def degenerate_marks(rows: pd.DataFrame, by: list[str]) -> pd.Series:
     """Per group of `by`: " †" when every seed's samples are degenerate, " † (k of n seeds)" when some
     are (a collapsed seed pulls the mean Gen PPL down), "" when none is or it cannot be told."""
-    flags = rows.assign(_flag=degenerate(rows).fillna(False).astype(bool)).groupby(by, sort=False)["_flag"]
+    flags = rows.assign(_flag=degenerate(rows).fillna(False).astype(bool)).groupby(by, sort=False, dropna=False)["_flag"]
     k, n = flags.sum(), flags.size()
     return pd.Series([("" if not a else f" {DEGENERATE}" if a == b else f" {DEGENERATE} ({a} of {b} seeds)")
                       for a, b in zip(k, n)], index=k.index)
@@ -44,7 +46,7 @@ def _summarise(rows: pd.DataFrame, by: list[str], versus=None) -> pd.DataFrame:
     `versus` (a group key), a cell whose mean differs from that group's by less than the sum of the two
     seed stds ends in WITHIN_SPREAD: the difference is not a finding at this number of seeds."""
     cols = [c for c in METRIC_COLUMNS if c in rows.columns]
-    grouped = rows.groupby(by, sort=False)[cols]
+    grouped = rows.groupby(by, sort=False, dropna=False)[cols]  # held-out text has no temperature
     mean, std, n, counts = grouped.mean(), grouped.std(), grouped.size(), grouped.count()
     out = mean.copy().astype(object)
     for c in cols:
@@ -105,47 +107,83 @@ def latent_table(rows: pd.DataFrame, by: str = "variant", order: list[str] | Non
     return out.rename(columns=LATENT_COLUMNS)
 
 
-def setting_label(model: str, steps, top_p=None) -> str:
+def setting_label(model: str, steps, top_p=None, temperature=None) -> str:
+    """A setting's name in the tables; its temperature where it is not the kind's default."""
     if model == "reference":
         return "held-out text (ceiling)"
-    if model == "ar":
-        return f"AR (GPT), nucleus p = {float(top_p):g}"
-    return f"{model.upper()}, {int(steps)} steps"
+    label = f"AR (GPT), nucleus p = {float(top_p):g}" if model == "ar" else f"{model.upper()}, {int(steps)} steps"
+    default = default_temperatures().get(model)
+    shown = temperature is not None and not pd.isna(temperature) and temperature != default
+    return label + (f", T = {float(temperature):g}" if shown else "")
 
 
 def main_table(rows: pd.DataFrame) -> pd.DataFrame:
-    rows = rows.assign(model=rows["model"].fillna("ldlm"), top_p=rows.get("top_p", pd.Series(index=rows.index)).fillna(1.0))
-    table = _summarise(rows, ["model", "steps", "top_p"])
-    table.index = [setting_label(m, s, p) for m, s, p in table.index]
+    rows = with_settings(rows.assign(model=rows["model"].fillna("ldlm")))
+    table = _summarise(rows, ["model", "steps", "top_p", "temperature"])
+    table.index = [setting_label(*key) for key in table.index]
     return table
 
 
-def quality_matched_speedup(main: pd.DataFrame, speed: pd.DataFrame, batch: int, entropy_tol: float = 0.3,
-                            baselines=("mdlm", "ar")) -> pd.DataFrame:
-    """For each baseline setting: the fewest LDLM sampling steps whose Gen PPL (token-weighted) is at
-    least as good as the baseline's, at an entropy no more than `entropy_tol` nats lower (so a collapsed,
-    repetitive LDLM cannot win on PPL alone), and LDLM's sampling speed-up there: samples/s at `batch`
-    from `speed` (sampling rows of ldlm.bench, timed in one process). Quality is the mean over seeds.
-    "not matched" when no LDLM setting qualifies."""
+def interpolate(x: float, xs: list[float], ys: list[float]) -> float:
+    """ys at x, linear between the two neighbouring points of xs (increasing); NaN outside [xs[0], xs[-1]]:
+    a curve is read only where it was measured, never extrapolated."""
+    if not xs or not xs[0] <= x <= xs[-1]:
+        return float("nan")
+    i = bisect.bisect_left(xs, x)  # xs[i] >= x
+    if xs[i] == x:
+        return ys[i]
+    share = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return ys[i - 1] + share * (ys[i] - ys[i - 1])
+
+
+def setting_means(main: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, steps, top_p, temperature): Gen PPL (token-weighted) and entropy averaged over seeds, and
+    `degenerate`: whether any seed's samples are (results.degenerate, judged against held-out text's rows)."""
+    main = with_settings(main.assign(degenerate=degenerate(main).fillna(False).astype(bool)))
+    main = main[main["model"] != "reference"]
+    return main.groupby(["model", "steps", "top_p", "temperature"], as_index=False).agg(
+        gen_ppl_tok=("gen_ppl_tok", "mean"), entropy=("entropy", "mean"), degenerate=("degenerate", "any"))
+
+
+def quality_matched_speedup(main: pd.DataFrame, speed: pd.DataFrame, batch: int, baselines=("mdlm", "ar")) -> pd.DataFrame:
+    """For each baseline setting: LDLM's Gen PPL at the same entropy, read from LDLM's frontier, and LDLM's
+    sampling speed there relative to the baseline's.
+
+    The rule. A setting's Gen PPL (token-weighted) and entropy are means over seeds (`setting_means`).
+    LDLM's frontier is its settings at its frontier setting (results.frontier_setting: the largest step
+    count, at every temperature sampled), degenerate ones left out (a seed with degenerate samples
+    excludes the setting: a collapsed, repetitive LDLM never counts as a match), sorted by entropy and
+    joined by straight lines. Each baseline setting (its step counts or nucleus p values, and its own
+    frontier's temperatures) is compared at its entropy: LDLM's Gen PPL there is linear in entropy
+    between the two neighbouring LDLM points, read only inside the frontier's entropy range, never
+    extrapolated. "not matched" when the baseline's entropy is outside that range (or the baseline's own
+    samples are degenerate: they are not a quality to match). Matched rows say whether LDLM's Gen PPL is
+    no worse (<=) than the baseline's and give the speed ratio: LDLM's samples/s at the frontier's step
+    count over the baseline's at its setting, both at `batch` from `speed` (ldlm.bench's sampling rows,
+    timed in one process at the default temperature; a temperature adds one head pass per sample). The
+    ratio is a quality-matched speed-up only where LDLM is no worse."""
     sps = {(r.model, int(r.steps)): r.samples_per_s for r in speed[speed["batch"] == batch].itertuples()}
-    main = main.assign(top_p=main["top_p"].fillna(1.0) if "top_p" in main else 1.0)
-    main = main.groupby(["model", "steps", "top_p"], as_index=False)[["gen_ppl_tok", "entropy"]].mean()  # over seeds
-    ldlm = main[main["model"] == "ldlm"].sort_values("steps")
+    means = setting_means(main)
+    ldlm = means[means["model"] == "ldlm"]
+    at = frontier_setting(ldlm)
+    if at is not None:
+        ldlm = ldlm[(ldlm["steps"] == at[0]) & (ldlm["top_p"] == at[1]) & ~ldlm["degenerate"]]
+    ldlm = ldlm.sort_values(["entropy", "gen_ppl_tok"])
+    xs, ys = ldlm["entropy"].tolist(), ldlm["gen_ppl_tok"].tolist()
+    reach = f"{xs[0]:.3g}–{xs[-1]:.3g} ({int(at[0])} steps)" if xs else "none"
+    fast = sps.get(("ldlm", int(at[0])), float("nan")) if at is not None else float("nan")
     out = []
-    for r in main[main["model"].isin(baselines)].itertuples():
-        match = ldlm[(ldlm["gen_ppl_tok"] <= r.gen_ppl_tok) & (ldlm["entropy"] >= r.entropy - entropy_tol)]
-        row = {"baseline": setting_label(r.model, r.steps, getattr(r, "top_p", None)),
-               "baseline Gen PPL": f"{r.gen_ppl_tok:.4g}", "baseline entropy": f"{r.entropy:.3g}",
-               "baseline samples/s": f"{sps.get((r.model, int(r.steps)), float('nan')):.3g}"}
-        if match.empty:
-            best = ldlm.loc[ldlm["gen_ppl_tok"].idxmin()] if len(ldlm) else None
-            row.update({"LDLM steps": "not matched", "LDLM Gen PPL": f"{best.gen_ppl_tok:.4g} (best)" if best is not None else "–",
-                        "LDLM entropy": f"{best.entropy:.3g}" if best is not None else "–", "LDLM samples/s": "–", "speed-up": "–"})
-        else:
-            m = match.iloc[0]
-            fast, slow = sps.get(("ldlm", int(m.steps)), float("nan")), sps.get((r.model, int(r.steps)), float("nan"))
-            row.update({"LDLM steps": int(m.steps), "LDLM Gen PPL": f"{m.gen_ppl_tok:.4g}", "LDLM entropy": f"{m.entropy:.3g}",
-                        "LDLM samples/s": f"{fast:.3g}", "speed-up": f"{fast / slow:.2f}x"})
+    for r in means[means["model"].isin(baselines)].itertuples():
+        slow = sps.get((r.model, int(r.steps)), float("nan"))
+        ppl = interpolate(r.entropy, xs, ys)
+        matched = not r.degenerate and not math.isnan(ppl)
+        row = {"baseline": setting_label(r.model, r.steps, r.top_p, r.temperature),
+               "baseline Gen PPL": f"{r.gen_ppl_tok:.4g}" + (f" {DEGENERATE}" if r.degenerate else ""),
+               "baseline entropy": f"{r.entropy:.3g}", "baseline samples/s": f"{slow:.3g}", "LDLM frontier entropy": reach,
+               "LDLM Gen PPL at that entropy": f"{ppl:.4g}" if matched else "not matched",
+               "LDLM no worse": ("yes" if ppl <= r.gen_ppl_tok else "no") if matched else "–",
+               "LDLM samples/s": f"{fast:.3g}" if matched else "–",
+               "speed-up": f"{fast / slow:.2f}x" if matched else "–"}
         out.append(row)
     return pd.DataFrame(out).set_index("baseline") if out else pd.DataFrame()
 

@@ -67,6 +67,20 @@ def test_load_on_a_run_folder_generates_the_texts_of_the_sample_command(ldlm_run
     assert same_weights(ldlm.load(ldlm_run / "ckpt.pt", device="cpu").model, pipe.model)
 
 
+def test_the_sample_command_and_the_api_take_a_temperature_and_record_it(ldlm_run, tmp_path):
+    """--temperature 0 is LDLM's default (argmax) decoding; --temperature 1 draws the tokens, as the API does."""
+    pipe = ldlm.load(ldlm_run, device="cpu")
+    rows = {}
+    for t in ("0", "1"):
+        out = tmp_path / f"T{t}.jsonl"
+        assert sample_main(["--run", str(ldlm_run), "--n", "4", "--steps", "3", "--temperature", t, "--out", str(out)]) == 0
+        rows[t] = read_jsonl(out)
+    assert {r["temperature"] for r in rows["0"]} == {0.0} and {r["temperature"] for r in rows["1"]} == {1.0}
+    default = pipe.generate(4, steps=3, progress=False)
+    assert [r["text"] for r in rows["0"]] == default
+    assert [r["text"] for r in rows["1"]] == pipe.generate(4, steps=3, temperature=1.0, progress=False) != default
+
+
 def test_trajectory_ends_at_the_sample_and_the_callback_sees_every_step(ldlm_run):
     pipe = ldlm.load(ldlm_run, device="cpu")
     seen = []
@@ -87,6 +101,9 @@ def test_bad_arguments_name_the_value():
         pipe.generate(2, top_p=1.5)
     with pytest.raises(ValueError, match="sampler='euler'"):
         pipe.generate(2, sampler="euler")
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError, match=f"temperature={bad}: must be a number >= 0"):
+            pipe.generate(2, temperature=bad)
 
 
 def test_bad_texts_and_latents_name_the_value(shipped):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ldlm.baselines import sample_categorical
+from ldlm.baselines import sample_categorical, sample_inverse_cdf
 from ldlm.baselines.ar import GPT, ar_loss, ar_sample, top_p_filter
 from ldlm.baselines.mdlm import EPS, MDLM, log_linear_alpha, mask_tokens, mdlm_loss, mdlm_sample
 from ldlm.baselines.size import ar_layers_for, backbone_parameters
@@ -160,9 +160,9 @@ def test_mdlm_sampler_unmasks_everything(steps):
     assert 1 <= len(calls) <= steps  # NFE <= steps
 
 
-def full_head_mdlm_sample(model: MDLM, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+def full_head_mdlm_sample(model: MDLM, n: int, steps: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
     """The kit's sampler without its shortcuts: p_theta at every position at every step, the same draws
-    in the same order (not the reference's code, which draws differently)."""
+    in the same order (not the reference's code, which draws differently); classes from p_theta^(1/T)."""
     ts = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
     x = torch.full((n, T), model.mask_id, dtype=torch.long)
     for k in range(steps):
@@ -170,21 +170,24 @@ def full_head_mdlm_sample(model: MDLM, n: int, steps: int, generator: torch.Gene
         logits = model(x, ts[k].float().expand(n))
         u = torch.rand((n, T), generator=generator, dtype=torch.float64)
         unmask = (x == model.mask_id) & (u < (a_s - a_t) / (1 - a_t))
-        x[unmask] = sample_categorical(logits[unmask].double().softmax(-1), generator)
+        if temperature == 0:
+            x[unmask] = logits[unmask].argmax(-1)
+        else:
+            x[unmask] = sample_categorical((logits[unmask].double() / temperature).softmax(-1), generator)
     return x
 
 
-@pytest.mark.parametrize("n,steps", [(4, 8), (1, 100)])
-def test_mdlm_sampler_draws_what_its_full_head_version_draws(n, steps):
+@pytest.mark.parametrize("n,steps,temperature", [(4, 8, 1.0), (1, 100, 1.0), (4, 8, 0.6), (4, 8, 0.0)])
+def test_mdlm_sampler_draws_what_its_full_head_version_draws(n, steps, temperature):
     """Heads only at unmasking positions, no call on steps where nothing unmasks: the same tokens as the
-    kit's own sampler with the full head at every step."""
+    kit's own sampler with the full head at every step, at any temperature (0: the argmax class)."""
     model, calls = mdlm(), []
     with torch.no_grad():
         model.out.weight.normal_(std=0.5)
     model.blocks[0].register_forward_hook(lambda *_: calls.append(1))
-    fast = mdlm_sample(model, n, T, steps, gen(12))
+    fast = mdlm_sample(model, n, T, steps, gen(12), temperature=temperature)
     nfe = len(calls)
-    assert torch.equal(fast, full_head_mdlm_sample(model, n, steps, gen(12)))
+    assert torch.equal(fast, full_head_mdlm_sample(model, n, steps, gen(12), temperature))
     if steps > T:  # one sequence of T tokens over 100 steps: most steps unmask nothing
         assert nfe <= T < steps
 
@@ -213,6 +216,14 @@ def test_sample_categorical_matches_probs():
     probs = torch.tensor([0.1, 0.6, 0.3], dtype=torch.float64).expand(20_000, 3)
     counts = torch.bincount(sample_categorical(probs, gen(12)), minlength=3).double() / 20_000
     assert torch.allclose(counts, probs[0], atol=0.015)
+
+
+def test_sample_inverse_cdf_matches_probs_and_never_draws_an_impossible_class():
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0], dtype=torch.float64).expand(20_000, 5)
+    drawn = sample_inverse_cdf(probs, gen(12))
+    counts = torch.bincount(drawn, minlength=5).double() / 20_000
+    assert torch.allclose(counts, probs[0], atol=0.015) and counts[1] == counts[4] == 0
+    assert torch.equal(drawn, sample_inverse_cdf(probs, gen(12)))
 
 
 def test_gpt_is_causal():
@@ -276,6 +287,42 @@ def test_tiny_top_p_is_greedy():
     for _ in range(T - 1):  # full forward, no cache
         greedy = torch.cat([greedy, model(greedy)[:, -1:].argmax(-1)], 1)
     assert torch.equal(x, greedy)
+
+
+def test_temperature_zero_is_greedy_decoding():
+    model = gpt()
+    with torch.no_grad():
+        model.embed.weight.normal_(std=0.5)
+    assert torch.equal(ar_sample(model, 3, T, gen(18), bos_id=1, temperature=0.0),
+                       ar_sample(model, 3, T, gen(18), bos_id=1, top_p=1e-9))  # the argmax at every step
+
+
+def sample_entropy(ids: torch.Tensor) -> float:
+    from ldlm.metrics import unigram_entropy
+
+    return unigram_entropy(ids.tolist())
+
+
+@pytest.mark.parametrize("kind", ["gpt", "mdlm"])
+def test_a_higher_temperature_raises_the_entropy_of_samples(kind):
+    """A random model with peaked distributions, a fixed seed: T = 0.3 < 1 < 3 in unigram entropy (the
+    frontier's knob moves diversity the way its name says, for both baselines)."""
+    model = gpt() if kind == "gpt" else mdlm()
+    with torch.no_grad():
+        (model.embed.weight if kind == "gpt" else model.out.weight).normal_(std=0.5)
+    draw = {"gpt": lambda t: ar_sample(model, 32, T, gen(21), bos_id=1, temperature=t),
+            "mdlm": lambda t: mdlm_sample(model, 32, T, 8, gen(21), temperature=t)}[kind]
+    entropies = [sample_entropy(draw(t)) for t in (0.3, 1.0, 3.0)]
+    assert entropies == sorted(entropies) and entropies[0] < entropies[-1] - 0.3, entropies
+
+
+@pytest.mark.parametrize("sampler", ["gpt", "mdlm"])
+def test_a_negative_temperature_is_refused(sampler):
+    with pytest.raises(ValueError, match="temperature=-1"):
+        if sampler == "gpt":
+            ar_sample(gpt(), 1, T, gen(0), bos_id=0, temperature=-1)
+        else:
+            mdlm_sample(mdlm(), 1, T, 2, gen(0), temperature=-1)
 
 
 def test_top_p_filter():

@@ -60,3 +60,17 @@ def test_the_makefile_asks_the_library_for_values():
     assert ask("datasets").stdout.split() == exp.datasets
     wrong = ask("no_such_key")
     assert wrong.returncode == 2 and "no_such_key" in wrong.stderr
+
+
+def test_frontier_temperatures_are_per_kind_and_the_ablation_has_none():
+    exp = Experiment.load("tiny")
+    assert set(exp.frontier_temperatures) == {"ldlm", "mdlm", "ar"} and exp.ablation().frontier_temperatures == {}
+    assert Experiment.load("smoke", frontier_temperatures={"ar": 0.7}).frontier_temperatures == {"ar": [0.7]}
+    assert Experiment().frontier_temperatures == {}  # without the key: no frontier, the sweeps only
+
+
+@pytest.mark.parametrize("bad, named", [({"gpt": [0.5]}, "unknown model kind 'gpt'"), ({"ldlm": [-0.5]}, r"\[-0.5\]"),
+                                        ({"ldlm": [float("nan")]}, r"\[nan\]"), ([0.5], "not a mapping")])
+def test_bad_frontier_temperatures_name_the_value(bad, named):
+    with pytest.raises(ConfigError, match=named):
+        Experiment.load("smoke", frontier_temperatures=bad)

@@ -90,3 +90,25 @@ def test_degenerate_bars_are_hatched_and_degenerate_points_hollow(tmp_path):
               and (c.get_facecolors() == 1).all()]  # white
     assert len(hollow) == 1 and hollow[0].get_offsets().tolist() == [[0.1, 4.0]]  # the collapsed setting only
     assert ps.DEGENERATE_LABEL in {t.get_text() for t in fig.legends[0].get_texts()}
+
+
+def test_each_models_frontier_is_a_line_through_its_temperatures(tmp_path):
+    """LDLM: a dotted sweep over steps (T = 0) and a solid line through T = 0, 0.5, 1 at 100 steps, labelled
+    by temperature where the sweep does not label the point; its collapsed T = 0 point stays hollow."""
+    base = dict(preset="tiny", dataset="wiki", judge="smollm2", seed=0, variant="full")
+    rows = [dict(base, model="reference", variant="reference", steps=0, entropy=3.8, gen_ppl_tok=50.0, rep_4=0.0)]
+    rows += [dict(base, model="ldlm", steps=k, temperature=t, entropy=e, gen_ppl_tok=g, rep_4=r) for k, t, e, g, r in
+             [(10, 0.0, 3.1, 1200, 0.0), (100, 0.0, 3.0, 1000, 0.9), (100, 0.5, 3.4, 2000, 0.0), (100, 1.0, 3.7, 3000, 0.0)]]
+    rows += [dict(base, model="mdlm", steps=100, temperature=t, entropy=e, gen_ppl_tok=g, rep_4=0.0)
+             for t, e, g in ((1.0, 3.9, 4000), (0.8, 3.6, 2500))]
+    pd.DataFrame(rows).to_csv(tmp_path / "main_wiki.csv", index=False)
+    fig = figures.draw("pareto", tmp_path)
+    (ax,) = fig.axes
+    solid = [line for line in ax.lines if line.get_linestyle() == "-" and len(line.get_xdata()) > 1]
+    assert sorted(line.get_xdata().tolist() for line in solid) == [[3.0, 3.4, 3.7], [3.6, 3.9]]  # by temperature
+    dotted = [line.get_xdata().tolist() for line in ax.lines if line.get_linestyle() == ":"]
+    assert [3.1, 3.0] in dotted  # LDLM's sweep: 10, 100 steps
+    assert {t.get_text() for t in ax.texts} == {"10", "100", "T=0.5", "T=1", "T=0.8"}
+    hollow = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets())
+              and (c.get_facecolors() == 1).all()]
+    assert {tuple(p) for c in hollow for p in c.get_offsets().tolist()} == {(3.0, 1000.0)}

@@ -490,8 +490,10 @@ def test_quality_matched_speedup_compares_seed_means():
         ("mdlm", 100, 0, 95.0), ("mdlm", 100, 1, 105.0)]])
     speed = pd.DataFrame([dict(model=m, steps=k, batch=64, samples_per_s=v) for m, k, v in
                           [("ldlm", 10, 40.0), ("ldlm", 30, 20.0), ("mdlm", 100, 5.0)]])
-    table = quality_matched_speedup(main, speed, batch=64)
-    assert len(table) == 1 and table.iloc[0]["LDLM steps"] == 30 and table.iloc[0]["speed-up"] == "4.00x"
+    table = quality_matched_speedup(main, speed, batch=64)  # LDLM's frontier: one point, 30 steps (the most)
+    row = table.iloc[0]
+    assert len(table) == 1 and (row["LDLM Gen PPL at that entropy"], row["LDLM no worse"]) == ("90", "yes")
+    assert row["speed-up"] == "4.00x" and row["LDLM frontier entropy"] == "3.5–3.5 (30 steps)"
 
 
 def test_all_empty_samples_have_no_mauve(bert_tokenizer):

@@ -12,8 +12,9 @@ from ldlm.experiment import Experiment
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMOKE = Experiment.load("smoke")
-ROW_COLUMNS = {"preset", "dataset", "variant", "seed", "steps", "judge", "featurizer", "n_samples", "dtype", "run_id",
-               "gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty", "recon_acc"}
+GPT_STEPS = SMOKE.config("wiki").seq_len - 1  # one token per step
+ROW_COLUMNS = {"preset", "dataset", "variant", "seed", "steps", "top_p", "temperature", "sampler", "judge", "featurizer",
+               "n_samples", "dtype", "run_id", "gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty", "recon_acc"}
 FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents",  # from the pipeline's results
            "time_sampling", "warmup_gamma", "trajectory", "recon_noise", "denoising"}  # 40_latents' diagnostics
 
@@ -61,7 +62,13 @@ def test_main_notebook_rows(smoke_pipeline):
         rows = pd.read_csv(smoke_pipeline / "results" / f"main_{dataset}.csv")
         assert ROW_COLUMNS <= set(rows.columns)
         ldlm = rows[rows["model"] == "ldlm"]
-        assert sorted(ldlm["steps"]) == sorted(SMOKE.step_counts) and (ldlm["n_samples"] == SMOKE.n_samples).all()
+        sweep = ldlm[ldlm["temperature"] == 0]  # LDLM's default: argmax decoding
+        assert sorted(sweep["steps"]) == sorted(SMOKE.step_counts) and (ldlm["n_samples"] == SMOKE.n_samples).all()
+        # every model's frontier: its temperatures at one setting (the largest step count; the GPT at p = 1)
+        for kind, temperatures in SMOKE.frontier_temperatures.items():
+            frontier = rows[(rows["model"] == kind) & rows["temperature"].isin(temperatures)]
+            at = {(int(k), p) for k, p in zip(frontier["steps"], frontier["top_p"].fillna(1.0))}
+            assert len(frontier) == len(temperatures) and at == {(GPT_STEPS if kind == "ar" else max(SMOKE.step_counts), 1.0)}
         assert (rows["model"] == "reference").sum() == 1
         assert {"rep_4", "distinct_4", "degenerate"} <= set(rows.columns) and rows["degenerate"].notna().all()
         # every LDLM row carries its run's latent report; the baselines have none
@@ -73,7 +80,8 @@ def test_main_notebook_rows(smoke_pipeline):
             assert Path(record["samples"][f"k{SMOKE.step_counts[0]}"]).exists()
         # the baselines: same training budget, MDLM over the same steps, the GPT over nucleus p
         mdlm, ar = rows[rows["model"] == "mdlm"], rows[rows["model"] == "ar"]
-        assert sorted(mdlm["steps"]) == sorted(SMOKE.step_counts) and len(ar) == 2 and ar["top_p"].notna().all()
+        assert sorted(mdlm.loc[mdlm["temperature"] == 1, "steps"]) == sorted(SMOKE.step_counts)
+        assert (ar["temperature"] == 1).sum() == 2 and ar["top_p"].notna().all()
         assert set(mdlm["train_steps"]) == set(ar["train_steps"]) == set(ldlm["train_steps"])
         assert (rows.loc[rows["model"] != "reference", "valid_loss"].notna() == rows.loc[rows["model"] != "reference", "model"].ne("ldlm")).all()
         assert "AR (GPT), nucleus p = 0.9" in (smoke_pipeline / "results" / f"table1_{dataset}.md").read_text()

@@ -72,6 +72,37 @@ def test_the_same_seed_gives_the_same_samples_for_every_kind():
         assert torch.equal(draw(), draw()), kind
 
 
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_every_kind_samples_at_a_temperature_and_records_it(kind):
+    """One knob through the one protocol: the default is the kind's (LDLM 0, the baselines 1) and gives the
+    samples of no temperature at all; another temperature gives other samples; bad values are named."""
+    model = small(kind).eval()
+    draw = lambda t: model.generate(2, 3, torch.Generator().manual_seed(7), temperature=t)
+    default = model.default_temperature
+    assert default == {"ldlm": 0.0, "mdlm": 1.0, "ar": 1.0}[kind]
+    other = 0.5 if default == 0 else 0.0  # MDLM's zero-initialised head is uniform at every T > 0
+    assert torch.equal(draw(None), draw(default)) and not torch.equal(draw(default), draw(other))
+    assert model.sampling_record(3, None, 1.0)["temperature"] == default
+    assert model.sampling_record(3, None, 1.0, 0.5)["temperature"] == 0.5
+    for bad in (-1.0, float("nan"), float("inf"), True):
+        with pytest.raises(ValueError, match=f"temperature={bad!r}: must be a number >= 0"):
+            draw(bad)
+
+
+def test_the_frontier_settings_come_after_the_sweep_at_one_setting():
+    """LDLM and MDLM: the step counts at the default temperature, then the largest step count at the
+    frontier's temperatures (its default once); the GPT: its nucleus p values, then p = 1 at each temperature.
+    A setting at the default temperature keeps its name (and its sample files); no temperatures, no frontier."""
+    ldlm, gpt = small("ldlm"), small("ar")
+    names = lambda model, *args: [s["name"] for s in model.sampling_settings(*args)]
+    assert names(ldlm, [10, 30, 100], [0.9], [0.5, 1.0, 0.0]) == ["k10", "k30", "k100", "k100-T0.5", "k100-T1"]
+    assert names(ldlm, [10, 30], [0.9]) == ["k10", "k30"]
+    assert names(gpt, [10], [0.9, 1.0], [0.7]) == ["p0.9", "p1", "p1-T0.7"]
+    assert names(gpt, [10], [0.9], [0.7]) == ["p0.9", "p1", "p1-T0.7"]  # the frontier's own default point
+    frontier = small("mdlm").sampling_settings([10, 100], [0.9], [0.8])[-1]
+    assert frontier == dict(name="k100-T0.8", steps=100, top_p=1.0, temperature=0.8)
+
+
 def test_an_unknown_kind_names_the_registry():
     with pytest.raises(ConfigError, match="ldlm"):
         model_class("diffusion-gpt")

@@ -152,3 +152,138 @@ def test_the_latent_table_counts_each_run_once_and_leaves_out_runs_without_a_rep
     assert list(table.index) == [tables.VARIANT_NAMES["full"]]  # naive's run has no report (an older row)
     assert table.loc[tables.VARIANT_NAMES["full"], "seeds"] == 2
     assert table.loc[tables.VARIANT_NAMES["full"], "Mean share ↓"].startswith("0.8 ± 0.14")
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling settings in the key: temperature, top_p, sampler
+
+
+def setting_row(**values):
+    base = dict(preset="tiny", dataset="wiki", variant="full", seed=0, steps=100, top_p=None, temperature=0.0,
+                sampler="ddpm", judge="smollm2", featurizer="minilm", n_samples=32, dtype="float32", run_id="r",
+                model="ldlm", gen_ppl_tok=1000.0, entropy=3.0)
+    return dict(base, **values)
+
+
+def test_rows_that_differ_only_in_temperature_both_stay(tmp_path):
+    """A later run with fewer settings (here: only T = 1) leaves the T = 0.5 row alone, and replaces its own."""
+    from ldlm.results import ROW_KEYS, upsert_rows
+
+    assert {"top_p", "temperature", "sampler"} <= set(ROW_KEYS)
+    path = tmp_path / "main_wiki.csv"
+    upsert_rows(path, [setting_row(temperature=0.5, entropy=3.4), setting_row(temperature=1.0, entropy=3.6)])
+    upsert_rows(path, [setting_row(temperature=1.0, entropy=3.7)])
+    rows = pd.read_csv(path).set_index("temperature")
+    assert rows["entropy"].to_dict() == {0.5: 3.4, 1.0: 3.7}
+
+
+def test_rows_that_differ_only_in_top_p_or_sampler_both_stay(tmp_path):
+    from ldlm.results import upsert_rows
+
+    path = tmp_path / "main_wiki.csv"
+    upsert_rows(path, [setting_row(model="ar", steps=63, top_p=p, temperature=1.0, sampler="nucleus") for p in (0.9, 1.0)])
+    upsert_rows(path, [setting_row(sampler=s) for s in ("ddpm", "ddim")])
+    upsert_rows(path, [setting_row(model="ar", steps=63, top_p=1.0, temperature=1.0, sampler="nucleus", entropy=3.9)])
+    rows = pd.read_csv(path)
+    assert len(rows) == 4 and rows.loc[rows["top_p"] == 1.0, "entropy"].tolist() == [3.9]
+
+
+def test_a_rerun_replaces_the_rows_an_older_kit_wrote_without_the_knobs(tmp_path):
+    """A row from before temperature and sampler existed (empty cells) is the same setting as the new
+    row that agrees on the rest: it is replaced, not kept beside it as a second T = 0 point."""
+    from ldlm.results import upsert_rows
+
+    path = tmp_path / "main_wiki.csv"
+    old = {k: v for k, v in setting_row().items() if k not in ("temperature", "sampler")}
+    pd.DataFrame([old, dict(old, steps=10)]).to_csv(path, index=False)
+    upsert_rows(path, [setting_row(entropy=3.1), setting_row(temperature=0.5, entropy=3.4)])
+    rows = pd.read_csv(path)
+    assert sorted(zip(rows["steps"], rows["temperature"].fillna(-1), rows["entropy"])) == [
+        (10, -1, 3.0), (100, 0.0, 3.1), (100, 0.5, 3.4)]  # the 10-step row is another setting: it stays
+
+
+def test_rows_written_before_temperatures_get_their_kinds_default():
+    from ldlm.results import at_default_temperature, with_settings
+
+    rows = pd.DataFrame([dict(model="ldlm", steps=100), dict(model="mdlm", steps=100), dict(model="ar", top_p=0.9),
+                         dict(model="ldlm", temperature=0.5), dict(model="reference", steps=0)])
+    filled = with_settings(rows)
+    assert filled["temperature"].tolist()[:4] == [0.0, 1.0, 1.0, 0.5] and math.isnan(filled["temperature"].iloc[4])
+    assert filled["top_p"].tolist() == [1.0, 1.0, 0.9, 1.0, 1.0]
+    assert at_default_temperature(rows).tolist() == [True, True, True, False, False]
+
+
+def test_a_models_frontier_is_its_setting_with_the_most_temperatures():
+    from ldlm.results import frontier_rows, frontier_setting, with_settings
+
+    rows = with_settings(pd.DataFrame([dict(model="ldlm", steps=k, temperature=t) for k, t in
+                                       [(10, 0.0), (30, 0.0), (100, 0.0), (30, 0.5), (30, 1.0)]]
+                                      + [dict(model="mdlm", steps=k) for k in (10, 100)]))
+    assert frontier_setting(rows[rows["model"] == "ldlm"]) == (30, 1.0)
+    assert frontier_setting(rows[rows["model"] == "mdlm"]) == (100, 1.0)  # a tie: the most steps
+    assert sorted(zip(*frontier_rows(rows)[["model", "temperature"]].to_numpy().T)) == [
+        ("ldlm", 0.0), ("ldlm", 0.5), ("ldlm", 1.0), ("mdlm", 1.0)]
+
+
+# ----------------------------------------------------------------------------------------------
+# the speed-up at matched entropy, read from LDLM's frontier
+
+
+def frontier_frame(*extra):
+    """Held-out text at entropy 3.8; LDLM's frontier at 100 steps: (entropy, Gen PPL) = (3.0, 1000) at T = 0,
+    (3.4, 2000) at T = 0.5, (3.8, 3000) at T = 1; LDLM at 10 steps (T = 0) off the frontier."""
+    ref = dict(model="reference", variant="reference", dataset="wiki", seed=0, steps=0, gen_ppl_tok=50.0, entropy=3.8,
+               rep_4=0.0)
+    ldlm = [dict(model="ldlm", steps=100, temperature=t, entropy=e, gen_ppl_tok=g, rep_4=0.0)
+            for t, e, g in ((0.0, 3.0, 1000.0), (0.5, 3.4, 2000.0), (1.0, 3.8, 3000.0))]
+    ldlm.append(dict(model="ldlm", steps=10, temperature=0.0, entropy=3.9, gen_ppl_tok=10.0, rep_4=0.0))
+    return pd.DataFrame([ref, *[dict(dict(variant="full", dataset="wiki", seed=0), **r) for r in [*ldlm, *extra]]])
+
+
+SPEED = pd.DataFrame([dict(model=m, steps=k, batch=64, samples_per_s=v) for m, k, v in
+                      [("ldlm", 10, 60.0), ("ldlm", 100, 8.0), ("mdlm", 100, 4.0), ("ar", 63, 16.0)]])
+
+
+def test_the_speedup_reads_ldlms_frontier_at_the_baselines_entropy():
+    """MDLM (T = 0.8) at entropy 3.6: LDLM's frontier there is halfway from 2000 to 3000 = 2500 <= 2600 (no
+    worse; 8 / 4 samples/s = 2x). The GPT at 3.2: 1500 > 1200, worse (the ratio is shown, not counted).
+    MDLM at T = 1 (entropy 3.95) is beyond the frontier's 3.0-3.8: not matched, though LDLM's 10-step
+    point sits at 3.9 with Gen PPL 10 (it is no frontier point: another speed, another knob)."""
+    from ldlm.tables import quality_matched_speedup
+
+    main = frontier_frame(dict(model="mdlm", steps=100, temperature=0.8, entropy=3.6, gen_ppl_tok=2600.0, rep_4=0.0),
+                          dict(model="mdlm", steps=100, temperature=1.0, entropy=3.95, gen_ppl_tok=4000.0, rep_4=0.0),
+                          dict(model="ar", steps=63, top_p=1.0, temperature=1.0, entropy=3.2, gen_ppl_tok=1200.0, rep_4=0.0))
+    table = quality_matched_speedup(main, SPEED, batch=64)
+    mdlm, hot, ar = (table.loc[k] for k in ("MDLM, 100 steps, T = 0.8", "MDLM, 100 steps", "AR (GPT), nucleus p = 1"))
+    assert (mdlm["LDLM Gen PPL at that entropy"], mdlm["LDLM no worse"], mdlm["speed-up"]) == ("2500", "yes", "2.00x")
+    assert (ar["LDLM Gen PPL at that entropy"], ar["LDLM no worse"], ar["speed-up"]) == ("1500", "no", "0.50x")
+    assert (hot["LDLM Gen PPL at that entropy"], hot["LDLM no worse"], hot["speed-up"]) == ("not matched", "–", "–")
+    assert mdlm["LDLM frontier entropy"] == "3–3.8 (100 steps)"
+
+
+def test_a_degenerate_frontier_point_never_counts_as_a_match():
+    """LDLM's T = 0 point repeats itself (rep_4 0.9): left out, the frontier starts at 3.4, and a baseline at
+    3.2 is not matched, though the T = 0 point's Gen PPL would have beaten it."""
+    from ldlm.tables import quality_matched_speedup
+
+    main = frontier_frame(dict(model="mdlm", steps=100, temperature=0.5, entropy=3.2, gen_ppl_tok=5000.0, rep_4=0.0))
+    main.loc[(main["model"] == "ldlm") & (main["temperature"] == 0.0) & (main["steps"] == 100), "rep_4"] = 0.9
+    row = quality_matched_speedup(main, SPEED, batch=64).iloc[0]
+    assert row["LDLM Gen PPL at that entropy"] == "not matched" and row["LDLM frontier entropy"] == "3.4–3.8 (100 steps)"
+
+
+def test_a_degenerate_baseline_is_not_a_quality_to_match():
+    from ldlm.tables import DEGENERATE, quality_matched_speedup
+
+    main = frontier_frame(dict(model="ar", steps=63, top_p=1.0, temperature=0.3, entropy=3.5, gen_ppl_tok=9.0, rep_4=0.8))
+    row = quality_matched_speedup(main, SPEED, batch=64).loc["AR (GPT), nucleus p = 1, T = 0.3"]
+    assert row["baseline Gen PPL"] == f"9 {DEGENERATE}" and row["LDLM Gen PPL at that entropy"] == "not matched"
+
+
+def test_the_main_table_names_a_temperature_other_than_the_default():
+    from ldlm.tables import main_table
+
+    table = main_table(frontier_frame())
+    assert list(table.index) == ["held-out text (ceiling)", "LDLM, 100 steps", "LDLM, 100 steps, T = 0.5",
+                                 "LDLM, 100 steps, T = 1", "LDLM, 10 steps"]

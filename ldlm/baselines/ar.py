@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Attention, TransformerBlock, head_logits, head_nll, vocab_head
-from . import sample_categorical
+from . import sample_categorical, tempered
 
 
 class KVCache:
@@ -129,16 +129,18 @@ def ar_sample(model: GPT, n: int, seq_len: int, generator: torch.Generator | Non
               device: torch.device | str | None = None) -> torch.Tensor:
     """Ancestral sampling with a KV cache: position 0 is bos_id, then seq_len - 1 tokens, one forward of
     one new token each (NFE = seq_len - 1). Each token is drawn from softmax(logits / temperature),
-    top-p filtered, in float64 with `generator` (see sample_categorical). Call model.eval() first.
-    Returns tokens [n, seq_len] long, BOS column included.
+    top-p filtered, in float64 with `generator` (see sample_categorical); temperature 0 is greedy decoding
+    (the argmax, no noise drawn). Call model.eval() first. Returns tokens [n, seq_len] long, BOS column included.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature}: use a small top_p for greedy decoding")
+    if not temperature >= 0:
+        raise ValueError(f"temperature={temperature}: must be >= 0 (0 = greedy decoding)")
     device = device or next(model.parameters()).device
     x = torch.full((n, seq_len), bos_id, dtype=torch.long, device=device)
     cache = model.new_cache()
     for i in range(1, seq_len):
         logits = model(x[:, i - 1:i], cache)[:, -1]
-        probs = (logits.double() / temperature).softmax(-1)
-        x[:, i] = sample_categorical(top_p_filter(probs, top_p), generator)
+        if temperature == 0:
+            x[:, i] = logits.argmax(-1)
+        else:  # temperature first, then the nucleus of the tempered distribution (as Hugging Face's generate)
+            x[:, i] = sample_categorical(top_p_filter(tempered(logits, temperature), top_p), generator)
     return x

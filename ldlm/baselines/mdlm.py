@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..models import AdaLNBackbone, head_logits, head_nll, vocab_head
-from . import sample_categorical
+from . import sample_categorical, tempered
 
 EPS = 1e-3  # alpha_1 = eps: MDLM's log-linear noise schedule
 
@@ -110,14 +110,15 @@ def mdlm_loss(model: MDLM, tokens: torch.Tensor, t: torch.Tensor, mask_u: torch.
 @torch.no_grad()
 def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.Generator | None = None,
                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float64,
-                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                callback: Callable[[int, torch.Tensor], None] | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Ancestral sampling (the reference's `ddpm_cache` predictor) on the grid t_k = 1 - k/steps, k = 0..steps.
 
     From t to s < t, a masked position stays masked with probability (1 - alpha_s) / (1 - alpha_t) and
     otherwise takes a class drawn from p_theta(x_0 | x_t) (MDLM eq. 7 under SUBS; drawn here as an unmask
     coin, then the class at the unmasked positions only); unmasked tokens are carried over. alpha_0 = 1,
-    so the last step unmasks everything. Categorical draws in `dtype` (float64, see sample_categorical),
-    all noise from `generator`. Call model.eval() first.
+    so the last step unmasks everything. The class is drawn from softmax(logits / temperature) (1: p_theta
+    itself; 0: its argmax), in `dtype` (float64, see sample_categorical); the unmask coins do not depend on
+    the temperature. All noise from `generator`. Call model.eval() first.
 
     Because the unmask coin does not depend on the model, p_theta is needed only where a token unmasks:
     the head runs on those positions alone (each position once over the whole trajectory, as LDLM's
@@ -129,6 +130,8 @@ def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.
     """
     if steps < 1:
         raise ValueError(f"steps={steps}: need at least one sampling step")
+    if not temperature >= 0:
+        raise ValueError(f"temperature={temperature}: must be >= 0 (0 = argmax)")
     device = device or next(model.parameters()).device
     noise_device = generator.device if generator is not None else device
     ts = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
@@ -139,7 +142,9 @@ def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.
         unmask = (x == model.mask_id) & (u < (a_s - a_t) / (1 - a_t))
         if unmask.any():
             features = model.features(x, ts[k].float().expand(n).to(device))[unmask]
-            x[unmask] = sample_categorical(head_logits(model.out, features).to(dtype).softmax(-1), generator)
+            logits = head_logits(model.out, features)
+            x[unmask] = (logits.argmax(-1) if temperature == 0
+                         else sample_categorical(tempered(logits, temperature, dtype), generator))
         if callback is not None:
             callback(k, x)
     return x

@@ -92,12 +92,14 @@ class MaskedDiffusion(Baseline):
         mask_u = noise.uniform(tokens.shape[1]).to(tokens.device)
         return mdlm_loss(self.net, self.to_head[tokens], t, mask_u, valid)
 
-    def generate(self, n, steps, generator, sampler=None, top_p=1.0, callback=None) -> torch.Tensor:
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0, temperature=None, callback=None) -> torch.Tensor:
         no_callback(self, callback)
-        return self.head_to_tokens(mdlm_sample(self.net, n, self.cfg.seq_len, steps, generator))
+        return self.head_to_tokens(mdlm_sample(self.net, n, self.cfg.seq_len, steps, generator,
+                                               temperature=self.temperature(temperature)))
 
-    def sampling_record(self, steps, sampler, top_p) -> dict:
-        return dict(steps=steps, top_p=None, sampler="ancestral", draw_dtype="float64")  # sample_categorical
+    def sampling_record(self, steps, sampler, top_p, temperature=None) -> dict:
+        return dict(steps=steps, top_p=None, temperature=self.temperature(temperature), sampler="ancestral",
+                    draw_dtype="float64")  # sample_categorical
 
     def nfe(self, steps: int) -> int:
         return steps  # at most: a step that unmasks nothing calls no network
@@ -122,16 +124,21 @@ class Autoregressive(Baseline):
         n = self.cfg.seq_len - 1  # next-token prediction on the first T - 1 positions
         return dict(grad=blocks_forward(self.net.blocks, self.net.pos.shape[1], n) + head_forward(self.net.head, classes) * n)
 
-    def generate(self, n, steps, generator, sampler=None, top_p=1.0, callback=None) -> torch.Tensor:
+    def generate(self, n, steps, generator, sampler=None, top_p=1.0, temperature=None, callback=None) -> torch.Tensor:
         """`steps` is fixed by the length: one token per step."""
         no_callback(self, callback)
-        return self.head_to_tokens(ar_sample(self.net, n, self.cfg.seq_len, generator, int(self.bos_class), top_p=top_p))
+        return self.head_to_tokens(ar_sample(self.net, n, self.cfg.seq_len, generator, int(self.bos_class),
+                                             temperature=self.temperature(temperature), top_p=top_p))
 
-    def sampling_record(self, steps, sampler, top_p) -> dict:
-        return dict(steps=self.cfg.seq_len - 1, top_p=top_p, sampler="nucleus", draw_dtype="float64")
+    def sampling_record(self, steps, sampler, top_p, temperature=None) -> dict:
+        return dict(steps=self.cfg.seq_len - 1, top_p=top_p, temperature=self.temperature(temperature), sampler="nucleus",
+                    draw_dtype="float64")
 
-    def sampling_settings(self, step_counts, top_ps) -> list[dict]:
-        return [dict(name=f"p{p:g}", steps=self.cfg.seq_len - 1, top_p=p) for p in top_ps]
+    def sampling_settings(self, step_counts, top_ps, temperatures=()) -> list[dict]:
+        """Each nucleus p at the default temperature; the frontier: temperatures without truncation (p = 1)."""
+        steps = self.cfg.seq_len - 1
+        return self.with_frontier([self.setting(f"p{p:g}", steps, p) for p in top_ps],
+                                  lambda t: self.setting("p1", steps, 1.0, t), temperatures)
 
     def nfe(self, steps: int) -> int:
         return self.cfg.seq_len - 1
