@@ -101,7 +101,7 @@ def monotone_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarra
     (scipy's): one knot per pooled block, at the block's w-weighted mean x with its w-weighted mean y.
     Interpolating the knots gives a monotone piecewise-linear curve in which a pooled stretch rises evenly
     instead of in one step. w > 0."""
-    from scipy.optimize import isotonic_regression  # lazily: a second to import; installed with scikit-learn
+    from scipy.optimize import isotonic_regression  # lazily: a second to import; pinned in pyproject
 
     fit = isotonic_regression(np.asarray(y, dtype=np.float64), weights=np.asarray(w, dtype=np.float64))
     starts = fit.blocks[:-1]
