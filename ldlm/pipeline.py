@@ -17,6 +17,7 @@ from typing import Callable
 import pandas as pd
 
 from . import checkpoint, diagnostics, runs
+from .api import load
 from .build import load_run
 from .config import make_config
 from .data import Corpus, load_corpus
@@ -24,6 +25,7 @@ from .evaluate import evaluate_file, evaluate_reference
 from .experiment import Experiment
 from .frozen_lm import default_device, load_tokenizer
 from .io import write_json, write_jsonl, write_text
+from .latents import LatentView
 from .metrics import METRICS_VERSION, reference_pieces
 from .results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
 from .sample import sample_rows
@@ -70,9 +72,6 @@ def latent_columns(net, run_dir: Path, runs_dir: str | Path, rows: int = 64) -> 
     (diagnostics.latent_report), cached in runs/scores/ beside the sample scores; {} for other kinds."""
     if not net.has_latents:
         return {}
-    from .api import load
-    from .latents import LatentView
-
     key = dict(run_id=run_dir.name, rows=rows, report_version=diagnostics.REPORT_VERSION,
                versions={k: v for k, v in versions().items() if k in ("torch", "numpy")})
     report = scores(Path(runs_dir) / "scores" / f"{run_dir.name}-latents.json", key,
