@@ -108,6 +108,14 @@ def reconstruction_vs_noise(view, ts=None, sigmas=None, seed: int = 0, denoise: 
     return pd.DataFrame(rows)
 
 
+def _spread(z: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positions [N, D] float64, their mean, the eigenvalues >= 0 and eigenvectors of their covariance) of
+    the latents [B, L, D] at the positions of `mask` [B, L] (all without one)."""
+    flat = (z if mask is None else z[mask.bool()]).double().flatten(0, -2)
+    eig, vec = torch.linalg.eigh(torch.cov(flat.T, correction=0))
+    return flat, flat.mean(0), eig.clamp(min=0), vec
+
+
 def latent_geometry(z: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
     """How the latents [B, L, D] (the positions of `mask` [B, L]) fill their space:
 
@@ -116,9 +124,7 @@ def latent_geometry(z: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
     var_per_dim  trace(Cov) / D, the spread around the mean;
     participation_ratio  (sum lambda)^2 / sum lambda^2 of Cov's eigenvalues: the effective number of
                  dimensions the spread uses (1 = a line, D = isotropic)."""
-    flat = (z if mask is None else z[mask.bool()]).double().flatten(0, -2)
-    mean = flat.mean(0)
-    eig = torch.linalg.eigvalsh(torch.cov(flat.T, correction=0)).clamp(min=0)
+    flat, mean, eig, _ = _spread(z, mask)
     energy = flat.pow(2).sum(-1).mean()
     return dict(mean_share=float(mean.pow(2).sum() / energy), var_per_dim=float(eig.sum() / flat.shape[1]),
                 participation_ratio=float(eig.sum() ** 2 / eig.pow(2).sum().clamp(min=1e-30)))
@@ -128,10 +134,7 @@ def wiener_denoiser(z: torch.Tensor, mask: torch.Tensor | None = None, d: float 
     """The best per-position linear x0 estimate for latents distributed with the mean and covariance of
     z's positions: x0 = mu + Sigma alpha (alpha^2 Sigma + sigma^2 I)^-1 (z_t - alpha mu). What a DiT
     that ignored the other positions and all non-Gaussian structure would reach: its floor to beat."""
-    flat = (z if mask is None else z[mask.bool()]).double().flatten(0, -2)
-    mean = flat.mean(0)
-    eig, vec = torch.linalg.eigh(torch.cov(flat.T, correction=0))
-    eig = eig.clamp(min=0)
+    _, mean, eig, vec = _spread(z, mask)
 
     def denoise(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = (float(v) for v in tangent_alpha_sigma(t[:1].double(), d))
@@ -174,12 +177,17 @@ def denoising_quality(view, ts=(0.001, 0.1, 0.2, 0.3), seed: int = 0) -> pd.Data
 # the noise levels of a run's latent report: the smallest training time, then mid-noise
 REPORT_TS = (0.001, 0.1, 0.2, 0.3)
 REPORT_VERSION = "1"  # bump when a number of latent_report would change
+PER_T = ("dit_acc", "wiener_acc", "dit_r2", "wiener_r2")  # denoising_quality's columns reported at each t
+
+
+def per_t_column(name: str, t: float) -> str:
+    return f"{name}_t{t:g}"
 
 
 def report_columns(ts=REPORT_TS) -> list[str]:
     """The result-table columns of `latent_report`, in order."""
-    per_t = [f"{name}_t{t:g}" for t in ts for name in ("dit_acc", "wiener_acc", "dit_r2", "wiener_r2")]
-    return ["mean_share", "var_per_dim", "participation_ratio", "decoder_acc", *per_t]
+    return ["mean_share", "var_per_dim", "participation_ratio", "decoder_acc",
+            *(per_t_column(name, t) for t in ts for name in PER_T)]
 
 
 def latent_report(view, ts=REPORT_TS, seed: int = 0) -> dict:
@@ -189,6 +197,5 @@ def latent_report(view, ts=REPORT_TS, seed: int = 0) -> dict:
     quality = denoising_quality(view, ts, seed)
     record = dict(latent_geometry(view.z, mask), decoder_acc=float(quality["decoder_acc"].iloc[0]))
     for _, row in quality.iterrows():
-        for name in ("dit_acc", "wiener_acc", "dit_r2", "wiener_r2"):
-            record[f"{name}_t{row['t']:g}"] = float(row[name])
+        record.update({per_t_column(name, row["t"]): float(row[name]) for name in PER_T})
     return {k: record[k] for k in report_columns(ts)}

@@ -355,18 +355,6 @@ class LatentNorm(nn.Module):
         return out.view(z.shape).to(z.dtype)
 
 
-def precondition(kind: str, alpha: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(c_skip, c_out) of x0_hat = c_skip z_t + c_out F(z_t) (cfg.dit_param; k-diffusion's Denoiser).
-
-    x0: (0, 1), the network is the x0-prediction (the paper's DiT). v: (alpha, sigma), EDM's
-    c_skip = alpha s^2 / (alpha^2 s^2 + sigma^2), c_out = sigma s / sqrt(alpha^2 s^2 + sigma^2) for a
-    VP process with data std s = 1 (Karras et al. 2022, Table 1 in VP form) = v-prediction: as sigma -> 0
-    the identity costs the network nothing, where an x0-network must learn to copy its input."""
-    if kind == "x0":
-        return torch.zeros_like(alpha), torch.ones_like(sigma)
-    return alpha, sigma
-
-
 class LDLM(TextModel):
     """Encoder, DiT, decoder, token decoder, plus the frozen LM's state statistics and the token map.
 
@@ -407,12 +395,17 @@ class LDLM(TextModel):
         return self.latent_norm(self.encoder(h_std))
 
     def denoise(self, z_t: torch.Tensor, t: torch.Tensor, x0_self_cond: torch.Tensor | None = None) -> torch.Tensor:
-        """x0 estimate of z_t at times t [B]: the DiT with its preconditioning (cfg.dit_param)."""
+        """x0 estimate of z_t at times t [B]: x0_hat = c_skip z_t + c_out DiT(z_t) (k-diffusion's Denoiser).
+
+        cfg.dit_param x0: (c_skip, c_out) = (0, 1), the DiT is the x0-prediction (the paper's). v: (alpha,
+        sigma), EDM's c_skip = alpha s^2 / (alpha^2 s^2 + sigma^2), c_out = sigma s / sqrt(alpha^2 s^2 +
+        sigma^2) for a VP process with data std s = 1 (Karras et al. 2022, Table 1 in VP form) =
+        v-prediction: as sigma -> 0 the identity costs the network nothing, where an x0-network must learn
+        to copy its input."""
         if self.cfg.dit_param == "x0":
             return self.dit(z_t, t, x0_self_cond)
         alpha, sigma = (s.to(z_t.dtype)[:, None, None] for s in tangent_alpha_sigma(t, self.cfg.schedule_d))
-        c_skip, c_out = precondition(self.cfg.dit_param, alpha, sigma)
-        return c_skip * z_t + c_out * self.dit(z_t, t, x0_self_cond)
+        return alpha * z_t + sigma * self.dit(z_t, t, x0_self_cond)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
