@@ -54,6 +54,10 @@ CHECKED = $(if $(filter EXPERIMENT-FAILED,$(1)),$(error python -m ldlm.experimen
 ifeq ($(origin DATASETS),undefined)
 DATASETS := $(call EXPERIMENT,datasets)
 endif
+# the spec's ablation_dataset (default: the last of its datasets); with DATASETS given, the last of those
+ifeq ($(origin ABLATION_DATASET),undefined)
+ABLATION_DATASET := $(if $(filter command line environment,$(origin DATASETS)),$(lastword $(DATASETS)),$(call EXPERIMENT,ablation_on))
+endif
 MAIN_DATASET = $(firstword $(DATASETS))
 OFFLINE  := $(if $(filter smoke tiny,$(PRESET)),1,0)
 STAMPS   := runs/stamps/$(PRESET)$(subst /,_,$(RESULTS))
@@ -64,7 +68,7 @@ MAIN_STAMPS = $(foreach d,$(DATASETS),$(STAMPS)/main_$(call STAMP,$(d)))
 SRC      := $(wildcard ldlm/*.py ldlm/*/*.py) pyproject.toml
 # On the 2-core CPU presets the notebooks run JOBS at a time, one thread each (small models scale
 # poorly over threads; time slices do not); the speed benchmark runs alone, after all of them.
-JOBS     ?= $(if $(filter smoke tiny,$(PRESET)),3,1)
+JOBS     ?= $(if $(filter smoke tiny,$(PRESET)),4,1)
 ONE_THREAD = $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1)
 PAPERMILL_BASE  = HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m papermill --cwd $(CURDIR) -k python3 --log-output -p results_dir $(RESULTS)
 PAPERMILL_ALONE = $(PAPERMILL_BASE) -p preset $(PRESET)
@@ -76,7 +80,7 @@ FEATURIZER = $(call EXPERIMENT,featurizer)
 # the ablation's seeds (one notebook execution each, side by side; then one that tabulates them all)
 ABLATION_SEEDS := $(call EXPERIMENT,ablation_seeds)
 # every value from the spec is quoted in a command (and checked by ldlm.experiment: no quote inside)
-PREPARE    = $(foreach d,$(DATASETS),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset '$(d)' \
+PREPARE    = $(foreach d,$(sort $(DATASETS) $(ABLATION_DATASET)),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset '$(d)' \
              --workers $(or $(WORKERS),1) --states --judge '$(JUDGE)' --featurizer '$(FEATURIZER)' &&) true
 
 # first, with every thread: token arrays, frozen-LM states, the evaluation models' converted weights,
@@ -86,30 +90,42 @@ $(STAMPS)/caches: params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
 	$(PREPARE)
 	touch $@
 
-$(STAMPS)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)/caches | $(VENV)/.installed
-	@mkdir -p $(@D) $(RESULTS)/executed
+# the main comparison's seeds, one notebook execution each (side by side with the ablation's), then one that
+# reads every seed's runs and cached scores back for the table
+MAIN_SEEDS := $(call EXPERIMENT,seeds)
+define MAIN_SEED
+$(STAMPS)/seed$(1)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)/caches | $(VENV)/.installed
+	@mkdir -p $$(@D) $(RESULTS)/executed
+	$(PAPERMILL) $(TRAINS) -p dataset '$$(call UNSTAMP,$$*)' -y "spec: {seeds: [$(1)]}" $$< $(RESULTS)/executed/20_main_$$*_s$(1).ipynb
+	touch $$@
+endef
+$(foreach s,$(MAIN_SEEDS),$(eval $(call MAIN_SEED,$(s))))
+
+$(STAMPS)/main_%: notebooks/20_main.ipynb $(foreach s,$(MAIN_SEEDS),$(STAMPS)/seed$(s)/main_%) | $(VENV)/.installed
 	$(PAPERMILL) $(TRAINS) -p dataset '$(call UNSTAMP,$*)' $< $(RESULTS)/executed/20_main_$*.ipynb
 	touch $@
 
 $(STAMPS)/ablation_s%: notebooks/10_ablation.ipynb params/$(PRESET).yaml $(SRC) $(STAMPS)/caches | $(VENV)/.installed
 	@mkdir -p $(@D) $(RESULTS)/executed
-	$(PAPERMILL) $(TRAINS) -p dataset '$(lastword $(DATASETS))' -y "spec: {ablation_seeds: [$*]}" $< $(RESULTS)/executed/10_ablation_s$*.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset '$(ABLATION_DATASET)' -y "spec: {ablation_seeds: [$*]}" $< $(RESULTS)/executed/10_ablation_s$*.ipynb
 	touch $@
 
 # every seed's runs exist by now: this execution only reads them back (and their cached scores) for the table
 $(STAMPS)/ablation: notebooks/10_ablation.ipynb $(addprefix $(STAMPS)/ablation_s,$(ABLATION_SEEDS)) | $(VENV)/.installed
-	$(PAPERMILL) $(TRAINS) -p dataset '$(lastword $(DATASETS))' $< $(RESULTS)/executed/10_ablation.ipynb
+	$(PAPERMILL) $(TRAINS) -p dataset '$(ABLATION_DATASET)' $< $(RESULTS)/executed/10_ablation.ipynb
 	touch $@
 
 $(STAMPS)/speed: notebooks/30_speed.ipynb $(MAIN_STAMPS) $(STAMPS)/ablation $(STAMPS)/latents | $(VENV)/.installed
 	$(PAPERMILL_ALONE) $(TRAINS) -p dataset '$(MAIN_DATASET)' $< $(RESULTS)/executed/30_speed.ipynb
 	touch $@
 
-$(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/main_$(call STAMP,$(MAIN_DATASET)) | $(VENV)/.installed
+# it inspects the main comparison's first seed's LDLM run: it starts as soon as that seed is done
+$(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/seed$(firstword $(MAIN_SEEDS))/main_$(call STAMP,$(MAIN_DATASET)) \
+                   | $(VENV)/.installed
 	$(PAPERMILL) -p dataset '$(MAIN_DATASET)' $< $(RESULTS)/executed/40_latents.ipynb
 	touch $@
 
-# the ablation first: with JOBS=3 its seeds run side by side, then the two main notebooks share the 2 cores
+# with JOBS=4 the ablation's seeds and the main comparison's run side by side, one thread each, on the 2 cores
 $(STAMPS)/figures: notebooks/90_figures.ipynb $(STAMPS)/ablation $(MAIN_STAMPS) $(STAMPS)/speed $(STAMPS)/latents \
                    | $(VENV)/.installed
 	$(PAPERMILL_BASE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb

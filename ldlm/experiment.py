@@ -47,9 +47,11 @@ class Experiment:
     n_samples: int = 64
     sample_batch: int = 128
     reference_length: int = 64          # tokens per held-out reference row (the models' seq_len)
+    reference_seed: int = 0             # which held-out rows play the samples and the MAUVE references
     judge: str = DEFAULT_JUDGE
     featurizer: str = DEFAULT_FEATURIZER
-    # --- ablation (on the last dataset) ------------------------------------------------------------
+    # --- ablation ----------------------------------------------------------------------------------
+    ablation_dataset: str | None = None  # None = the last of `datasets`
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     ablation_steps: int | None = None
     ablation_batch: int | None = None
@@ -81,10 +83,20 @@ class Experiment:
         return exp
 
     def ablation(self) -> "Experiment":
-        """The ablation's experiment: its budget, seeds and sampling steps in the main fields."""
-        return dataclasses.replace(self, max_steps=self.ablation_steps, batch_size=self.ablation_batch,
-                                   seeds=self.ablation_seeds, step_counts=[self.ablation_step_count],
-                                   frontier_temperatures={})
+        """The ablation's experiment: its dataset, budget, seeds and sampling steps in the main fields."""
+        return dataclasses.replace(self, datasets=[self.ablation_on], max_steps=self.ablation_steps,
+                                   batch_size=self.ablation_batch, seeds=self.ablation_seeds,
+                                   step_counts=[self.ablation_step_count], frontier_temperatures={})
+
+    @property
+    def ablation_on(self) -> str:
+        """The ablation's dataset."""
+        return self.ablation_dataset or self.datasets[-1]
+
+    @property
+    def all_datasets(self) -> list[str]:
+        """Every dataset the experiment trains on (its caches): the main ones, then the ablation's."""
+        return list(dict.fromkeys([*self.datasets, self.ablation_on]))
 
     def config(self, dataset: str, kind: str = "ldlm", variant: str = "full", seed: int = 0) -> Config:
         """The run config of one model (`kind`: ldlm | mdlm | ar): the preset, with this experiment's budget."""
@@ -139,10 +151,10 @@ SAFE_MODEL = re.compile(r"[A-Za-z0-9._/][A-Za-z0-9._/-]*")  # a judge's name, hu
 
 def _check_name(key: str, value: str, source: str) -> None:
     """ConfigError unless the Makefile may paste `value` of `key` into a target name and a command."""
-    if key == "datasets":
+    if key in ("datasets", "ablation_dataset"):
         kind, _, path = value.partition(":")
         if not (value in DATASETS or kind in ("text", "jsonl") and SAFE_PATH.fullmatch(path)):
-            raise ConfigError(f"{source}: datasets entry {value!r} is not a dataset: choose {', '.join(DATASETS)}, "
+            raise ConfigError(f"{source}: {key} entry {value!r} is not a dataset: choose {', '.join(DATASETS)}, "
                               f"text:PATH or jsonl:PATH with PATH of letters, digits and . _ / + - only")
     elif not SAFE_MODEL.fullmatch(value):
         raise ConfigError(f"{source}: {key}={value!r} is not a model name: use letters, digits and . _ / - only, "
@@ -155,8 +167,8 @@ def from_dict(values: dict, source: str = "experiment") -> Experiment:
     if unknown:
         raise ConfigError(f"{source}: unknown experiment key(s) {unknown}; known: {sorted(names)}")
     checked = {k: _check(k, v, source) for k, v in values.items()}
-    for key in [k for k in ("datasets", "judge", "featurizer") if k in checked]:  # what the Makefile pastes into commands
-        for name in checked[key] if key == "datasets" else [checked[key]]:
+    for key in [k for k in ("datasets", "ablation_dataset", "judge", "featurizer") if checked.get(k) is not None]:
+        for name in checked[key] if key == "datasets" else [checked[key]]:  # what the Makefile pastes into commands
             _check_name(key, name, source)
     return Experiment(**checked)
 
@@ -167,8 +179,11 @@ def main(argv=None) -> int:
     parser.add_argument("key", help="the experiment key to print (lists: space-separated)")
     args = parser.parse_args(argv)
     try:
-        value = getattr(Experiment.load(args.preset), args.key)
-    except (ConfigError, AttributeError) as err:
+        exp = Experiment.load(args.preset)
+        if args.key not in {f.name for f in dataclasses.fields(exp)} | {"ablation_on", "all_datasets"}:
+            raise ConfigError(f"unknown experiment key {args.key!r}")
+        value = getattr(exp, args.key)
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(" ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else value))

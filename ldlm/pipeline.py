@@ -155,7 +155,7 @@ def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_d
     MAUVE references); small held-out splits (news: 150 sentences) use as many as they have. Nothing is
     sampled: dtype is the judge's float32."""
     cfg = make_config(exp.preset, dataset=dataset)
-    tokenizer, corpus, length, seed = load_tokenizer(cfg.frozen_lm), held_out(cfg), exp.reference_length, exp.seeds[0]
+    tokenizer, corpus, length, seed = load_tokenizer(cfg.frozen_lm), held_out(cfg), exp.reference_length, exp.reference_seed
     n = min(exp.n_samples, len(reference_pieces(corpus, length, tokenizer, pack_mode=cfg.pack_mode)) // 2)
     key = score_key(corpus, reference=True, n=n, length=length, judge=exp.judge, featurizer=exp.featurizer, seed=seed,
                     text_tokenizer=cfg.frozen_lm, pack_mode=cfg.pack_mode)
