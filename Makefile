@@ -100,6 +100,8 @@ $(STAMPS)/seed$(1)/main_%: notebooks/20_main.ipynb params/$(PRESET).yaml $(SRC) 
 	touch $$@
 endef
 $(foreach s,$(MAIN_SEEDS),$(eval $(call MAIN_SEED,$(s))))
+# every stamp stays (make would delete the per-seed ones as intermediate files, so the next run redid them)
+.SECONDARY:
 
 $(STAMPS)/main_%: notebooks/20_main.ipynb $(foreach s,$(MAIN_SEEDS),$(STAMPS)/seed$(s)/main_%) | $(VENV)/.installed
 	$(PAPERMILL) $(TRAINS) -p dataset '$(call UNSTAMP,$*)' $< $(RESULTS)/executed/20_main_$*.ipynb
