@@ -68,7 +68,7 @@ MAIN_STAMPS = $(foreach d,$(DATASETS),$(STAMPS)/main_$(call STAMP,$(d)))
 SRC      := $(wildcard ldlm/*.py ldlm/*/*.py) pyproject.toml
 # On the 2-core CPU presets the notebooks run JOBS at a time, one thread each (small models scale
 # poorly over threads; time slices do not); the speed benchmark runs alone, after all of them.
-JOBS     ?= $(if $(filter smoke tiny,$(PRESET)),4,1)
+JOBS     ?= $(if $(filter smoke tiny,$(PRESET)),2,1)
 ONE_THREAD = $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1)
 PAPERMILL_BASE  = HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m papermill --cwd $(CURDIR) -k python3 --log-output -p results_dir $(RESULTS)
 PAPERMILL_ALONE = $(PAPERMILL_BASE) -p preset $(PRESET)
@@ -127,7 +127,7 @@ $(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/seed$(firstword $(MAIN_S
 	$(PAPERMILL) -p dataset '$(MAIN_DATASET)' $< $(RESULTS)/executed/40_latents.ipynb
 	touch $@
 
-# with JOBS=4 the ablation's seeds and the main comparison's run side by side, one thread each, on the 2 cores
+# with JOBS=2 the ablation's two seeds run side by side, one thread each, then the main comparison's two
 $(STAMPS)/figures: notebooks/90_figures.ipynb $(STAMPS)/ablation $(MAIN_STAMPS) $(STAMPS)/speed $(STAMPS)/latents \
                    | $(VENV)/.installed
 	$(PAPERMILL_BASE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
