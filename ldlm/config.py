@@ -205,7 +205,7 @@ PRESETS: dict[str, dict] = {
 # more parameters, and its LDLM's EMA weights (15 MB) are the one model small enough to come back from the box.
 PRESETS["gpu"] = dict(
     PRESETS["tiny"],
-    batch_size=64, max_steps=2000, lr_warmup=100, ema_decay=0.999,  # ours: params/gpu.yaml sizes the budget
+    batch_size=64, max_steps=700, lr_warmup=100, ema_decay=0.999,  # ours: params/gpu.yaml sizes the budgets
     log_every=50, eval_every=500, ckpt_every=500,
 )
 
