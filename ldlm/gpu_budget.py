@@ -1,7 +1,8 @@
 """The inputs of a GPU job's time budget, measured on a CPU (params/gpu.yaml holds the arithmetic).
 
-    python -m ldlm.gpu_budget --preset gpu     # per model kind: FLOPs per training token, aten ops per
-                                               # training step and per sampling step; the calibration
+    python -m ldlm.gpu_budget --preset gpu     # the calibration; per model kind: FLOPs per training token,
+                                               # aten ops per training step and per sampling step; the GPU
+                                               # seconds of every run of ldlm.gpu_run, one at a time
 
 Small models on a GPU are launch-bound: a step costs about (its aten ops) x (seconds per op), not its
 FLOPs over the card's throughput. The ops are counted here on a CPU (TorchDispatchMode sees every op
@@ -87,16 +88,14 @@ def calibration(gpu_check: Path) -> dict:
 
     from .sample import generate
 
-    rows_all = pd.read_csv(gpu_check)
-    rows = rows_all[(rows["kind"] == "sampling") & (rows["batch"] == 1) & (~rows["train_compiled"].astype(bool))
-                & rows["hardware"].str.contains("H200")]
-    row = rows.sort_values("steps").iloc[-1]
+    rows = pd.read_csv(gpu_check)
+    eager = rows[~rows["train_compiled"].astype(bool) & rows["hardware"].str.contains("H200")]
+    row = eager[(eager["kind"] == "sampling") & (eager["batch"] == 1)].sort_values("steps").iloc[-1]
     cfg = make_config(row["preset"], frozen_lm=row["frozen_lm"], seq_len=16, device="cpu")
     torch.manual_seed(0)
     model = build_model(cfg, 30522, None, 384).eval()  # MiniLM's vocabulary and width, as gpu_check ran
     ops = count_ops(lambda: generate(model, cfg, 1, int(row["steps"]), 0, batch_size=1))
-    training = rows_all[(rows_all["kind"] == "training") & (rows_all["hardware"] == row["hardware"])
-                        & (~rows_all["train_compiled"].astype(bool))]
+    training = eager[eager["kind"] == "training"]
     return dict(hardware=row["hardware"], steps=int(row["steps"]), seconds=float(row["seconds"]), ops=ops,
                 seconds_per_op=float(row["seconds"]) / ops, flops_per_s=float(training["achieved_flops_per_s"].max()))
 
