@@ -117,7 +117,7 @@ def pack(out: Path, work: Path, done: list[dict], record: dict, latent_rid: str 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with atomic_path(out / PACK_NAME) as tmp, tarfile.open(tmp, "w:gz") as tar:
-        for row in done:
+        for row in {r["run_id"]: r for r in done}.values():  # two jobs of one config (e.g. the ablation's full = main's) share a run
             rid, run_dir = row["run_id"], work / "runs" / row["run_id"]
             for name in RUN_FILES:
                 add(tar, f"runs/{rid}/{name}", (run_dir / name).read_bytes())
