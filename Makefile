@@ -59,7 +59,7 @@ ifeq ($(origin ABLATION_DATASET),undefined)
 ABLATION_DATASET := $(if $(filter command line environment,$(origin DATASETS)),$(lastword $(DATASETS)),$(call EXPERIMENT,ablation_on))
 endif
 MAIN_DATASET = $(firstword $(DATASETS))
-OFFLINE  := $(if $(filter smoke tiny,$(PRESET)),1,0)
+OFFLINE  := $(if $(filter smoke tiny gpu,$(PRESET)),1,0)
 STAMPS   := runs/stamps/$(PRESET)$(subst /,_,$(RESULTS))
 # a dataset as a target name, and back: ':' and '/' cannot be in one (text:/data/a_b.txt <-> text_c_sdata_sa_ub.txt)
 STAMP   = $(subst :,_c,$(subst /,_s,$(subst _,_u,$(1))))
@@ -68,7 +68,7 @@ MAIN_STAMPS = $(foreach d,$(DATASETS),$(STAMPS)/main_$(call STAMP,$(d)))
 SRC      := $(wildcard ldlm/*.py ldlm/*/*.py) pyproject.toml
 # On the 2-core CPU presets the notebooks run JOBS at a time, one thread each (small models scale
 # poorly over threads; time slices do not); the speed benchmark runs alone, after all of them.
-JOBS     ?= $(if $(filter smoke tiny,$(PRESET)),2,1)
+JOBS     ?= $(if $(filter smoke tiny gpu,$(PRESET)),2,1)
 ONE_THREAD = $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 MKL_NUM_THREADS=1)
 PAPERMILL_BASE  = HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m papermill --cwd $(CURDIR) -k python3 --log-output -p results_dir $(RESULTS)
 PAPERMILL_ALONE = $(PAPERMILL_BASE) -p preset $(PRESET)
@@ -83,9 +83,19 @@ ABLATION_SEEDS := $(call EXPERIMENT,ablation_seeds)
 PREPARE    = $(foreach d,$(sort $(DATASETS) $(ABLATION_DATASET)),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset '$(d)' \
              --workers $(or $(WORKERS),1) --states --judge '$(JUDGE)' --featurizer '$(FEATURIZER)' &&) true
 
+# GPU_OUT=DIR: the runs were trained and sampled on a GPU box (python -m ldlm.gpu_run, docs/gpu.md); their files
+# go into runs/ and RESULTS first, so the notebooks find every run and sample file and only score and tabulate
+# (no training), and the speed notebook reads the box's rows instead of timing this machine.
+GPU_STAMP = $(if $(GPU_OUT),$(STAMPS)/gpu_out)
+SPEED_FROM_GPU = $(if $(GPU_OUT),-p speed_csv $(RESULTS)/gpu_run/speed.csv)
+$(STAMPS)/gpu_out: $(wildcard $(GPU_OUT)/*.tar.gz) | $(VENV)/.installed
+	@mkdir -p $(@D)
+	$(PY) -m ldlm.gpu_run --unpack '$(GPU_OUT)' --runs-dir runs --results '$(RESULTS)'
+	touch $@
+
 # first, with every thread: token arrays, frozen-LM states, the evaluation models' converted weights,
 # so that the notebooks that then run side by side neither wait on these caches nor build them twice
-$(STAMPS)/caches: params/$(PRESET).yaml $(SRC) | $(VENV)/.installed
+$(STAMPS)/caches: params/$(PRESET).yaml $(SRC) $(GPU_STAMP) | $(VENV)/.installed
 	@mkdir -p $(@D)
 	$(PREPARE)
 	touch $@
@@ -118,7 +128,7 @@ $(STAMPS)/ablation: notebooks/10_ablation.ipynb $(addprefix $(STAMPS)/ablation_s
 	touch $@
 
 $(STAMPS)/speed: notebooks/30_speed.ipynb $(MAIN_STAMPS) $(STAMPS)/ablation $(STAMPS)/latents | $(VENV)/.installed
-	$(PAPERMILL_ALONE) $(TRAINS) -p dataset '$(MAIN_DATASET)' $< $(RESULTS)/executed/30_speed.ipynb
+	$(PAPERMILL_ALONE) $(TRAINS) -p dataset '$(MAIN_DATASET)' $(SPEED_FROM_GPU) $< $(RESULTS)/executed/30_speed.ipynb
 	touch $@
 
 # it inspects the main comparison's first seed's LDLM run: it starts as soon as that seed is done

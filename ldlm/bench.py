@@ -135,6 +135,33 @@ def matmul_floor(one_step: Callable[[], object], steps: int, device: torch.devic
     return statistics.median(time_calls(recorder.replay, warmup=1, repeats=repeats, device=device)) / steps
 
 
+def training_steps(model, cfg, data, total: int, compile: bool = False) -> Callable[[], None]:
+    """A callable that runs the next of `total` training steps from step 0 on a copy of `model`, on the
+    training loop's own path (rows from `batches.step_loader`, `TrainingData.to_device`, `optim.train_step`)."""
+    import copy
+
+    from .batches import step_loader
+    from .distributed import DistEnv, batch_plan, micro_positions
+    from .optim import Objective, keep_freed_memory, lr_lambda, make_optimizer, train_step
+
+    keep_freed_memory()  # as train() does
+    model = copy.deepcopy(model)
+    device = next(model.parameters()).device
+    optimizer = make_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    ema, objective = copy.deepcopy(model).requires_grad_(False), Objective(model)
+    if compile:  # after the EMA copy, as train() does; the first steps then include the compilation
+        model.compile_hot_paths()
+    positions = micro_positions(cfg.batch_size, *batch_plan(cfg.batch_size, cfg.micro_batch_size, 1), DistEnv())
+    loader = iter(step_loader(data, cfg, positions, 0, total, pin=device.type == "cuda"))
+    step = iter(range(total))
+
+    def one_step():
+        micro_batches = [data.to_device(r, device) for r in next(loader)]
+        train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, next(step), device)
+    return one_step
+
+
 def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: bool | None = None,
                    threads: int | None = None, floor: bool = False) -> dict:
     """Seconds per step of the training loop's own path on a copy of `model`: rows from `batches.step_loader`,
@@ -147,12 +174,6 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     CPU threads for the whole measurement, the peak's included (default: as they are set). `floor` (eager,
     CPU): `matmul_floor_s` over FLOOR_STEPS further steps and `matmul_share` = floor / seconds per step, so
     1 / matmul_share is the most that leaving the arithmetic as it is can gain."""
-    import copy
-
-    from .batches import step_loader
-    from .distributed import DistEnv, batch_plan, micro_positions
-    from .optim import Objective, keep_freed_memory, lr_lambda, make_optimizer, train_step
-
     if threads is not None:
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -160,27 +181,13 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
             return bench_training(model, cfg, data, steps, warmup, compile, floor=floor)
         finally:
             torch.set_num_threads(before)
-    keep_freed_memory()  # as train() does
-    model = copy.deepcopy(model)
     device = next(model.parameters()).device
-    optimizer = make_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    ema, objective = copy.deepcopy(model).requires_grad_(False), Objective(model)
     compile = cfg.compile if compile is None else compile
-    if compile:  # after the EMA copy, as train() does; the warm-up steps then include the compilation
-        model.compile_hot_paths()
-    positions = micro_positions(cfg.batch_size, *batch_plan(cfg.batch_size, cfg.micro_batch_size, 1), DistEnv())
     # not compiled: its fused kernels are not the ops a dispatch mode sees; not on a GPU: the copies of an
     # owt-sized step's product inputs would take tens of GB there
     floor = floor and not compile and device.type == "cpu"
     total = warmup + steps + (FLOOR_STEPS if floor else 0)
-    loader = iter(step_loader(data, cfg, positions, 0, total, pin=device.type == "cuda"))
-    step = iter(range(total))
-
-    def one_step():
-        micro_batches = [data.to_device(r, device) for r in next(loader)]
-        train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, next(step), device)
-
+    one_step = training_steps(model, cfg, data, total, compile)
     start = time.perf_counter()
     times = time_calls(one_step, warmup=warmup, repeats=steps, device=device)
     warmup_s = time.perf_counter() - start - sum(times)  # with compile: mostly the compilation

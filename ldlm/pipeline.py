@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import torch
 
 from . import checkpoint, diagnostics, runs
 from .api import load
-from .build import load_run
-from .config import make_config
+from .build import build_model, load_run
+from .config import config_from_dict, make_config
 from .data import Corpus, load_corpus
 from .evaluate import evaluate_file, evaluate_reference
 from .experiment import Experiment
@@ -69,14 +70,46 @@ def score_key(corpus: Corpus, **parts) -> dict:
 
 def latent_columns(net, run_dir: Path, runs_dir: str | Path, rows: int = 64) -> dict:
     """An LDLM run's latent geometry and denoising quality on its first `rows` held-out rows
-    (diagnostics.latent_report), cached in runs/scores/ beside the sample scores; {} for other kinds."""
+    (diagnostics.latent_report), cached in runs/scores/ beside the sample scores; {} for other kinds. A
+    run without its weights here (trained elsewhere: ldlm.gpu_run) has the report made beside them."""
     if not net.has_latents:
         return {}
+    path = Path(runs_dir) / "scores" / f"{run_dir.name}-latents.json"
     key = dict(run_id=run_dir.name, rows=rows, report_version=diagnostics.REPORT_VERSION,
                versions={k: v for k, v in versions().items() if k in ("torch", "numpy")})
-    report = scores(Path(runs_dir) / "scores" / f"{run_dir.name}-latents.json", key,
-                    lambda: diagnostics.latent_report(LatentView(load(run_dir, device="cpu"), rows)))
+    if has_weights(run_dir):
+        report = scores(path, key, lambda: diagnostics.latent_report(LatentView(load(run_dir, device="cpu"), rows)))
+    else:
+        report = carried_report(path, key)
     return {k: report[k] for k in diagnostics.report_columns()}
+
+
+def has_weights(run_dir: Path) -> bool:
+    return (Path(run_dir) / checkpoint.CKPT_NAME).exists()
+
+
+def carried_report(path: Path, key: dict) -> dict:
+    """The latent report of a run whose weights stayed where it was trained: made there, by this report
+    version of the same run (the torch and numpy versions are the other machine's)."""
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    made = {k: v for k, v in saved.get("cache_key", {}).items() if k != "versions"}
+    if made != {k: v for k, v in key.items() if k != "versions"}:
+        raise RuntimeError(f"{path.parent.parent / path.stem.removesuffix('-latents')} has no weights here and {path} "
+                           f"is {'missing' if not saved else 'of another report version'}: run python -m ldlm.gpu_run "
+                           f"again where it trained (docs/gpu.md)")
+    return saved
+
+
+def run_model(run_dir: Path, device) -> tuple:
+    """(model, config) of a run: its EMA weights on `device`; for a run whose weights stayed where it was
+    trained (ldlm.gpu_run leaves its SHAPE_NAME), its shape alone on the meta device: enough for its
+    sampling settings and result columns, not for sampling."""
+    if has_weights(run_dir):
+        return load_run(run_dir, device)
+    cfg = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    shape = json.loads((run_dir / runs.SHAPE_NAME).read_text())
+    with torch.device("meta"):
+        return build_model(cfg, shape["vocab_size"], shape["head_vocab"], shape["lm_width"]), cfg
 
 
 def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, dict]:
@@ -102,28 +135,49 @@ def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, di
         raise RuntimeError(f"training {run_dir} failed (exit {status}): {last}")
 
 
+def sampled_run(exp: Experiment, dataset: str, kind: str = "ldlm", variant: str = "full", seed: int = 0,
+                results_dir: str | Path = "results", runs_dir: str | Path = "runs", nproc: int = 1) -> dict:
+    """What `run_experiment` needs of the run's weights: the run trained (or found), its samples at each of
+    its settings (the experiment's step counts, or the GPT's nucleus p values, then its frontier:
+    `exp.frontier_temperatures[kind]` at one setting) and its latent report. Files already there are
+    reused, so a run trained and sampled elsewhere (ldlm.gpu_run) is loaded here without its weights."""
+    results_dir, cfg = Path(results_dir), exp.config(dataset, kind, variant, seed)
+    run_dir, summary = train_or_resume(cfg, runs_dir, nproc)
+    rid = run_dir.name
+    net, cfg = run_model(run_dir, default_device(cfg.device))
+    settings = net.sampling_settings(exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(kind, []))
+    paths = {s["name"]: results_dir / "samples" / f"{rid}-{s['name']}-n{exp.n_samples}.jsonl" for s in settings}
+    # none, or an older kit's (no raw ids)
+    todo = [s for s in settings if not paths[s["name"]].exists() or "raw_ids" not in paths[s["name"]].read_text().partition("\n")[0]]
+    if todo and not has_weights(run_dir):
+        raise RuntimeError(f"{run_dir} has no weights here and no samples {paths[todo[0]['name']]}: run python -m "
+                           f"ldlm.gpu_run again where it trained (docs/gpu.md)")
+    tokenizer = load_tokenizer(cfg.frozen_lm) if todo else None
+    for setting in todo:
+        samples, seconds = sample_rows(net, cfg, tokenizer, exp.n_samples, setting["steps"], seed, exp.sample_batch,
+                                       top_p=setting["top_p"], temperature=setting["temperature"])
+        write_jsonl(paths[setting["name"]], [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
+    return dict(run_dir=run_dir, summary=summary, cfg=cfg, net=net, settings=settings, paths=paths,
+                latent=latent_columns(net, run_dir, runs_dir))
+
+
 def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant: str = "full", seed: int = 0,
                    table: str = "main", results_dir: str | Path = "results", runs_dir: str | Path = "runs",
                    nproc: int = 1) -> pd.DataFrame:
     """Train one model (`kind`: ldlm | mdlm | ar) of one recipe variant with the experiment's budget,
-    sample it at each of its settings (the experiment's step counts, or the GPT's nucleus p values, then
-    its frontier: `exp.frontier_temperatures[kind]` at one setting), evaluate each sample set; returns its rows."""
-    results_dir, cfg = Path(results_dir), exp.config(dataset, kind, variant, seed)
-    run_dir, summary = train_or_resume(cfg, runs_dir, nproc)
+    sample it at each of its settings (`sampled_run`), evaluate each sample set; returns its rows."""
+    results_dir = Path(results_dir)
+    run = sampled_run(exp, dataset, kind, variant, seed, results_dir, runs_dir, nproc)
+    run_dir, summary, cfg, net = run["run_dir"], run["summary"], run["cfg"], run["net"]
     rid = run_dir.name
-    net, cfg = load_run(run_dir, default_device(cfg.device))
     tokenizer = load_tokenizer(cfg.frozen_lm)
     corpus = held_out(cfg)
     # what every setting's scores depend on besides its samples
     key = score_key(corpus, judge=exp.judge, featurizer=exp.featurizer, seed=seed, text_tokenizer=cfg.frozen_lm,
                     pack_mode=cfg.pack_mode)
-    rows, sample_files, latent = [], {}, latent_columns(net, run_dir, runs_dir)
-    for setting in net.sampling_settings(exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(kind, [])):
-        path = results_dir / "samples" / f"{rid}-{setting['name']}-n{exp.n_samples}.jsonl"
-        if not path.exists() or "raw_ids" not in path.read_text().partition("\n")[0]:  # none, or an older kit's
-            samples, seconds = sample_rows(net, cfg, tokenizer, exp.n_samples, setting["steps"], seed, exp.sample_batch,
-                                           top_p=setting["top_p"], temperature=setting["temperature"])
-            write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
+    rows, sample_files = [], {}
+    for setting in run["settings"]:
+        path = run["paths"][setting["name"]]
         metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json",
                          dict(key, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
                          lambda: evaluate_file(path, corpus, exp.judge, exp.featurizer, text_tokenizer=tokenizer,
@@ -134,15 +188,18 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
             top_p=record["top_p"], temperature=record["temperature"], sampler=record["sampler"], judge=metrics["judge"],
             featurizer=metrics["featurizer"], n_samples=exp.n_samples,
             dtype=metrics["dtype"], draw_dtype=metrics["draw_dtype"], run_id=rid, model=cfg.model,
-            **net.result_columns(summary), **latent, train_steps=summary["step"], train_seconds=summary["train_seconds"],
+            **net.result_columns(summary), **run["latent"], train_steps=summary["step"],
+            train_seconds=summary["train_seconds"],
             train_tokens_per_s=summary["train_tokens_per_s"], sample_seconds=metrics["sample_seconds"],
             samples_per_s=exp.n_samples / metrics["sample_seconds"], pack_mode=cfg.pack_mode,
             **{k: metrics[k] for k in ROW_METRICS if k in metrics}))
         sample_files[setting["name"]] = str(path)
     frame = upsert_rows(results_dir / f"{table}.csv", rows, derive=with_degenerate)  # flags need the whole table
     write_text(results_dir / "curves" / f"{rid}.jsonl", (run_dir / "metrics.jsonl").read_text())  # for the figures
+    trained_on = run_dir / runs.TRAINED_ON_NAME
     write_run_record(results_dir, rid, config=cfg.to_dict(), summary=summary, samples=sample_files,
-                     checkpoint=str(run_dir / checkpoint.CKPT_NAME), metrics_log=str(run_dir / "metrics.jsonl"))
+                     checkpoint=str(run_dir / checkpoint.CKPT_NAME), metrics_log=str(run_dir / "metrics.jsonl"),
+                     **({"trained_on": json.loads(trained_on.read_text())} if trained_on.exists() else {}))
     return frame[frame["run_id"] == rid]
 
 
@@ -167,3 +224,27 @@ def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_d
                      **{k: metrics[k] for k in (*ROW_METRICS, "mauve_train") if k in metrics})
     frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row], derive=with_degenerate)  # flags the table's rows
     return frame[frame["run_id"] == row["run_id"]]
+
+
+def speed_rows(exp: Experiment, dataset: str, seed: int = 0, runs_dir: str | Path = "runs", nproc: int = 1,
+               device: str = "cpu") -> list[dict]:
+    """The speed benchmark of the main comparison's runs (`seed`, on `dataset`) on `device`: each kind's
+    sampling at the experiment's bench step counts and batches, and its training, eager and compile=on side
+    by side (bench_compile), then eager on each of bench_threads (the CPU presets' notebooks train on 1).
+    Eager rows also time the step's matrix products alone (matmul_share): 1 / share bounds what any change
+    that keeps the arithmetic can gain."""
+    from . import bench
+    from .batches import load_training_data
+
+    rows = []
+    for kind in exp.models:
+        run_dir, _ = train_or_resume(exp.config(dataset, kind, seed=seed), runs_dir, nproc=nproc)
+        model, cfg = load_run(run_dir, device)
+        steps = sorted({s["steps"] for s in model.sampling_settings(exp.bench_step_counts, [1.0])})
+        rows += [dict(r, model=kind, run_id=run_dir.name)
+                 for r in bench.bench_sampling(model, cfg, steps, exp.bench_batches, exp.bench_repeats)]
+        data = load_training_data(cfg, device)
+        settings = [dict(compile=False, floor=True), *([dict(compile=True)] if exp.bench_compile else []),
+                    *(dict(compile=False, threads=n, floor=True) for n in exp.bench_threads)]
+        rows += [dict(bench.bench_training(model, cfg, data, **s), model=kind, run_id=run_dir.name) for s in settings]
+    return rows

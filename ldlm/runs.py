@@ -27,6 +27,10 @@ from .io import PathError, check_output, disk_full, write_json, writing
 LOCK_NAME = ".lock"
 BUSY = "is being trained by another process"  # in RunFolderBusy's message: a caller may wait and retry
 RESUME_NAME = "resume.json"
+# beside a run trained elsewhere whose weights stayed there (ldlm.gpu_run): its model's shape (vocab_size,
+# head_vocab, lm_width: what ldlm.build.build_model needs besides the config) and where it was trained
+SHAPE_NAME = "shape.json"
+TRAINED_ON_NAME = "trained_on.json"
 
 # Resuming may change these (e.g. train longer); any other difference from the saved config is an error.
 RESUME_MUTABLE = {"max_steps", "log_every", "eval_every", "ckpt_every", "eval_batches", "device", "num_threads",

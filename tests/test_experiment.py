@@ -11,7 +11,7 @@ from ldlm.experiment import Experiment
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("preset", ["smoke", "tiny", "lm1b", "owt"])
+@pytest.mark.parametrize("preset", ["smoke", "tiny", "gpu", "lm1b", "owt"])
 def test_every_parameter_file_is_a_valid_spec(preset):
     exp = Experiment.load(preset)
     assert exp.preset == preset and exp.datasets and all(isinstance(s, int) for s in exp.seeds)
