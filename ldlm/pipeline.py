@@ -3,7 +3,7 @@
 The notebooks call `run_experiment` and `reference_rows` with an `Experiment` (ldlm.experiment);
 everything they do is here, so a notebook is orchestration and narrative only. A finished run is found
 again by its run id (a hash of the resolved config) and not retrained; an interrupted one resumes from
-its checkpoint; existing sample files are reused. Training runs in its own process (`python -m
+its checkpoint; existing sample files are reused while whole and drawn by this SAMPLER_VERSION. Training runs in its own process (`python -m
 ldlm.train`, under torchrun when nproc > 1), its log lines relayed here. Result rows go to
 results/<table>.csv, run records to results/runs/.
 """
@@ -24,11 +24,12 @@ from .data import Corpus, load_corpus
 from .evaluate import evaluate_file, evaluate_reference
 from .experiment import Experiment
 from .frozen_lm import default_device, load_tokenizer
-from .io import write_json, write_jsonl, write_text
+from .io import read_jsonl, write_json, write_jsonl, write_text
 from .latents import LatentView
 from .metrics import METRICS_VERSION, reference_pieces
 from .results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
 from .sample import sample_rows
+from .samplers import SAMPLER_VERSION
 
 # the evaluation's columns that go into a result row
 ROW_METRICS = ("gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "rep_4", "distinct_4", "mauve", "n_empty",
@@ -50,7 +51,7 @@ def scores(cache: Path, key: dict, compute: Callable[[], dict]) -> dict:
             saved = json.loads(cache.read_text())
         except json.JSONDecodeError:  # written atomically, so only a hand-edited file gets here
             saved = {}
-        if saved.get("cache_key") == key:
+        if isinstance(saved, dict) and saved.get("cache_key") == key:  # a list, a number: recomputed too
             return saved
     row = dict(compute(), cache_key=key)
     write_json(cache, row)
@@ -77,6 +78,17 @@ def latent_columns(net, run_dir: Path, runs_dir: str | Path, rows: int = 64) -> 
     report = scores(Path(runs_dir) / "scores" / f"{run_dir.name}-latents.json", key,
                     lambda: diagnostics.latent_report(LatentView(load(run_dir, device="cpu"), rows)))
     return {k: report[k] for k in diagnostics.report_columns()}
+
+
+def reusable_samples(path: Path, n: int) -> bool:
+    """Whether sample file `path` holds what drawing again would give: all n rows (not a file cut short),
+    each with its raw token ids (an older kit's have none) and drawn by this SAMPLER_VERSION."""
+    try:
+        rows = read_jsonl(path)
+    except (OSError, ValueError):  # absent, or not JSONL
+        return False
+    return len(rows) == n and all(isinstance(r, dict) and "raw_ids" in r
+                                  and str(r.get("sampler_version", "1")) == SAMPLER_VERSION for r in rows)
 
 
 def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, dict]:
@@ -120,7 +132,7 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
     rows, sample_files, latent = [], {}, latent_columns(net, run_dir, runs_dir)
     for setting in net.sampling_settings(exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(kind, [])):
         path = results_dir / "samples" / f"{rid}-{setting['name']}-n{exp.n_samples}.jsonl"
-        if not path.exists() or "raw_ids" not in path.read_text().partition("\n")[0]:  # none, or an older kit's
+        if not reusable_samples(path, exp.n_samples):
             samples, seconds = sample_rows(net, cfg, tokenizer, exp.n_samples, setting["steps"], seed, exp.sample_batch,
                                            top_p=setting["top_p"], temperature=setting["temperature"])
             write_jsonl(path, [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
