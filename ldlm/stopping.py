@@ -2,7 +2,8 @@
 
 Within `on_signals()` either signal only asks to stop: the training finishes its current step, saves a
 checkpoint and raises `Stopped`, whose one line says where the checkpoint is and how to resume. A second
-signal acts as it would have (Ctrl-C twice: KeyboardInterrupt now). Under torchrun every rank stops at the
+Ctrl-C acts as it would have (KeyboardInterrupt now); a second SIGTERM changes nothing (a scheduler
+signals every process of a job, and torchrun relays its own). Under torchrun every rank stops at the
 same step (the ask is summed over ranks each step), and rank 0 writes the checkpoint.
 """
 from __future__ import annotations
@@ -25,16 +26,17 @@ class Stopped(RuntimeError):
         super().__init__(message)
         self.signum = signum
 
-    def __reduce__(self):
-        return type(self), (str(self), self.signum)
-
 
 class StopAsk:
-    signum: int = 0  # the first signal received, 0 while none
+    """The signal handler: remembers the first signal."""
+
+    def __init__(self, previous: dict):
+        self.signum, self.previous = 0, previous  # 0 while no signal came
 
     def __call__(self, signum, frame):
         self.signum = self.signum or signum
-        signal.signal(signum, self.previous[signum] or signal.SIG_DFL)  # the next one is not caught
+        if signum == signal.SIGINT:  # Ctrl-C twice: now. A SIGTERM often comes twice (the scheduler's to every
+            signal.signal(signum, self.previous[signum] or signal.SIG_DFL)  # process, torchrun's relay of it)
 
     def agreed(self, env: DistEnv, device: torch.device) -> bool:
         """Whether any rank was asked to stop (one tiny all-reduce per step under torchrun)."""
@@ -47,9 +49,8 @@ class StopAsk:
 def on_signals():
     """Within: SIGTERM and SIGINT set `ask.signum` instead of ending the process. Outside the main thread
     (where Python cannot catch signals) nothing changes and no stop is ever asked."""
-    ask = StopAsk()
     catch = threading.current_thread() is threading.main_thread()
-    ask.previous = {s: signal.getsignal(s) for s in SIGNALS} if catch else {}
+    ask = StopAsk({s: signal.getsignal(s) for s in SIGNALS} if catch else {})
     try:
         for s in ask.previous:
             signal.signal(s, ask)

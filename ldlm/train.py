@@ -1,8 +1,11 @@
 """Joint training of encoder, DiT, decoder and token decoder.
 
     python -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki [key=value ...]
-    python -m ldlm.train --out runs/tiny-wiki --resume          # continue after a kill
+    python -m ldlm.train --out runs/tiny-wiki --resume          # continue after a kill or a stop
     torchrun --nproc_per_node 8 -m ldlm.train --preset owt --out runs/owt   # DDP, one process per GPU
+
+SIGTERM or Ctrl-C stops a run at the end of its current step with a checkpoint (exit 128 + the signal,
+one line saying how to resume: ldlm.stopping); a second Ctrl-C stops it at once.
 
 `batch_size` is the global batch: each of N processes takes batch_size / N rows, in micro-batches
 of `micro_batch_size` (gradient accumulation) when that is set. Every sample's noise is keyed by
