@@ -121,7 +121,8 @@ class ModelPipeline(SavedModelMixin):
         self._needs_latents("frozen_lm")
         if self._frozen_lm is None:
             dtype = autocast_dtype(self.cfg, self.device) or torch.float32
-            self._frozen_lm = load_frozen_lm(self.cfg.frozen_lm, self.cfg.lm_layer, self.device, dtype=dtype)
+            self._frozen_lm = load_frozen_lm(self.cfg.frozen_lm, self.cfg.lm_layer, self.device, dtype=dtype,
+                                             width=len(self.model.h_mean))  # the run's state statistics
         return self._frozen_lm
 
     def tokenize(self, texts) -> tuple[torch.Tensor, torch.Tensor]:

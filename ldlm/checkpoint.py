@@ -13,10 +13,13 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError, config_from_dict
-from .io import WriteAll, atomic_path
+from .io import WriteAll, atomic_path, kit_folder
 
 FORMAT = 1
 CKPT_NAME = "ckpt.pt"
+# what every reader takes from a checkpoint (sampling, export, bench, a resume); ldlm.train writes all of it
+KEYS = ("config", "step", "model", "ema", "optimizer", "scheduler", "time_sampler", "vocab_size", "head_vocab",
+        "lm_width")
 
 
 class CheckpointError(RuntimeError):
@@ -68,6 +71,15 @@ def _unsafe_globals(path: Path) -> list[str]:
         return []
 
 
+def _fix(path: Path) -> str:
+    """What to do about an unreadable checkpoint: a run folder's own may be deleted to start over; any
+    other file is the user's, and was only given in the wrong place."""
+    owner = kit_folder(path)
+    if path.name == CKPT_NAME and owner and owner[0] == path.resolve().parent:
+        return "delete it to start the run over, or restore it from a copy"
+    return "give a run folder (python -m ldlm.train --out DIR) or its ckpt.pt"
+
+
 def load(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -81,18 +93,21 @@ def load(path: str | Path) -> dict:
         unsafe = _unsafe_globals(path)
         if not unsafe:
             raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not an ldlm checkpoint (UnpicklingError); "
-                                  f"delete it to start the run over, or restore it from a copy") from err
+                                  f"{_fix(path)}") from err
         raise CheckpointError(
             f"checkpoint {str(path)!r} asks to run {', '.join(unsafe[:3])} when loaded: not loading it (an ldlm "
             f"checkpoint holds tensors and plain values only); use a checkpoint you trust, or train the run again"
         ) from None
     except Exception as err:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or not an ldlm checkpoint ({type(err).__name__}); "
-            f"delete it to start the run over, or restore it from a copy"
+            f"checkpoint {str(path)!r} is corrupt or not an ldlm checkpoint ({type(err).__name__}); {_fix(path)}"
         ) from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
-        raise CheckpointError(f"{str(path)!r} is not an ldlm checkpoint of format {FORMAT}")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not an ldlm checkpoint of format {FORMAT}; {_fix(path)}")
+    missing = [k for k in KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks {', '.join(missing)} (an ldlm checkpoint holds "
+                              f"{', '.join(KEYS)}); restore it from a copy, or train the run again")
     return state
 
 

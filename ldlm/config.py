@@ -23,6 +23,12 @@ class ConfigError(ValueError):
     """A preset, key or value that the config does not know."""
 
 
+def parse_problem(err: Exception) -> str:
+    """A YAML or JSON parse error in one line: YAML's messages span lines, so its problem and where."""
+    mark = getattr(err, "problem_mark", None)
+    return f"{err.problem}, line {mark.line + 1} column {mark.column + 1}" if mark else " ".join(str(err).split())
+
+
 @dataclass
 class Config:
     # --- run ---------------------------------------------------------------------------------

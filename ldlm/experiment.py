@@ -20,7 +20,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import CHOICES, TEMPERATURE_RULE, VARIANTS, Config, ConfigError, is_temperature, make_config
+from .config import (CHOICES, TEMPERATURE_RULE, VARIANTS, Config, ConfigError, is_temperature, make_config,
+                     parse_problem)
 from .data import HUB_DATASETS
 from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 
@@ -74,7 +75,10 @@ class Experiment:
         path = Path(params_dir or PARAMS_DIR) / f"{preset}.yaml"
         values = {}
         if path.is_file():
-            values = yaml.safe_load(path.read_text()) or {}
+            try:  # safe_load: a !!python/object tag is refused, never built
+                values = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not a readable YAML experiment spec ({parse_problem(err)}); fix it") from None
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: expected a mapping of experiment keys")
         from_dict(values, source=str(path))  # a bad file is named as such

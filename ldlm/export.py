@@ -64,10 +64,10 @@ def main(argv=None) -> int:
 
         pipe = ModelPipeline.load(args.run, device="cpu")
         rows = result_rows(args.results, pipe.source.get("run_id")) if args.results else None
+        pipe.save_pretrained(out, weights_dtype=args.dtype, results=rows)
     except (checkpoint.CheckpointError, ModelUnavailable, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    pipe.save_pretrained(out, weights_dtype=args.dtype, results=rows)
     size = (out / WEIGHTS_NAME).stat().st_size / 1e6
     print(f"wrote {out} ({pipe.kind}, run {pipe.source.get('run_id')}, {WEIGHTS_NAME} {size:.1f} MB {args.dtype}, "
           f"{len(rows or [])} result rows)")

@@ -136,11 +136,17 @@ class FrozenLM(nn.Module):
         return super().train(False)
 
 
-def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu", dtype=torch.float32) -> FrozenLM:
-    """The frozen LM cut after hidden_states[layer]; bf16 on GPUs (its states are inputs, not targets of a judge)."""
+def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu", dtype=torch.float32,
+                   width: int | None = None) -> FrozenLM:
+    """The frozen LM cut after hidden_states[layer]; bf16 on GPUs (its states are inputs, not targets of a judge).
+    `width`: the state width a trained model expects; another (a local folder that now holds another model)
+    is one ModelUnavailable line, not a shape error deep inside the encoder."""
     from transformers import AutoModel
 
     model = _from_pretrained(AutoModel, name, dtype=dtype)
+    if width is not None and model.config.hidden_size != width:
+        raise ModelUnavailable(f"frozen LM {name!r} has width {model.config.hidden_size}, but the model was trained "
+                               f"on its states at width {width}; load it with the frozen LM it was trained with")
     return FrozenLM(model, layer).to(device)
 
 

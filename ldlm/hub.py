@@ -10,7 +10,7 @@ A saved model is a folder (or a hub repository) of:
     README.md             the model card (ldlm.model_card): result rows and how to load it
 
 `save_pretrained(dir)`, `from_pretrained(dir or hub id)` and `push_to_hub(repo_id)` come from the
-mixin; every file is written whole (ldlm.io.atomic_path). A run folder's ckpt.pt stays the format to
+mixin; the folder is built beside its place and swapped in whole (ldlm.io.atomic_dir), one export at a time. A run folder's ckpt.pt stays the format to
 resume training from. `ModelPipeline.load` reads all three sources (run folder, checkpoint, saved model).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
 from . import __version__, checkpoint
-from .io import PathError, atomic_path, check_output, write_json, write_text
+from .io import PathError, atomic_dir, atomic_path, check_output, hold_folder, write_json, write_text
 
 FORMAT = 1
 WEIGHTS_NAME, CONFIG_NAME, CARD_NAME = "model.safetensors", "config.json", "README.md"
@@ -160,10 +160,17 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
         if weights_dtype not in DTYPES:
             raise ValueError(f"weights_dtype={weights_dtype!r}: choose one of {sorted(DTYPES)}")
         folder = check_save_folder(save_directory)
+        folder = folder.resolve() if folder.is_symlink() else folder  # the linked folder is replaced, not the link
         if results is not None:
             self.source["results"] = results
         self._weights_dtype = weights_dtype
-        self._save_pretrained(folder)
+        busy = f"{str(folder)!r} is being written by another export; wait for it to finish, or choose another folder"
+        with hold_folder(folder, busy), atomic_dir(folder, complete=lambda _: False) as build:
+            self._save_pretrained(build)  # beside the folder, swapped in whole: a kill leaves the old model
+            foreign = sorted({p.name for p in folder.iterdir()} - {p.name for p in build.iterdir()})
+            if foreign:
+                raise PathError(f"{str(folder)!r} holds files an export does not write ({', '.join(foreign[:5])}); "
+                                f"not replacing it. Move them out, or export into a new folder")
         if push_to_hub:
             return self.push_to_hub(repo_id or folder.name, **push_to_hub_kwargs)
         return None

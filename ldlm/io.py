@@ -9,7 +9,9 @@ limit) is one line naming the file and the fix (`DiskFull`), and the file that w
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import fcntl
 from io import FileIO
 import json
 import math
@@ -258,14 +260,56 @@ def atomic_dir(target: str | os.PathLike, complete=lambda folder: folder.is_dir(
     try:
         yield tmp
         if not complete(target):
-            shutil.rmtree(target, ignore_errors=True)
             try:
-                os.replace(tmp, target)
+                swap_in(tmp, target)  # the replaced folder is now `tmp`, removed below
             except OSError:  # lost a race: fine if the winner's folder is complete
                 if not complete(target):
                     raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders' names in one step (Linux renameat2 RENAME_EXCHANGE); False where the system or
+    file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def swap_in(new: Path, target: Path) -> None:
+    """Folder `new` becomes `target`; an existing `target` moves to `new`'s name (the caller removes it).
+    One exchange where the system has it, so no moment lacks a whole `target`; else two renames."""
+    if not target.exists():
+        os.replace(new, target)
+    elif not _exchange(new, target):
+        aside = new.with_name(new.name + ".old.tmp")  # named for remove_stale if we die between the renames
+        os.replace(target, aside)
+        os.replace(new, target)
+        os.replace(aside, new)
+
+
+@contextlib.contextmanager
+def hold_folder(folder: Path, busy: str):
+    """An exclusive lock on `folder` (made if absent, removed again if left empty) while the block runs:
+    PathError `busy` if another process holds it. The kernel drops the lock when the process dies."""
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PathError(busy) from None
+        yield
+    finally:
+        os.close(fd)
+        if made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
 
 
 def finite(obj):

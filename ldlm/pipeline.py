@@ -3,7 +3,7 @@
 The notebooks call `run_experiment` and `reference_rows` with an `Experiment` (ldlm.experiment);
 everything they do is here, so a notebook is orchestration and narrative only. A finished run is found
 again by its run id (a hash of the resolved config) and not retrained; an interrupted one resumes from
-its checkpoint; existing sample files are reused. Training runs in its own process (`python -m
+its checkpoint; existing sample files are reused while whole and drawn by this SAMPLER_VERSION. Training runs in its own process (`python -m
 ldlm.train`, under torchrun when nproc > 1), its log lines relayed here. Result rows go to
 results/<table>.csv, run records to results/runs/.
 """
@@ -25,11 +25,12 @@ from .data import Corpus, load_corpus
 from .evaluate import evaluate_file, evaluate_reference
 from .experiment import Experiment
 from .frozen_lm import default_device, load_tokenizer
-from .io import write_json, write_jsonl, write_text
+from .io import read_jsonl, write_json, write_jsonl, write_text
 from .latents import LatentView
 from .metrics import METRICS_VERSION, reference_pieces
 from .results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
 from .sample import sample_rows
+from .samplers import SAMPLER_VERSION
 
 # the evaluation's columns that go into a result row
 ROW_METRICS = ("gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "rep_4", "distinct_4", "mauve", "n_empty",
@@ -51,7 +52,7 @@ def scores(cache: Path, key: dict, compute: Callable[[], dict]) -> dict:
             saved = json.loads(cache.read_text())
         except json.JSONDecodeError:  # written atomically, so only a hand-edited file gets here
             saved = {}
-        if saved.get("cache_key") == key:
+        if isinstance(saved, dict) and saved.get("cache_key") == key:  # a list, a number: recomputed too
             return saved
     row = dict(compute(), cache_key=key)
     write_json(cache, row)
@@ -112,6 +113,17 @@ def run_model(run_dir: Path, device) -> tuple:
         return build_model(cfg, shape["vocab_size"], shape["head_vocab"], shape["lm_width"]), cfg
 
 
+def reusable_samples(path: Path, n: int) -> bool:
+    """Whether sample file `path` holds what drawing again would give: all n rows (not a file cut short),
+    each with its raw token ids (an older kit's have none) and drawn by this SAMPLER_VERSION."""
+    try:
+        rows = read_jsonl(path)
+    except (OSError, ValueError):  # absent, or not JSONL
+        return False
+    return len(rows) == n and all(isinstance(r, dict) and "raw_ids" in r
+                                  and str(r.get("sampler_version", "1")) == SAMPLER_VERSION for r in rows)
+
+
 def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, dict]:
     """The run folder of cfg, trained to the end (resumed if interrupted, skipped if done).
 
@@ -147,8 +159,7 @@ def sampled_run(exp: Experiment, dataset: str, kind: str = "ldlm", variant: str 
     net, cfg = run_model(run_dir, default_device(cfg.device))
     settings = net.sampling_settings(exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(kind, []))
     paths = {s["name"]: results_dir / "samples" / f"{rid}-{s['name']}-n{exp.n_samples}.jsonl" for s in settings}
-    # none, or an older kit's (no raw ids)
-    todo = [s for s in settings if not paths[s["name"]].exists() or "raw_ids" not in paths[s["name"]].read_text().partition("\n")[0]]
+    todo = [s for s in settings if not reusable_samples(paths[s["name"]], exp.n_samples)]
     if todo and not has_weights(run_dir):
         raise RuntimeError(f"{run_dir} has no weights here and no samples {paths[todo[0]['name']]}: run python -m "
                            f"ldlm.gpu_run again where it trained (docs/gpu.md)")

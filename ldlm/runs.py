@@ -131,6 +131,11 @@ def _check_contents(out: Path, cfg: dict, resume: bool) -> None:
         check_resume(saved or {}, cfg if saved else {})
     except ConfigError as err:
         raise RunFolderError(f"{out} holds another run: {err}") from None
+    if not has_ckpt and saved != cfg and not resume:  # e.g. another max_steps: a new run or this one again?
+        changed = ", ".join(f"{k}={cfg[k]!r} (was {saved.get(k)!r})" for k in sorted(cfg) if saved.get(k) != cfg[k])
+        raise RunFolderError(f"{out} holds an earlier start of this run (no checkpoint yet) and this one changes "
+                             f"{changed}; pass --resume to start it over with the new values (its metrics.jsonl is "
+                             f"dropped), or choose another --out")
     if not has_ckpt:  # killed before its first checkpoint: start over, without the old log lines
         (out / "metrics.jsonl").unlink(missing_ok=True)
 

@@ -36,7 +36,7 @@ from .metrics import join_docs
 from .noise import seed_for
 from .precision import autocast, compute_dtype
 from .protocol import TextModel
-from .samplers import SAMPLERS
+from .samplers import SAMPLER_VERSION, SAMPLERS
 
 
 def row_docs(tokenizer, row: list[int], pack_mode: str) -> tuple[list[str], list[list[int]]]:
@@ -67,7 +67,8 @@ def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int 
         rows.append(dict(text=join_docs(docs), docs=docs, token_ids=[i for d in docs_ids for i in d], raw_ids=row,
                          n_other=row.count(-1), steps=setting["steps"], top_p=setting["top_p"],
                          temperature=setting["temperature"], seed=seed,
-                         sampler=setting["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=setting["draw_dtype"]))
+                         sampler=setting["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=setting["draw_dtype"],
+                         sampler_version=SAMPLER_VERSION))
     return rows, seconds
 
 

@@ -1,8 +1,11 @@
 """Joint training of encoder, DiT, decoder and token decoder.
 
     python -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki [key=value ...]
-    python -m ldlm.train --out runs/tiny-wiki --resume          # continue after a kill
+    python -m ldlm.train --out runs/tiny-wiki --resume          # continue after a kill or a stop
     torchrun --nproc_per_node 8 -m ldlm.train --preset owt --out runs/owt   # DDP, one process per GPU
+
+SIGTERM or Ctrl-C stops a run at the end of its current step with a checkpoint (exit 128 + the signal,
+one line saying how to resume: ldlm.stopping); a second Ctrl-C stops it at once.
 
 `batch_size` is the global batch: each of N processes takes batch_size / N rows, in micro-batches
 of `micro_batch_size` (gradient accumulation) when that is set. Every sample's noise is keyed by
@@ -19,6 +22,7 @@ import argparse
 import copy
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,10 +31,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from . import checkpoint, distributed, runs, tracking
+from . import checkpoint, distributed, runs, stopping, tracking
 from .batches import held_out_chunks, load_training_data, step_loader
 from .build import init_model, model_class
-from .config import PRESETS, Config, ConfigError, config_from_dict, make_config, parse_overrides
+from .config import PRESETS, Config, ConfigError, config_from_dict, make_config, parse_overrides, parse_problem
 from .config_help import keys_help
 from .data import DataError
 from .distributed import barrier
@@ -92,9 +96,15 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         if "rng" in state:  # the global generators (dropout), as the uninterrupted run would have them now
             checkpoint.set_rng_state(state["rng"])
         step, elapsed = state["step"], state.get("elapsed", 0.0)
+        if step > cfg.max_steps:  # it would end at once, its config.json saying fewer steps than it trained
+            raise ConfigError(f"--resume: max_steps={cfg.max_steps} is below the checkpoint's step {step} in {out}; "
+                              f"give max_steps >= {step}, or use a new --out for a shorter run")
         # drop log lines written after the checkpoint: the resumed run writes them again
         if env.is_main and (out / "metrics.jsonl").exists():
             write_jsonl(out / "metrics.jsonl", [r for r in read_jsonl(out / "metrics.jsonl") if r["step"] <= step])
+    if resume and env.is_main:
+        print(f"resuming {out} at step {step} (from {ckpt_path})" if ckpt_path.exists()
+              else f"no checkpoint: starting at step 0 ({out} holds none)", file=sys.stderr, flush=True)
     if env.is_main:  # config.json first (it makes the folder a run); on a resume too, with a changed max_steps
         runs.record_config(out, cfg.to_dict())
         write_json(out / "data.json", data.tokens.stats)
@@ -131,40 +141,50 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     # a bar on a terminal; otherwise (a log file, a notebook's relayed output, --no-progress) one line per log step
     plain = env.is_main and not (progress and sys.stderr.isatty())
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=plain or not env.is_main, dynamic_ncols=True)
-    window_t, window_steps = time.perf_counter(), 0
-    for rows in loader:
-        t0 = time.perf_counter()
-        micro_batches = [data.to_device(r, device) for r in rows]
-        parts = train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, step, device, env)
-        check_finite(parts, step + 1)
-        step += 1
-        elapsed += time.perf_counter() - t0
-        window_steps += 1
-        bar.update(1)
+    window_t, window_steps, stopped = time.perf_counter(), 0, False
+    with stopping.on_signals() as stop:  # a SIGTERM or Ctrl-C ends the current step, then stops
+        for rows in loader:
+            t0 = time.perf_counter()
+            micro_batches = [data.to_device(r, device) for r in rows]
+            parts = train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, step, device, env)
+            check_finite(parts, step + 1)
+            step += 1
+            elapsed += time.perf_counter() - t0
+            window_steps += 1
+            bar.update(1)
 
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.perf_counter()
-            row = dict(step=step, **parts, lr=scheduler.get_last_lr()[0],
-                       tokens_per_s=window_steps * tokens_per_step / (now - window_t), **model.log_stats())
-            write_log(row)
-            shown = {k: f"{row[k]:.3f}" for k in ("loss", "loss_diff", "train_tok_acc") if k in row}
-            bar.set_postfix(shown)
-            if plain:
-                print(f"step {step}/{cfg.max_steps} " + " ".join(f"{k} {v}" for k, v in shown.items())
-                      + f" tokens/s {row['tokens_per_s']:.0f}", file=sys.stderr, flush=True)
-            window_t, window_steps = time.perf_counter(), 0
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            metrics = held_out_metrics(ema, data, cfg, device, held_out_chunks(data, cfg, cfg.eval_batches, env), env)
-            write_log(dict(step=step, **{f"ema_{k}": v for k, v in metrics.items()}))
-            eval_samples.log(ema, step)
-            window_t = time.perf_counter()  # evaluation time is not training throughput
-        if step % cfg.ckpt_every == 0 or step == last:
-            save_checkpoint()
-            window_t = time.perf_counter()
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                now = time.perf_counter()
+                row = dict(step=step, **parts, lr=scheduler.get_last_lr()[0],
+                           tokens_per_s=window_steps * tokens_per_step / (now - window_t), **model.log_stats())
+                write_log(row)
+                shown = {k: f"{row[k]:.3f}" for k in ("loss", "loss_diff", "train_tok_acc") if k in row}
+                bar.set_postfix(shown)
+                if plain:
+                    print(f"step {step}/{cfg.max_steps} " + " ".join(f"{k} {v}" for k, v in shown.items())
+                          + f" tokens/s {row['tokens_per_s']:.0f}", file=sys.stderr, flush=True)
+                window_t, window_steps = time.perf_counter(), 0
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                metrics = held_out_metrics(ema, data, cfg, device, held_out_chunks(data, cfg, cfg.eval_batches, env), env)
+                write_log(dict(step=step, **{f"ema_{k}": v for k, v in metrics.items()}))
+                eval_samples.log(ema, step)
+                window_t = time.perf_counter()  # evaluation time is not training throughput
+            if step % cfg.ckpt_every == 0 or step == last:
+                save_checkpoint()
+                window_t = time.perf_counter()
+            if step < last and stop.agreed(env, device):
+                stopped = True
+                if step % cfg.ckpt_every:  # else just saved
+                    save_checkpoint()
+                break
     bar.close()
     if log:
         log.close()
     tracker.close()
+    if stopped:
+        by = signal.Signals(stop.signum).name if stop.signum else "a signal to another rank"
+        raise stopping.Stopped(f"stopped by {by} at step {step} of {cfg.max_steps}; checkpoint saved in {ckpt_path}. "
+                               f"Resume with: python -m ldlm.train --out {out} --resume", stop.signum or signal.SIGTERM)
     if not ckpt_path.exists():  # max_steps == 0
         save_checkpoint()
 
@@ -225,9 +245,7 @@ def _read_config_file(path: str) -> dict:
         text = Path(path).read_text()
         values = yaml.safe_load(text) if kind == "YAML" else json.loads(text)
     except (OSError, ValueError, yaml.YAMLError) as err:  # JSONDecodeError is a ValueError
-        mark = getattr(err, "problem_mark", None)  # YAML's messages span lines: keep the problem and where
-        why = f"{err.problem}, line {mark.line + 1} column {mark.column + 1}" if mark else " ".join(str(err).split())
-        raise ConfigError(f"--config {path}: not a readable {kind} config ({why})") from None
+        raise ConfigError(f"--config {path}: not a readable {kind} config ({parse_problem(err)})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path}: expected a mapping of config keys, got a {type(values).__name__}")
     return values
@@ -273,6 +291,9 @@ def main(argv=None) -> int:
         # one write, not print's two: torchrun's ranks share stderr, and unbuffered (PYTHONUNBUFFERED) lines interleave
         sys.stderr.write(f"error: {err}\n")
         return 2
+    except stopping.Stopped as err:  # its checkpoint saved: the status says which signal, as if it had killed us
+        sys.stderr.write(f"{err}\n")
+        return 128 + err.signum
     except torch.OutOfMemoryError:  # its own status: gpu_check starts over at a smaller micro-batch
         sys.stderr.write(f"error: out of memory at micro_batch_size={cfg.micro_batch_size or cfg.batch_size}; "
                          f"set micro_batch_size to a smaller divisor of batch_size\n")

@@ -169,3 +169,27 @@ def test_a_torchrun_into_a_busy_or_foreign_folder_stops_every_rank_at_once_with_
         assert f'File "{ROOT / "ldlm"}' not in stderr  # no traceback from the kit (torchrun prints its own)
     assert sorted(p.name for p in busy.iterdir()) == [runs.LOCK_NAME]
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_with_rank_0s_checkpoint(tmp_path):
+    """SIGTERM to rank 1 alone (first checkpoint due at step 1000): both ranks end the same step, rank 0
+    writes its checkpoint, each says so in one line; a --resume under torchrun continues from it."""
+    out = tmp_path / "ddp"
+    args = [*STEPS[:3], "max_steps=1000", "log_every=1", "eval_every=1000", "ckpt_every=1000", "batch_size=16",
+            "device=cpu", "num_threads=1"]
+    proc = run(out, *args, nproc=2)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (
+            (out / "metrics.jsonl").exists() and len(losses(out)) >= 2):
+        time.sleep(0.2)
+    workers = [p for p in descendants(proc.pid) if "ldlm.train" in open(f"/proc/{p}/cmdline").read()]
+    rank1 = next(p for p in workers if b"RANK=1\0" in open(f"/proc/{p}/environ", "rb").read())
+    os.kill(rank1, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    saved = checkpoint.load(out)["step"]
+    assert saved >= 2 and f"stopped by SIGTERM at step {saved} of 1000" in stderr, stderr[-3000:]
+    assert f"stopped by a signal to another rank at step {saved} of 1000" in stderr
+    assert [r["step"] for r in losses(out)] == list(range(1, saved + 1))
+    finish(run(out, "--resume", "--no-progress", f"max_steps={saved + 2}", nproc=2))
+    assert checkpoint.load(out)["step"] == saved + 2

@@ -69,3 +69,72 @@ def test_notebooks_asking_for_the_same_run_train_it_once(tmp_path):
     assert all(p.returncode == 0 for p in procs) and outs[0] == outs[1] and outs[0]["step"] == 10
     steps = [r["step"] for r in read_jsonl(f"{outs[0]['run']}/metrics.jsonl") if "loss" in r]
     assert steps == sorted(set(steps))  # one writer: no line twice
+
+
+def _sample_file(path, n, **extra):
+    import json
+
+    rows = [dict(text=f"sample {i}", raw_ids=[1, 2, 3], n_other=0, **extra) for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_sample_file_is_reused_only_whole_and_drawn_by_this_sampler_version(tmp_path, monkeypatch):
+    from ldlm.samplers import SAMPLER_VERSION
+
+    whole = _sample_file(tmp_path / "whole.jsonl", 8, sampler_version=SAMPLER_VERSION)
+    assert pipeline.reusable_samples(whole, 8)
+    assert not pipeline.reusable_samples(whole, 16)  # another n_samples
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(whole.read_text().splitlines(keepends=True)[:4]))  # cut to 4 of 8 rows
+    assert not pipeline.reusable_samples(cut, 8)
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(whole.read_text()[:-20])  # the last row cut mid-line
+    assert not pipeline.reusable_samples(torn, 8)
+    assert not pipeline.reusable_samples(_sample_file(tmp_path / "old.jsonl", 8, sampler_version="0"), 8)
+    assert not pipeline.reusable_samples(tmp_path / "none.jsonl", 8)
+    (tmp_path / "list.jsonl").write_text("[1, 2]\n" * 8)
+    assert not pipeline.reusable_samples(tmp_path / "list.jsonl", 8)
+    monkeypatch.setattr(pipeline, "SAMPLER_VERSION", "2")  # the sampling code changed
+    assert not pipeline.reusable_samples(whole, 8)
+
+
+def test_sample_files_drawn_before_sampler_versions_count_as_version_1(tmp_path, monkeypatch):
+    """The committed results/samples/ files carry no sampler_version: they were drawn by version 1."""
+    monkeypatch.setattr(pipeline, "SAMPLER_VERSION", "1")
+    assert pipeline.reusable_samples(_sample_file(tmp_path / "committed.jsonl", 8), 8)
+
+
+def test_a_scores_cache_that_is_no_json_object_is_recomputed(tmp_path):
+    cache = tmp_path / "s.json"
+    for text in ("[1, 2]", "3", '"text"', "null"):
+        cache.write_text(text)
+        assert pipeline.scores(cache, {"k": 1}, lambda: {"gen_ppl_tok": 5.0})["gen_ppl_tok"] == 5.0
+
+
+@pytest.mark.slow
+def test_the_pipeline_draws_a_cut_or_outdated_sample_file_again(tmp_path, monkeypatch):
+    """run_experiment on the smoke spec: a sample file cut to 4 of 8 rows is drawn again (its row then has 8),
+    and so is every file after a change of SAMPLER_VERSION; a whole current file is reused."""
+    from ldlm.experiment import Experiment
+    from ldlm.io import read_jsonl
+
+    exp = Experiment.load("smoke", step_counts=[2], frontier_temperatures={})
+    drawn = []
+    real = pipeline.sample_rows
+    monkeypatch.setattr(pipeline, "sample_rows", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    run = lambda: pipeline.run_experiment(exp, "news", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    run()
+    paths = sorted((tmp_path / "results" / "samples").glob("*.jsonl"))
+    assert len(drawn) == len(paths) >= 1 and all(len(read_jsonl(p)) == 8 for p in paths)
+    run()
+    assert len(drawn) == len(paths)  # whole and current: reused
+    path = paths[0]
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:4]))
+    rows = run()
+    assert len(drawn) == len(paths) + 1 and len(read_jsonl(path)) == 8 and set(rows["n_samples"]) == {8}
+    monkeypatch.setattr(pipeline, "SAMPLER_VERSION", "2")
+    monkeypatch.setattr("ldlm.sample.SAMPLER_VERSION", "2")
+    run()
+    assert len(drawn) == 2 * len(paths) + 1
+    assert all({r["sampler_version"] for r in read_jsonl(p)} == {"2"} for p in paths)

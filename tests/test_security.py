@@ -17,6 +17,7 @@ import ldlm
 from ldlm import checkpoint, runs
 from ldlm.config import ConfigError, make_config
 from ldlm.experiment import Experiment
+from ldlm.io import PathError, hold_folder
 from ldlm.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,3 +282,150 @@ def test_a_model_folder_with_its_own_code_is_refused_even_on_a_yes(w, tmp_path, 
     _refused(_run(argv, answer="y\n" * 4), str(folder), "custom code")
     assert not marker.exists(), "the folder's code ran"
     assert _files(folder) == before
+
+
+# ---- 5. a re-export swaps the whole folder in, one export at a time (issue 24, items 8 and 11) ----------
+
+def _exported(w, tmp_path) -> Path:
+    """A copy of the fixture's saved model (float32), to export over."""
+    folder = tmp_path / "model"
+    shutil.copytree(w["model"], folder)
+    return folder
+
+
+def test_an_interrupted_re_export_leaves_the_old_model_whole(w, tmp_path, monkeypatch):
+    """Killed after the new weights are written but before config.json: the old folder is byte-identical
+    (not new weights under the old config), and no build folder is left beside it."""
+    import ldlm.hub
+
+    folder = _exported(w, tmp_path)
+    before = _files(folder)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ldlm.hub, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ldlm.load(w["run"], device="cpu").save_pretrained(folder, weights_dtype="float16")
+    assert _files(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_re_export_replaces_the_folder_whole(w, tmp_path):
+    folder = _exported(w, tmp_path)
+    ldlm.load(w["run"], device="cpu").save_pretrained(folder, weights_dtype="float16")
+    assert json.loads((folder / "config.json").read_text())["weights_dtype"] == "float16"
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} >= {torch.float16}
+        assert torch.float32 not in {weights.get_tensor(k).dtype for k in weights.keys()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_re_export_into_a_saved_model_with_files_of_the_users_is_refused(w, tmp_path):
+    folder = _exported(w, tmp_path)
+    (folder / "notes.txt.bak").write_text("mine\n")
+    before = _files(folder)
+    with pytest.raises(PathError, match=r"holds files an export does not write \(notes.txt.bak\)"):
+        ldlm.load(w["run"], device="cpu").save_pretrained(folder)
+    assert _files(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.slow
+def test_the_loser_of_two_exports_into_one_folder_exits_2_with_one_line(w, tmp_path):
+    """This process holds the folder as a running export does; a real second export is refused."""
+    folder = _exported(w, tmp_path)
+    before = _files(folder)
+    with hold_folder(folder, "held"):
+        proc = _run(["ldlm.export", "--run", str(w["run"]), "--out", str(folder), "--dtype", "float16"])
+    _refused(proc, str(folder), "being written by another export")
+    assert _files(folder) == before
+
+
+# ---- 6. one line instead of a traceback (issue 24, item 11) ----------------------------------------------
+
+def _without(w, tmp_path, key: str) -> Path:
+    """A copy of the run whose ckpt.pt lacks `key`."""
+    run = tmp_path / f"no-{key}"
+    shutil.copytree(w["run"], run, ignore=shutil.ignore_patterns(runs.LOCK_NAME))
+    state = checkpoint.load(run)
+    del state[key]
+    torch.save(state, run / checkpoint.CKPT_NAME)
+    return run
+
+
+def test_a_checkpoint_without_its_ema_weights_is_one_error_line(w, tmp_path):
+    run = _without(w, tmp_path, "ema")
+    with pytest.raises(checkpoint.CheckpointError, match="lacks ema") as err:
+        ldlm.load(run, device="cpu")
+    assert str(run) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["sample", "train --resume"])
+def test_every_command_refuses_a_checkpoint_without_its_ema_weights_with_one_line(w, tmp_path, command):
+    run = _without(w, tmp_path, "ema")
+    before = _files(run)
+    argv = (["ldlm.sample", "--run", str(run), "--out", str(tmp_path / "s.jsonl"), "--n", "2", "--steps", "2"]
+            if command == "sample" else ["ldlm.train", "--out", str(run), "--resume", "--no-progress", "max_steps=4"])
+    _refused(_run(argv), str(run), "lacks ema")
+    assert _files(run) == before and not (tmp_path / "s.jsonl").exists()
+
+
+@pytest.mark.parametrize("given", ["/etc/passwd", "{root}/notes.pt", "{root}/elsewhere/ckpt.pt"])
+def test_a_file_that_is_no_checkpoint_is_never_advised_to_be_deleted(tmp_path, given):
+    """Only a run folder's own ckpt.pt may be deleted to start over; anything else is the user's."""
+    path = Path(given.format(root=tmp_path))
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("my notes\n")
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.load(path)
+    assert str(path) in str(err.value) and "delete" not in str(err.value) and "give a run folder" in str(err.value)
+
+
+def test_a_run_folders_own_corrupt_checkpoint_may_be_deleted_to_start_over(w, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(w["run"], run, ignore=shutil.ignore_patterns(runs.LOCK_NAME))
+    (run / checkpoint.CKPT_NAME).write_bytes(b"cut short")
+    with pytest.raises(checkpoint.CheckpointError, match="delete it to start the run over"):
+        checkpoint.load(run)
+
+
+@pytest.mark.slow
+def test_sample_run_etc_passwd_is_one_line_that_does_not_advise_deleting_it(tmp_path):
+    proc = _run(["ldlm.sample", "--run", "/etc/passwd", "--out", str(tmp_path / "s.jsonl")])
+    assert "delete" not in _refused(proc, "'/etc/passwd'")
+
+
+def test_a_params_file_with_a_python_object_tag_is_one_error_line_and_builds_nothing(tmp_path):
+    marker = tmp_path / "MARKER"
+    (tmp_path / "smoke.yaml").write_text(f"seeds: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match=r"smoke.yaml: not a readable YAML experiment spec \(could not determine a "
+                                          r"constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system', "
+                                          r"line 1 column 8\)") as err:
+        Experiment.load("smoke", params_dir=tmp_path)
+    assert "\n" not in str(err.value) and not marker.exists()
+
+
+def test_a_frozen_lm_of_another_width_is_one_error_line(w, tmp_path):
+    """The run's frozen LM is a local folder that now holds another model (width 32, not MiniLM's 384)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ldlm.frozen_lm import ModelUnavailable, model_location
+
+    narrow = tmp_path / "narrow-lm"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64)
+              ).save_pretrained(narrow)
+    AutoTokenizer.from_pretrained(model_location("minilm")).save_pretrained(narrow)
+    run = tmp_path / "run"
+    shutil.copytree(w["run"], run, ignore=shutil.ignore_patterns(runs.LOCK_NAME))
+    state = checkpoint.load(run)
+    state["config"]["frozen_lm"] = str(narrow)
+    torch.save(state, run / checkpoint.CKPT_NAME)
+    pipe = ldlm.load(run, device="cpu")
+    with pytest.raises(ModelUnavailable, match=f"frozen LM '{narrow}' has width 32, but the model was trained on its "
+                                               f"states at width 384") as err:
+        pipe.encode(["A short text."], progress=False)
+    assert "\n" not in str(err.value)
