@@ -14,6 +14,7 @@ training frames them: BOS + tokens + EOS, padded to seq_len, the frozen LM's sta
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 from pathlib import Path
 
@@ -131,6 +132,13 @@ class ModelPipeline(SavedModelMixin):
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"texts={texts!r:.80}: give a string or a non-empty list of strings")
+        for i, text in enumerate(texts):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # the tokenizer would raise from Rust: a lone half of a UTF-16 pair
+                raise ValueError(f"texts[{i}] holds {text[err.start]!r} at position {err.start}, a lone surrogate "
+                                 f"(half of a UTF-16 pair), which is no Unicode text; decode your input with "
+                                 f"errors='replace' or drop it") from None
         seq_len = self.cfg.seq_len
         encoded = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         blocks, lengths, cut = pack_pad(encoded, seq_len, *special_ids(self.tokenizer))
@@ -169,15 +177,40 @@ class ModelPipeline(SavedModelMixin):
         """Texts of latents [B, L, D] (decoder -> token decoder -> argmax); `lengths` [B] keeps only
         the first lengths[i] positions of row i (what `tokenize` framed)."""
         self._needs_latents("decode")
-        shape = (self.cfg.latent_len or self.cfg.seq_len, self.cfg.latent_dim)
-        if latents.dim() != 3 or tuple(latents.shape[1:]) != shape:
-            raise ValueError(f"latents of shape {list(latents.shape)}: expected [batch, {shape[0]}, {shape[1]}] "
-                             f"(what encode returns)")
+        latents = self.check_latents(latents)
+        lengths = self.check_lengths(lengths, len(latents))
         with autocast(self.cfg, self.device):
             ids = self.model.latents_to_tokens(latents.to(self.device)).cpu()
         if lengths is not None:
-            return [self.text(row[: int(k)]) for row, k in zip(ids, lengths)]
+            return [self.text(row[:k]) for row, k in zip(ids, lengths)]
         return [self.text(row) for row in ids]
+
+    def check_latents(self, latents) -> torch.Tensor:
+        """`latents` as float32 [B, L, D] if decode can read them (any floating dtype is cast), else ValueError."""
+        shape = (self.cfg.latent_len or self.cfg.seq_len, self.cfg.latent_dim)
+        if not torch.is_tensor(latents) or latents.dim() != 3 or tuple(latents.shape[1:]) != shape:
+            got = f"of shape {list(latents.shape)}" if torch.is_tensor(latents) else f"of type {type(latents).__name__}"
+            raise ValueError(f"latents {got}: expected a tensor [batch, {shape[0]}, {shape[1]}] (what encode returns)")
+        if not latents.is_floating_point():
+            raise ValueError(f"latents of dtype {latents.dtype}: expected floating point values (what encode returns)")
+        bad = ~torch.isfinite(latents)
+        if bad.any():
+            row, pos, dim = bad.nonzero()[0].tolist()
+            raise ValueError(f"latents hold {int(bad.sum())} non-finite values (NaN or inf), the first "
+                             f"{latents[row, pos, dim].item()} at [{row}, {pos}, {dim}]; decode only finite latents")
+        return latents.float()
+
+    def check_lengths(self, lengths, batch: int) -> list[int] | None:
+        """`lengths` as a list of `batch` ints in 1..seq_len (or None), else ValueError naming them."""
+        if lengths is None:
+            return None
+        values = lengths.tolist() if torch.is_tensor(lengths) else lengths
+        whole = lambda k: isinstance(k, numbers.Integral) and not isinstance(k, bool)
+        if (isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != batch
+                or not all(whole(k) and 1 <= k <= self.cfg.seq_len for k in values)):
+            raise ValueError(f"lengths={values!r:.80}: give one integer in 1..{self.cfg.seq_len} (positions kept) "
+                             f"per latent row ({batch})")
+        return [int(k) for k in values]
 
     def reconstruct(self, texts, batch_size: int = 64, progress: bool = True) -> list[str]:
         """texts -> clean latents -> texts: what the autoencoder keeps (held-out recon_acc in one line)."""
@@ -199,8 +232,9 @@ class ModelPipeline(SavedModelMixin):
         return pd.DataFrame(dict(alpha=alphas.tolist(), text=self.decode(mixed, mixed_lengths)))
 
 
-def load(path: str | Path, device: str = "auto") -> ModelPipeline:
+def load(path: str | Path, device: str = "auto", allow_mismatch: bool = False) -> ModelPipeline:
     """The model at `path`: a run folder (its ckpt.pt), a checkpoint file, a saved model
     (`save_pretrained`, `python -m ldlm.export`) or a Hugging Face hub id of one. EMA weights, eval mode;
-    device auto = the GPU if there is one."""
-    return ModelPipeline.load(path, device)
+    device auto = the GPU if there is one. A saved model whose config.json or tokenizer differ from those
+    it was exported with is refused, unless `allow_mismatch` (then a warning says so)."""
+    return ModelPipeline.load(path, device, allow_mismatch)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import TokenData, build_token_data, special_ids
+from .data import TokenData, build_token_data, check_token_ids, special_ids
 from .distributed import DistEnv, barrier, shard
 from .frozen_lm import FrozenLM, attention_mask, cached_hidden_states, load_frozen_lm, load_tokenizer
 from .precision import autocast_dtype
@@ -39,6 +39,7 @@ class TrainingData:
 
     def to_device(self, rows: dict, device) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """(h [B, T, W] float32 or None, tokens [B, T], lengths [B]) on `device`; runs the frozen LM if not cached."""
+        check_token_ids(rows["tokens"], self.vocab_size, f"token cache {self.tokens.folder}")  # on the CPU: no sync
         tokens = rows["tokens"].to(device, non_blocking=True)
         lengths = rows["lengths"].to(device, non_blocking=True)
         if "h" in rows:

@@ -22,6 +22,8 @@ Cache entry: a folder `cache_dir()/tokens/<dataset>-<digest>/` (digest of everyt
 the arrays) with `train.npy`, `valid.npy` [N, seq_len] (uint16 when the vocabulary fits, else int32),
 `train_len.npy`, `valid_len.npy` [N] (int32) and `meta.json` (pad_id, mode, stats). It is built in
 a temporary sibling folder and renamed into place, so a killed build is never mistaken for a cache.
+meta.json records each array's checksum (ldlm.checksum), verified whenever the entry is read: a
+changed array is one line naming it (delete the entry to rebuild it), never a silent rebuild.
 
 Packing (`pack_mode`):
 - `wrap`: documents are concatenated with EOS after each, cut into blocks of `seq_len - 2` tokens and
@@ -43,6 +45,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from . import checksum
 from .io import atomic_dir, cache_dir, new_memmap, read_utf8, write_json, writing
 
 DATA_VERSION = 3  # bump when extraction or packing changes, so caches are rebuilt (3: .npy folders, uint16)
@@ -82,6 +85,7 @@ class TokenData:
     pad_id: int
     mode: str
     stats: dict
+    folder: Path | None = None  # the cache entry they are read from
 
     def train_targets(self, max_tokens: int | None = None) -> np.ndarray:
         """The training split's tokens without padding, flat: what a token head learns to predict. With
@@ -360,6 +364,15 @@ def special_ids(tokenizer) -> tuple[int, int, int]:
     return bos, eos, pad
 
 
+def check_token_ids(ids, vocab: int, source: str) -> None:
+    """Every id of `ids` (a numpy array or CPU tensor) is in [0, vocab), else one DataError naming the
+    first bad one and `source`: an embedding would fail on it with an IndexError deep inside torch."""
+    if len(ids) and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+        bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+        raise DataError(f"token id {bad} in {source} is out of range for a vocabulary of {vocab} ids: the cache is "
+                        f"damaged or from another tokenizer; delete it and run again, which rebuilds it")
+
+
 def token_dtype(tokenizer) -> np.dtype:
     """uint16 when every id fits (GPT-2: 50257, MiniLM/BERT: 30522), else int32."""
     return np.dtype(np.uint16 if len(tokenizer) <= 1 << 16 else np.int32)
@@ -446,17 +459,37 @@ def token_cache_path(cfg, tokenizer, tokenizer_name: str) -> Path:
     return cache_dir() / "tokens" / f"{cfg.dataset.replace('/', '_').replace(':', '_')[-40:]}-{digest}"
 
 
-def read_token_cache(folder: Path) -> TokenData | None:
+def rebuild_hint(folder: Path, preset: str) -> str:
+    """How to rebuild the token cache entry `folder` (its meta.json names the dataset)."""
+    try:
+        dataset = json.loads((folder / "meta.json").read_text())["stats"]["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        dataset = "..."
+    return (f"delete the entry (rm -r {folder}) and run again, or rebuild it ahead with "
+            f"python -m ldlm.prepare --preset {preset} --dataset {dataset}")
+
+
+def read_token_cache(folder: Path, preset: str = "PRESET") -> TokenData | None:
     """The cached arrays, memory-mapped read-only; None if the folder is missing, incomplete or does
-    not match its meta.json (then it is rebuilt, never trusted)."""
+    not match its meta.json's shapes (then it is rebuilt, never trusted). An array that does not match
+    the checksum meta.json recorded is CacheCorrupt (one line: which file, how to rebuild); an entry
+    written before checksums were kept has them recorded now (ldlm.checksum.adopt)."""
+    files = [f"{name}.npy" for name in SPLIT_FILES]
     try:
         meta = json.loads((folder / "meta.json").read_text())
+        recorded = meta.get("checksums")
+        if recorded is not None:  # before np.load: a truncated array is a damaged entry, not a missing one
+            checksum.verify(recorded, folder, rebuild_hint(folder, preset))
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in SPLIT_FILES}
         if any(list(arrays[name].shape) != meta["shapes"][name] for name in SPLIT_FILES):
             return None
-        return TokenData(**arrays, pad_id=int(meta["pad_id"]), mode=meta["mode"], stats=meta["stats"])
-    except (OSError, ValueError, KeyError, TypeError):
+        data = TokenData(**arrays, pad_id=int(meta["pad_id"]), mode=meta["mode"], stats=meta["stats"], folder=folder)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    if recorded is None:
+        write_json(folder / "meta.json", dict(meta, checksums={f: checksum.of_file(folder / f) for f in files}))
+        checksum.adopt("token cache", folder)
+    return data
 
 
 def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> TokenData:
@@ -464,7 +497,7 @@ def build_token_data(cfg, tokenizer, tokenizer_name: str, workers: int = 1) -> T
 
     `workers` tokenizer processes; the arrays are byte-identical for any number of them."""
     final = token_cache_path(cfg, tokenizer, tokenizer_name)
-    cached = read_token_cache(final)
+    cached = read_token_cache(final, cfg.preset)
     if cached is not None:
         return cached
     if workers < 1:
@@ -491,4 +524,5 @@ def _build(cfg, tokenizer, tokenizer_name: str, workers: int, final: Path) -> No
             del tokenized
         shutil.rmtree(tmp / "arrow")
         shapes = {name: list(np.load(tmp / f"{name}.npy", mmap_mode="r").shape) for name in SPLIT_FILES}
-        write_json(tmp / "meta.json", dict(pad_id=ids[2], mode=cfg.pack_mode, shapes=shapes, stats=stats))
+        sums = {f"{name}.npy": checksum.of_file(tmp / f"{name}.npy") for name in SPLIT_FILES}
+        write_json(tmp / "meta.json", dict(pad_id=ids[2], mode=cfg.pack_mode, shapes=shapes, stats=stats, checksums=sums))

@@ -7,7 +7,8 @@ paper's choice, from the Hugging Face hub) or any Hugging Face model id / local 
 The LM is frozen: eval mode, `requires_grad=False`, run under `torch.inference_mode`. Only the
 blocks up to `lm_layer` are kept (a forward hook reads that block's output), which is exact and
 saves the cost of the blocks above it. `cached_hidden_states` stores the states of a token set on
-disk (float16) so that several runs on the same data compute them once.
+disk (float16) so that several runs on the same data compute them once, with a checksum verified on
+every use (ldlm.checksum).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import checksum
 from .config import ConfigError
+from .data import check_token_ids
 from .io import atomic_path, cache_dir, new_memmap
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizers
@@ -164,7 +167,9 @@ def compute_hidden_states(lm: FrozenLM, blocks: np.ndarray, lengths: np.ndarray,
     device = next(lm.parameters()).device
     if out is None:
         out = np.empty((*blocks.shape, lm.width), dtype=np.float16)
+    source = f"token array {blocks.filename}" if getattr(blocks, "filename", None) else "the token blocks"
     for i in tqdm(range(0, len(blocks), batch), desc=desc, unit="batch", disable=len(blocks) <= batch):
+        check_token_ids(blocks[i:i + batch], lm.model.config.vocab_size, source)
         tokens = torch.as_tensor(np.array(blocks[i:i + batch], dtype=np.int64), device=device)
         mask = attention_mask(lengths[i:i + batch], blocks.shape[1]).to(device)
         out[i:i + batch] = lm(tokens, mask).float().cpu().numpy().astype(np.float16)
@@ -172,24 +177,33 @@ def compute_hidden_states(lm: FrozenLM, blocks: np.ndarray, lengths: np.ndarray,
 
 
 def cached_hidden_states(lm: FrozenLM, lm_name: str, blocks: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """States of `blocks` from disk if computed before, else computed once and saved (float16)."""
+    """States of `blocks` from disk if computed before, else computed once and saved (float16) with the
+    file's checksum beside it. A file that does not match its checksum is CacheCorrupt (one line naming
+    it), never recomputed over; one written before checksums were kept has it recorded on first use."""
     digest = hashlib.sha1(np.ascontiguousarray(blocks))  # hashes the (memory-mapped) buffer without a copy
     digest.update(np.ascontiguousarray(lengths))
     digest = digest.hexdigest()[:16]
     safe = lm_name.replace("/", "_")
     path = cache_dir() / "hidden" / f"{safe}-L{lm.index}-{digest}.npy"
+    what, fix = "frozen-LM state cache", f"delete it (rm {path} {checksum.sidecar(path)}) and run again, which recomputes it"
     if path.exists():
+        recorded = checksum.sidecar(path).is_file()
+        if recorded:
+            checksum.verified_file(path, what, fix)
         try:
             states = np.load(path, mmap_mode="r")
-            if states.shape == (*blocks.shape, lm.width):
-                return states
         except ValueError:
-            pass  # truncated or corrupt cache file: recompute it below
+            states = None  # cut short before checksums were kept: recomputed below
+        if states is not None and states.shape == (*blocks.shape, lm.width):
+            if not recorded:
+                checksum.verified_file(path, what, fix)  # records it
+            return states
     with atomic_path(path, suffix=".npy") as tmp:
         states = new_memmap(tmp, np.float16, (*blocks.shape, lm.width))
         compute_hidden_states(lm, blocks, lengths, out=states, desc=f"caching {lm_name} states")
         states.flush()
         del states
+        checksum.record_file(path, tmp)  # before the rename: the states never appear without their checksum
     return np.load(path, mmap_mode="r")
 
 

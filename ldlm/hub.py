@@ -10,20 +10,27 @@ A saved model is a folder (or a hub repository) of:
     README.md             the model card (ldlm.model_card): result rows and how to load it
 
 `save_pretrained(dir)`, `from_pretrained(dir or hub id)` and `push_to_hub(repo_id)` come from the
-mixin; the folder is built beside its place and swapped in whole (ldlm.io.atomic_dir), one export at a time. A run folder's ckpt.pt stays the format to
+mixin; the folder is built beside its place and swapped in whole (ldlm.io.atomic_dir), one export at a
+time. The weights' safetensors metadata holds the
+sha256 of config.json (all but its "run" provenance) and of the tokenizer files, and loading refuses a
+folder whose files no longer match them (an edited lm_layer or pack_mode, another vocabulary) unless
+asked with `allow_mismatch=True`; a model exported before they were recorded loads unchecked, with a
+warning. A run folder's ckpt.pt stays the format to
 resume training from. `ModelPipeline.load` reads all three sources (run folder, checkpoint, saved model).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
 from . import __version__, checkpoint
-from .io import PathError, atomic_dir, atomic_path, check_output, hold_folder, write_json, write_text
+from .io import PathError, atomic_dir, atomic_path, check_output, dumps, hold_folder, write_json, write_text
 
 FORMAT = 1
 WEIGHTS_NAME, CONFIG_NAME, CARD_NAME = "model.safetensors", "config.json", "README.md"
@@ -65,6 +72,48 @@ def run_source(run: Path, cfg) -> dict:
             "summary": json.loads(summary.read_text()) if summary.is_file() else None, "results": []}
 
 
+def config_sha256(config: dict) -> str:
+    """sha256 of a saved model's config.json content, all but "run" (the model card's provenance)."""
+    kept = {k: v for k, v in config.items() if k != "run"}
+    return hashlib.sha256(dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def files_sha256(folder: Path, names: list[str]) -> str:
+    """sha256 of files `names` in `folder` (name and bytes of each; a missing one counts as empty)."""
+    digest = hashlib.sha256()
+    for name in names:
+        path = folder / name
+        digest.update(f"{name}\0{path.stat().st_size if path.is_file() else -1}\0".encode())
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()
+
+
+def check_hashes(folder: Path, config: dict, allow_mismatch: bool) -> None:
+    """The config and tokenizer files of saved model `folder` are those its weights were exported with
+    (hashes in the safetensors metadata): else CheckpointError, or a warning with `allow_mismatch`."""
+    from safetensors import safe_open
+
+    with safe_open(folder / WEIGHTS_NAME, "pt") as f:
+        meta = f.metadata() or {}
+    if "ldlm_config_sha256" not in meta:
+        warnings.warn(f"saved model {folder} was exported before config and tokenizer hashes were recorded: its "
+                      f"{CONFIG_NAME} and tokenizer are not checked (python -m ldlm.export adds them)")
+        return
+    tokenizer_files = [n for n in meta.get("ldlm_tokenizer_files", "").split(",") if n]
+    changed = [what for what, recorded, actual in (
+        (str(folder / CONFIG_NAME), meta["ldlm_config_sha256"], config_sha256(config)),
+        (f"tokenizer ({', '.join(tokenizer_files)}) of {folder}", meta.get("ldlm_tokenizer_sha256"),
+         files_sha256(folder, tokenizer_files))) if recorded != actual]
+    if not changed:
+        return
+    message = (f"{' and '.join(changed)} does not match the saved model's weights (hash recorded at export differs: "
+               f"edited or swapped since)")
+    if not allow_mismatch:
+        raise checkpoint.CheckpointError(f"{message}; restore the exported files (or export again), or load it "
+                                         f"anyway with ldlm.load(..., allow_mismatch=True)")
+    warnings.warn(f"{message}; loading it anyway (allow_mismatch=True): results may be wrong")
+
+
 def hub_error(name: str, err: Exception) -> checkpoint.CheckpointError:
     return checkpoint.CheckpointError(
         f"{name!r} is no local run folder, checkpoint or saved model, and the Hugging Face hub gave no model of "
@@ -78,19 +127,21 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
 
     # -- reading --------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto"):
-        """A run folder, a checkpoint file, a saved-model folder, or a hub id of a saved model."""
+    def load(cls, path: str | Path, device: str = "auto", allow_mismatch: bool = False):
+        """A run folder, a checkpoint file, a saved-model folder, or a hub id of a saved model.
+        allow_mismatch: load a saved model whose config or tokenizer differ from those it was exported
+        with (a warning instead of an error)."""
         from .build import load_run
         from .frozen_lm import default_device, load_tokenizer
 
         local = Path(path)
         if local.is_dir() and is_saved_model(local):
-            return cls.from_pretrained(local, device=device)
+            return cls.from_pretrained(local, device=device, allow_mismatch=allow_mismatch)
         if local.exists() or str(path).count("/") != 1:  # a run folder or ckpt.pt (or its clear error)
             model, cfg = load_run(local, default_device(device))
             return cls(model, load_tokenizer(cfg.frozen_lm), run_source(local, cfg))
         try:
-            return cls.from_pretrained(str(path), device=device)
+            return cls.from_pretrained(str(path), device=device, allow_mismatch=allow_mismatch)
         except checkpoint.CheckpointError:
             raise
         except Exception as err:  # the mixin's own download of config.json: offline, unknown id, no access
@@ -98,7 +149,7 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
-                         device: str = "auto", config: dict | None = None, **_):
+                         device: str = "auto", config: dict | None = None, allow_mismatch: bool = False, **_):
         from transformers import AutoTokenizer
         from safetensors.torch import load_model
 
@@ -122,6 +173,7 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
         if config.get("format") != FORMAT:
             raise checkpoint.CheckpointError(f"{model_id!r} is a saved model of format {config.get('format')}; this "
                                              f"ldlm reads format {FORMAT}: install the ldlm version that wrote it")
+        check_hashes(folder, config, allow_mismatch)
         cfg = checkpoint.load_config({"config": config["config"]})
         model = build_model(cfg, config["vocab_size"], config["head_vocab"], config["lm_width"])
         try:
@@ -187,15 +239,19 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
             import copy
 
             model = copy.deepcopy(model).to(DTYPES[dtype])
-        with atomic_path(save_directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
-            mode = tmp.stat().st_mode
-            save_model(model, str(tmp), metadata={"format": "pt"})  # one key: same bytes every time; ties stored once
-            tmp.chmod(mode)  # safetensors recreates the file as 0600; keep atomic_path's readable mode
-        with tempfile.TemporaryDirectory() as tok_dir:
-            for name in self.tokenizer.save_pretrained(tok_dir):
-                with atomic_path(save_directory / Path(name).name) as tmp:
-                    tmp.write_bytes(Path(name).read_bytes())
         config = self.saved_config(dtype)
+        with tempfile.TemporaryDirectory() as tok_dir:
+            tok_files = sorted({Path(name).name for name in self.tokenizer.save_pretrained(tok_dir)})
+            metadata = {"format": "pt", "ldlm_config_sha256": config_sha256(json.loads(dumps(config))),
+                        "ldlm_tokenizer_files": ",".join(tok_files),
+                        "ldlm_tokenizer_sha256": files_sha256(Path(tok_dir), tok_files)}
+            with atomic_path(save_directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
+                mode = tmp.stat().st_mode
+                save_model(model, str(tmp), metadata=metadata)  # same bytes every time; ties stored once
+                tmp.chmod(mode)  # safetensors recreates the file as 0600; keep atomic_path's readable mode
+            for name in tok_files:
+                with atomic_path(save_directory / name) as tmp:
+                    tmp.write_bytes((Path(tok_dir) / name).read_bytes())
         write_text(save_directory / CARD_NAME, card_text(config))
         write_json(save_directory / CONFIG_NAME, config)  # last: a folder with config.json is complete
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import checksum
 from .frozen_lm import ModelUnavailable, model_location, no_loading_bar
 from .io import atomic_dir, cache_dir, writing
 
@@ -98,12 +99,14 @@ def smollm2_checkpoint() -> Path:
     """Plain fp32 HF checkpoint of SmolLM2, converted from the GGUF on first use (~30 s, 517 MB).
 
     Saved into a temporary folder and renamed into place, so a crash never leaves half a checkpoint
-    and later loads take about a second."""
+    and later loads take about a second. Its files' checksums are recorded there (ldlm.checksum) and
+    verified on every use: changed weights are one line naming the file, never a wrong judge."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = cache_dir() / "models" / "smollm2"
     if (target / "config.json").is_file():
-        return target
+        return checksum.verified_folder(target, "converted judge", f"delete it (rm -r {target}) and run again: it "
+                                        f"is converted anew from the {SMOLLM2_GGUF[0]} package (~30 s)")
     gguf = smollm2_gguf()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     with no_loading_bar(gguf.parent):
@@ -113,6 +116,7 @@ def smollm2_checkpoint() -> Path:
     with writing(target), atomic_dir(target, complete=lambda folder: (folder / "config.json").is_file()) as tmp:
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        checksum.record_folder(tmp)
     return target
 
 

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         cfg = make_config(args.preset, args.overrides, **given)
         tokenizer = load_tokenizer(cfg.frozen_lm)
         folder = token_cache_path(cfg, tokenizer, cfg.frozen_lm)
-        built = read_token_cache(folder) is None
+        built = read_token_cache(folder, cfg.preset) is None
         t0 = time.perf_counter()
         data = build_token_data(cfg, tokenizer, cfg.frozen_lm, workers=args.workers)
         seconds = time.perf_counter() - t0

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 
 import ldlm.data as data
 from ldlm import prepare
+from ldlm.checksum import CacheCorrupt
 from ldlm.config import ConfigError, make_config
 from ldlm.data import (DataError, build_token_data, fill_pad, fill_wrap, held_out_count, load_corpus, pack_pad,
                        pack_wrap, read_token_cache, split_sentences, token_cache_path, wrap_rows)
@@ -196,21 +198,26 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def test_half_written_cache_is_rebuilt_not_trusted():
+def test_a_damaged_cache_is_refused_not_trusted_and_rebuilt_once_deleted(tmp_path, monkeypatch):
+    monkeypatch.setenv("LDLM_CACHE", str(tmp_path))  # this test deletes its entry
     cfg = make_config("smoke", dataset="news", pack_mode="pad")
     tok = load_tokenizer("minilm")
     first = build_token_data(cfg, tok, "minilm")
     folder = token_cache_path(cfg, tok, "minilm")
     good = _cache_bytes(folder)
 
-    (folder / "train_len.npy").unlink()  # a file missing
-    assert read_token_cache(folder) is None
+    (folder / "train_len.npy").unlink()  # a file missing: its checksum record says so (tests/test_integrity.py)
+    with pytest.raises(CacheCorrupt, match="train_len.npy is missing"):
+        build_token_data(cfg, tok, "minilm")
+    shutil.rmtree(folder)  # what the error says to do
     assert np.array_equal(build_token_data(cfg, tok, "minilm").train_len, first.train_len)
     assert _cache_bytes(folder) == good
 
     train = (folder / "train.npy").read_bytes()  # a file cut short
     (folder / "train.npy").write_bytes(train[: len(train) // 2])
-    assert read_token_cache(folder) is None
+    with pytest.raises(CacheCorrupt, match="train.npy is"):
+        read_token_cache(folder)
+    shutil.rmtree(folder)
     build_token_data(cfg, tok, "minilm")
     assert _cache_bytes(folder) == good
 
