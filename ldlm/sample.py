@@ -37,6 +37,7 @@ from .noise import seed_for
 from .precision import autocast, compute_dtype
 from .protocol import TextModel
 from .samplers import SAMPLERS
+from .threads import check_threads
 
 
 def row_docs(tokenizer, row: list[int], pack_mode: str) -> tuple[list[str], list[list[int]]]:
@@ -109,9 +110,12 @@ def main(argv=None) -> int:
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature, >= 0 (0 = argmax; default: LDLM 0, MDLM and GPT 1)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default 0: the cores idle at start, ldlm.threads)")
     args = parser.parse_args(argv)
     try:  # every input is checked before any work: a bad value never costs (or empties) an existing --out
         check_counts(n=args.n, steps=args.steps, batch_size=args.batch_size)
+        check_threads(args.threads, "--threads ")
         if not 0 < args.top_p <= 1:
             raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1] (1 = no nucleus truncation)")
         if args.temperature is not None and not is_temperature(args.temperature):
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
         env, device = distributed.setup(args.device)
         from .api import load  # a run folder, a checkpoint or a saved model (python -m ldlm.export)
 
-        pipe = load(args.run, device)
+        pipe = load(args.run, device, threads=args.threads)
         model, cfg, tokenizer = pipe.model, pipe.cfg, pipe.tokenizer
     except (checkpoint.CheckpointError, ModelUnavailable, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
