@@ -3,7 +3,8 @@
 torch starts one OpenMP thread per core. When other processes hold those cores, its threads wait on
 each other at every operation and small models slow down many times over (issue 26: generate took
 37.5 s on the default threads against 1.8 s on one). The default here is torch's count (or
-OMP_NUM_THREADS when set: the user's choice) cut to the cores that are idle now, at least one.
+OMP_NUM_THREADS when set: the user's choice) cut to the cores that are free now, at least one; a core
+running niced work counts as free for a process at nice 0 (the scheduler gives it way).
 
     threads = 0 / None   the default above
     threads = N          exactly N
@@ -17,27 +18,30 @@ import time
 IDLE_WINDOW_S = 0.2  # how long the cores are watched; /proc/stat counts in 10 ms ticks
 
 
-def _cpu_times(cpus: set[int]) -> tuple[int, int]:
-    """(idle, total) ticks of `cpus` since boot, from /proc/stat."""
-    idle = total = 0
+def _cpu_times(cpus: set[int], yielding: bool) -> tuple[int, int]:
+    """(free, total) ticks of `cpus` since boot, from /proc/stat: free = idle + iowait, and with `yielding`
+    the time of niced processes too (they give way to a process at nice 0)."""
+    free = total = 0
     with open("/proc/stat") as stat:
         for line in stat:
             name, *fields = line.split()
             if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-                ticks = [int(f) for f in fields[:8]]
-                idle += ticks[3] + ticks[4]  # idle + iowait
-                total += sum(ticks)
-    return idle, total
+                user, nice, system, idle, iowait, *rest = (int(f) for f in fields[:8])
+                free += idle + iowait + (nice if yielding else 0)
+                total += user + nice + system + idle + iowait + sum(rest)
+    return free, total
 
 
 def idle_cores(window: float = IDLE_WINDOW_S) -> float | None:
-    """How many of this process's cores sat idle over the last `window` seconds; None where the
-    system does not say (no /proc/stat)."""
+    """How many of this process's cores were free for it over the next `window` seconds: idle, or busy
+    with niced work when this process is not niced itself; None where the system does not say (no
+    /proc/stat)."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    yielding = os.getpriority(os.PRIO_PROCESS, 0) <= 0
     try:
-        idle0, total0 = _cpu_times(cpus)
+        idle0, total0 = _cpu_times(cpus, yielding)
         time.sleep(window)
-        idle1, total1 = _cpu_times(cpus)
+        idle1, total1 = _cpu_times(cpus, yielding)
     except OSError:
         return None
     if total1 <= total0:
