@@ -198,9 +198,9 @@ def _parser(argv) -> argparse.ArgumentParser:
     preset = _preset_asked(argv)
     if preset in PRESETS:
         keys = keys_help(make_config(preset), f"--preset {preset}")
-    else:
-        keys = keys_help(Config(), "the dataclass's, paper scale (= --preset owt); without --preset a run uses "
-                                   "tiny: see --preset tiny --help")
+    else:  # what a bare run uses
+        keys = keys_help(make_config("tiny"), "--preset tiny, which a run without --preset uses; "
+                                              "--preset owt --help lists the paper-scale ones")
     parser = argparse.ArgumentParser(prog="python -m ldlm.train", description=__doc__, epilog=keys,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None, help="smoke | tiny | lm1b | owt (default tiny)")
