@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from ldlm.workdir import REPO_ROOT, work_in_repo_root
 
@@ -23,6 +24,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # JupyterLab's start: seconds on an idle machine, minutes on a loaded one
 def test_make_lab_serves_the_repository_root(tmp_path):
     port, env = free_port(), {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
                               "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_DATA_DIR": str(tmp_path / "data")}
@@ -32,7 +34,7 @@ def test_make_lab_serves_the_repository_root(tmp_path):
                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            start_new_session=True)
     try:
-        listing, deadline = None, time.time() + 120
+        listing, deadline = None, time.time() + 300
         while time.time() < deadline and lab.poll() is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents/?token=t", timeout=5) as reply:
