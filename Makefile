@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 TORCH_SPEC := torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast reproduce smoke speed figures clean-results params tiny-run clean-venv gpu-check prepare lab
+.PHONY: help setup test test-fast reproduce smoke speed figures clean-results params tiny-run clean-venv gpu-check prepare lab demo
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -134,7 +134,7 @@ $(STAMPS)/speed: notebooks/30_speed.ipynb $(MAIN_STAMPS) $(STAMPS)/ablation $(ST
 # it inspects the main comparison's first seed's LDLM run: it starts as soon as that seed is done
 $(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/seed$(firstword $(MAIN_SEEDS))/main_$(call STAMP,$(MAIN_DATASET)) \
                    | $(VENV)/.installed
-	$(PAPERMILL) -p dataset '$(MAIN_DATASET)' $< $(RESULTS)/executed/40_latents.ipynb
+	$(PAPERMILL) -p dataset '$(MAIN_DATASET)' -p model_dir '' $< $(RESULTS)/executed/40_latents.ipynb
 	touch $@
 
 # with JOBS=2 the ablation's two seeds run side by side, one thread each, then the main comparison's two
@@ -150,8 +150,12 @@ reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tin
 smoke: $(VENV)/.installed  ## the whole pipeline on the smoke preset, into results/_smoke (minutes)
 	$(MAKE) --no-print-directory reproduce PRESET=smoke RESULTS=results/_smoke FIGURES=results/_smoke/figures
 
-lab: $(VENV)/.installed  ## open the notebooks in JupyterLab (each parameters cell holds its defaults)
-	HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m jupyter lab notebooks
+# the lab serves the repository (results/executed, models/ in reach) and opens on notebooks/; the notebooks
+# themselves move their kernel to the root (ldlm.workdir). Root (containers, cloud boxes) needs --allow-root.
+LAB_ARGS ?=
+lab: $(VENV)/.installed  ## open the notebooks in JupyterLab (each parameters cell holds its defaults); LAB_ARGS='--port 8890'
+	HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m jupyter lab --ServerApp.root_dir='$(CURDIR)' --FileContentsManager.preferred_dir=notebooks \
+	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 speed: $(VENV)/.installed  ## re-run the speed benchmark alone on the trained runs; SPEED_SPEC='{bench_compile: true}' adds compile=on training rows
 	$(PAPERMILL_ALONE) $(TRAINS) -p dataset '$(MAIN_DATASET)' $(if $(SPEED_SPEC),-y "spec: $(SPEED_SPEC)") \
@@ -167,6 +171,9 @@ PIPELINE_OUTPUTS = main_*.csv table1_*.md table1_*.tex ablation.csv ablation_tab
                    latent_geometry.csv runs samples curves executed _smoke *.csv.lock
 clean-results:  ## delete what make reproduce wrote to results/ and figures/, and the pipeline stamps (keeps trained runs in runs/)
 	rm -rf $(addprefix $(RESULTS)/,$(PIPELINE_OUTPUTS)) $(FIGURES)/*.png $(FIGURES)/*.pdf runs/stamps
+
+demo: $(VENV)/.installed  ## a first look in about a minute: the shipped model generates, reconstructs, draws one figure
+	HF_HUB_OFFLINE=1 $(PY) -m ldlm.demo
 
 tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki

@@ -28,6 +28,7 @@ from .precision import autocast, autocast_dtype
 from .protocol import check_temperature
 from .sample import row_text, sample_rows
 from .samplers import SAMPLERS
+from .threads import check_threads, use_threads
 
 
 class Unsupported(RuntimeError):
@@ -232,9 +233,15 @@ class ModelPipeline(SavedModelMixin):
         return pd.DataFrame(dict(alpha=alphas.tolist(), text=self.decode(mixed, mixed_lengths)))
 
 
-def load(path: str | Path, device: str = "auto", allow_mismatch: bool = False) -> ModelPipeline:
+def load(path: str | Path, device: str = "auto", threads: int | None = 0, allow_mismatch: bool = False) -> ModelPipeline:
     """The model at `path`: a run folder (its ckpt.pt), a checkpoint file, a saved model
     (`save_pretrained`, `python -m ldlm.export`) or a Hugging Face hub id of one. EMA weights, eval mode;
-    device auto = the GPU if there is one. A saved model whose config.json or tokenizer differ from those
-    it was exported with is refused, unless `allow_mismatch` (then a warning says so)."""
-    return ModelPipeline.load(path, device, allow_mismatch)
+    device auto = the GPU if there is one. threads: torch's CPU threads, for the whole process, when the
+    model runs on the CPU (0 = the cores idle now, ldlm.threads; N = exactly N). A saved model whose
+    config.json or tokenizer differ from those it was exported with is refused, unless `allow_mismatch`
+    (then a warning says so)."""
+    check_threads(threads)
+    pipe = ModelPipeline.load(path, device, allow_mismatch)
+    if pipe.device.type == "cpu":
+        use_threads(threads)
+    return pipe

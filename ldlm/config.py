@@ -36,7 +36,7 @@ class Config:
     variant: str = "full"            # recipe variant, see VARIANTS (full, naive, no_<component>)
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
-    num_threads: int = 0             # torch CPU threads; 0 = torch's default
+    num_threads: int = 0             # torch CPU threads; 0 = ldlm.threads' default (idle cores)
     precision: str = "auto"          # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
     compile: bool = False            # torch.compile what the loss runs (compile_targets); 15-70 s to start on CPU
     num_workers: int = 4             # data-loader worker processes (pinned memory on GPU)
@@ -312,6 +312,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"warmup_frac={cfg.warmup_frac}: must be in [0, 1] (S_wu as a fraction of max_steps)")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"ema_decay={cfg.ema_decay}: must be in [0, 1)")
+    if cfg.num_threads < 0:
+        raise ConfigError(f"num_threads={cfg.num_threads}: must be >= 0 (0 = the cores idle at start, ldlm.threads)")
     if cfg.eval_samples < 0:
         raise ConfigError(f"eval_samples={cfg.eval_samples}: must be >= 0 (0 = off)")
     if not 0.0 < cfg.gamma_min <= 1.0:

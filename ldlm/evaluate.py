@@ -122,21 +122,23 @@ def main(argv=None) -> int:
                         help="split the MAUVE references come from (default: held-out)")
     parser.add_argument("--seed", type=int, default=0, help="seed that picks the reference pieces")
     parser.add_argument("--batch-size", type=int, default=16, help="judge batch (16 was fastest on CPU)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default 0: the cores idle at start, ldlm.threads)")
     args = parser.parse_args(argv)
     if not args.reference and not args.samples:
         parser.error("give --samples FILE, or --reference for the dataset's real-text ceiling")
 
-    import torch
     import transformers
 
+    from .threads import check_threads, use_threads
+
     transformers.utils.logging.disable_progress_bar()  # keep the command's output to its result line
-    if args.threads:
-        torch.set_num_threads(args.threads)
     common = dict(judge=args.judge, featurizer=args.featurizer, seed=args.seed, text_tokenizer=args.text_tokenizer,
                   batch_size=args.batch_size, pack_mode=args.pack_mode, progress=sys.stderr.isatty())
     try:
         check_counts(batch_size=args.batch_size, n=args.n, length=args.length, ref_length=args.ref_length)
+        check_threads(args.threads, "--threads ")
+        use_threads(args.threads)
         check_output(args.out, inputs={"--samples": args.samples, "--dataset": corpus_file(args.dataset)})
         corpus = load_corpus(args.dataset, args.valid_docs, args.dataset_revision)
         if args.reference:

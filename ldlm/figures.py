@@ -16,7 +16,9 @@ from matplotlib.figure import Figure
 
 from . import diagnostic_figures
 from . import plotstyle as ps
-from .results import at_default_temperature, degenerate, frontier_rows, is_reference, with_settings
+from .results import MAUVE_FLOOR, at_default_temperature, degenerate, frontier_rows, is_reference, with_settings
+
+SAMPLE_METRICS = ("gen_ppl_tok", "entropy", "mauve")  # the ablation's panels that score samples (not latents)
 
 def read(results_dir: Path, pattern: str) -> pd.DataFrame:
     frames = [pd.read_csv(p) for p in sorted(Path(results_dir).glob(pattern))]
@@ -148,7 +150,10 @@ def ablation(results_dir: Path) -> Figure | None:
             ax.axhline(reference[metric].mean(), color=ps.PALETTE["reference"], ls="--", lw=0.8, label=ps.label("reference"))
         if metric == "gen_ppl_tok":
             ps.log_axis(ax, "y")
+        if metric in SAMPLE_METRICS:  # the flag is the samples': every panel that scores them carries it
             hatch_bars(ax, [v in collapsed for v in order])
+        if metric == "mauve":
+            mauve_axis(ax, rows[metric])
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]][:1]  # the held-out line, once
@@ -163,6 +168,15 @@ def ablation(results_dir: Path) -> Figure | None:
     return fig
 
 
+def mauve_axis(ax, values: pd.Series) -> None:
+    """MAUVE on its whole range, 0 to 1: a zoomed axis makes noise at the floor look like differences;
+    when every value is at the floor, the panel says so."""
+    ax.set_ylim(0, 1)
+    if values.max() < MAUVE_FLOOR:
+        ax.text(0.5, 0.5, f"all at MAUVE's floor (≤ {values.max():.3g}):\nno difference to read", ha="center",
+                va="center", transform=ax.transAxes, fontsize=7, color="0.3")
+
+
 def hatch_bars(ax, marked: list[bool]) -> None:
     """Hatch the bars at the x positions (0, 1, ...) where `marked` is true: the degenerate mark."""
     for bar in ax.patches:
@@ -173,9 +187,10 @@ def hatch_bars(ax, marked: list[bool]) -> None:
 
 
 def speed_quality(results_dir: Path) -> Figure | None:
-    """Left: sampling throughput vs steps, per model and batch size. Right: Gen PPL (seed mean and
-    range) vs samples/s at the largest batch, per model and dataset, at the default temperature (the
-    frontiers' other temperatures sample at the same speed); hollow: degenerate samples."""
+    """Left: sampling throughput vs steps, per model and batch size (line style). Right: Gen PPL (seed mean
+    and range) vs samples/s at the largest batch, per model and dataset (line styles of their own), at the
+    default temperature (the frontiers' other temperatures sample at the same speed); hollow: degenerate
+    samples."""
     speed = read(results_dir, "speed.csv")
     if speed.empty:
         return None
@@ -203,7 +218,8 @@ def speed_quality(results_dir: Path) -> Figure | None:
         setting = merged["top_p"].fillna(merged["steps"]) if "top_p" in merged else merged["steps"]
         merged = merged.assign(setting=setting)
         datasets = list(dict.fromkeys(merged["dataset"]))
-        dataset_line = {d: ps.DATASET_LINES[i % len(ps.DATASET_LINES)] for i, d in enumerate(datasets)}
+        # one meaning per line style in the figure: the datasets take the styles the batch sizes left
+        dataset_line = {d: ps.DATASET_LINES[(len(batches) + i) % len(ps.DATASET_LINES)] for i, d in enumerate(datasets)}
         for (dataset, model), group in merged.groupby(["dataset", "model"]):
             stats = seed_range(group, "setting", ["samples_per_s", "gen_ppl_tok"])
             right.errorbar(stats[("samples_per_s", "mean")], stats[("gen_ppl_tok", "mean")],

@@ -124,22 +124,32 @@ def reusable_samples(path: Path, n: int) -> bool:
                                   and str(r.get("sampler_version", "1")) == SAMPLER_VERSION for r in rows)
 
 
+def run_line(run_dir: Path, summary: dict) -> str:
+    """One line that sums up a trained run, and where its training log is."""
+    log = run_dir / runs.TRAIN_LOG
+    return (f"run {run_dir.name}: {summary['step']} steps in {summary['train_seconds']:.0f} s "
+            f"({summary['train_tokens_per_s']:,.0f} tokens/s)" + (f"; log {log}" if log.exists() else ""))
+
+
 def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, dict]:
     """The run folder of cfg, trained to the end (resumed if interrupted, skipped if done).
 
     Training runs as `python -m ldlm.train` (under `torchrun --nproc_per_node nproc` when nproc > 1), its
-    output relayed line by line. Notebooks side by side may ask for the same run: one trains it, the
-    others wait for its writer (runs.wait_for_writer) and reuse it; a run trained elsewhere (e.g. on
-    several machines) is found by its run id."""
+    output kept in the run folder's log (runs.TRAIN_LOG); one line here sums the run up. Notebooks side by
+    side may ask for the same run: one trains it, the others wait for its writer (runs.wait_for_writer)
+    and reuse it; a run trained elsewhere (e.g. on several machines) is found by its run id."""
     run_dir = Path(runs_dir) / run_id(cfg.to_dict())
     summary_path = run_dir / "summary.json"
     request = Path(runs_dir) / f"{run_dir.name}.config.json"
     while True:
         runs.wait_for_writer(run_dir)
         if summary_path.exists():
-            return run_dir, json.loads(summary_path.read_text())
+            summary = json.loads(summary_path.read_text())
+            print(run_line(run_dir, summary), flush=True)
+            return run_dir, summary
         write_text(request, cfg.to_json())
-        status, last = runs.relay(runs.train_command(request, run_dir, nproc, (run_dir / checkpoint.CKPT_NAME).exists()))
+        status, last = runs.relay(runs.train_command(request, run_dir, nproc, (run_dir / checkpoint.CKPT_NAME).exists()),
+                                  log=run_dir / runs.TRAIN_LOG)
         if status == 0:
             continue  # read the summary it wrote
         if runs.BUSY in last:  # another process claimed the folder between our wait and our claim

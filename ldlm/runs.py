@@ -22,7 +22,7 @@ from pathlib import Path
 from . import checkpoint, distributed
 from .checkpoint import CKPT_NAME
 from .config import ConfigError, config_from_dict
-from .io import PathError, check_output, disk_full, write_json, writing
+from .io import PathError, check_output, disk_full, write_json, write_text, writing
 
 LOCK_NAME = ".lock"
 BUSY = "is being trained by another process"  # in RunFolderBusy's message: a caller may wait and retry
@@ -101,7 +101,7 @@ def resumed_config(out: Path) -> dict:
     return saved
 
 
-def _is_run(out: Path) -> bool:
+def is_run(out: Path) -> bool:
     return (out / CKPT_NAME).exists() or saved_config(out) is not None
 
 
@@ -110,7 +110,7 @@ def _refuse_foreign(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} is a file; give a folder for the run")
     foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
-    if foreign and not _is_run(out):
+    if foreign and not is_run(out):
         raise RunFolderError(f"--out {out} is not empty and not a run folder (it holds {foreign[:5]}); "
                              f"not writing into it. Choose a new or empty folder")
     check_output(out, "--out", folder=True)  # nor inside another run or a saved model
@@ -202,6 +202,8 @@ def claim_ranks(out: Path, cfg: dict, resume: bool, env: distributed.DistEnv):
 # training a run from another process (the pipeline's notebooks, gpu_check)
 
 OUT_OF_MEMORY = 3  # python -m ldlm.train's exit status when the device runs out of memory
+TRAIN_LOG = "train.log"  # a run folder's log of the training command's output (the notebooks show one line)
+FAILURE_LINES = 30  # of a failed training's output, shown where its log would have been quiet
 
 
 def train_command(config: Path, out: Path, nproc: int = 1, resume: bool = False) -> list[str]:
@@ -213,14 +215,27 @@ def train_command(config: Path, out: Path, nproc: int = 1, resume: bool = False)
             *(["--resume"] if resume else [])]
 
 
-def relay(cmd: list[str]) -> tuple[int, str]:
-    """Run cmd with its stdout and stderr printed here as they come; (exit status, its last line)."""
+def relay(cmd: list[str], log: Path | None = None) -> tuple[int, str]:
+    """Run cmd, its stdout and stderr printed here as they come; (exit status, its last line). With
+    `log` (a run folder's TRAIN_LOG) they go to that file instead, added once cmd ends, and only the
+    last lines of a failure are printed; a folder that is no run (a refused --out) gets no file."""
     import subprocess
 
-    print(" ".join(cmd), flush=True)
-    last = ""
+    lines, last = [], ""
+
+    def take(line: str) -> None:
+        lines.append(line)
+        if log is None:
+            print(line, end="", flush=True)
+
+    take(" ".join(cmd) + "\n")
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         for line in proc.stdout:
-            print(line, end="", flush=True)
+            take(line)
             last = line.strip() or last
+    if log is not None:
+        if proc.returncode != 0:
+            print("".join(lines[-FAILURE_LINES:]), end="", flush=True)
+        if is_run(log.parent) and BUSY not in last:  # a busy folder's log is its own trainer's
+            write_text(log, (log.read_text() if log.exists() else "") + "".join(lines))
     return proc.returncode, last

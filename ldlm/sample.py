@@ -31,12 +31,13 @@ from .config import TEMPERATURE_RULE, ConfigError, check_counts, is_temperature
 from .data import unpack_docs
 from .distributed import DistEnv, gather_objects
 from .frozen_lm import ModelUnavailable
-from .io import PathError, check_output, write_jsonl
+from .io import PathError, check_output, dumps, write_jsonl
 from .metrics import join_docs
 from .noise import seed_for
 from .precision import autocast, compute_dtype
 from .protocol import TextModel
 from .samplers import SAMPLER_VERSION, SAMPLERS
+from .threads import check_threads
 
 
 def row_docs(tokenizer, row: list[int], pack_mode: str) -> tuple[list[str], list[list[int]]]:
@@ -72,6 +73,13 @@ def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int 
     return rows, seconds
 
 
+def _counted(bar, callback, *args) -> None:
+    """A reverse step: one tick of the bar, then the caller's callback if there is one."""
+    bar.update(1)
+    if callback is not None:
+        callback(*args)
+
+
 @torch.no_grad()
 def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
              sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
@@ -79,17 +87,25 @@ def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_siz
     """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under
     torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order.
     `callback(k, step, z_t, x0_hat)` at every reverse step of batch k (models with latents only);
-    `progress`: a bar over this rank's batches when there are several."""
+    `progress`: a bar over this rank's reverse steps (models with latents; the others: its samples), so
+    that it moves within one batch too."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     mine = []
     batches = [(k, start) for k, start in enumerate(range(0, n, batch_size)) if k % env.world == env.rank]
-    for k, start in tqdm(batches, desc="sampling", unit="batch", disable=not progress or len(batches) < 2):
+    by_step = model.has_latents
+    bar = tqdm(total=len(batches) * steps if by_step else sum(min(batch_size, n - s) for _, s in batches),
+               desc="sampling", unit="step" if by_step else "sample", disable=not progress)
+    for k, start in batches:
         generator = torch.Generator(device=device).manual_seed(seed_for(seed, k))
         step_callback = functools.partial(callback, k) if callback is not None else None
+        if by_step and progress:
+            step_callback = functools.partial(_counted, bar, step_callback)
         ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p, temperature, step_callback)
+        bar.update(0 if by_step else len(ids))
         mine.append((k, ids.cpu()))
+    bar.close()
     batches = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
     return torch.cat([b for _, b in batches]) if batches else torch.empty(0, cfg.seq_len, dtype=torch.long)
 
@@ -102,7 +118,7 @@ def main(argv=None) -> int:
                         help="run folder, checkpoint file or saved model (python -m ldlm.export)")
     parser.add_argument("--n", "--num-samples", dest="n", type=int, default=16, help="number of samples")
     parser.add_argument("--steps", type=int, default=None, help="reverse steps (default: the run's sample_steps)")
-    parser.add_argument("--out", required=True, help="output JSONL")
+    parser.add_argument("--out", required=True, help="output JSONL; - writes the lines to stdout (the report to stderr)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="LDLM only")
@@ -110,18 +126,22 @@ def main(argv=None) -> int:
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature, >= 0 (0 = argmax; default: LDLM 0, MDLM and GPT 1)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default 0: the cores idle at start, ldlm.threads)")
     args = parser.parse_args(argv)
     try:  # every input is checked before any work: a bad value never costs (or empties) an existing --out
         check_counts(n=args.n, steps=args.steps, batch_size=args.batch_size)
+        check_threads(args.threads, "--threads ")
         if not 0 < args.top_p <= 1:
             raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1] (1 = no nucleus truncation)")
         if args.temperature is not None and not is_temperature(args.temperature):
             raise ConfigError(f"--temperature {args.temperature}: {TEMPERATURE_RULE}")
-        check_output(args.out, inputs={"--run": args.run})
+        if args.out != "-":
+            check_output(args.out, inputs={"--run": args.run})
         env, device = distributed.setup(args.device)
         from .api import load  # a run folder, a checkpoint or a saved model (python -m ldlm.export)
 
-        pipe = load(args.run, device)
+        pipe = load(args.run, device, threads=args.threads)
         model, cfg, tokenizer = pipe.model, pipe.cfg, pipe.tokenizer
     except (checkpoint.CheckpointError, ModelUnavailable, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -132,14 +152,22 @@ def main(argv=None) -> int:
     distributed.teardown()
     if not env.is_main:
         return 0
+    rows = [dict(r, run=str(args.run)) for r in rows]
+    report = sys.stdout
     try:
-        write_jsonl(args.out, [dict(r, run=str(args.run)) for r in rows])
+        if args.out == "-":  # the samples are stdout's content: the report goes to stderr
+            sys.stdout.write("".join(dumps(r) + "\n" for r in rows))
+            sys.stdout.flush()
+            report = sys.stderr
+        else:
+            write_jsonl(args.out, rows)
     except PathError as err:  # a full disk: the earlier --out file stays
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {len(rows)} samples to {args.out} in {seconds:.1f} s ({len(rows) / seconds:.2f} samples/s)")
+    where = "stdout" if args.out == "-" else args.out
+    print(f"wrote {len(rows)} samples to {where} in {seconds:.1f} s ({len(rows) / seconds:.2f} samples/s)", file=report)
     for row in rows[:3]:
-        print("-", row["text"][:200])
+        print("-", row["text"][:200], file=report)
     return 0
 
 

@@ -44,6 +44,7 @@ from .optim import (Diverged, Objective, check_finite, keep_freed_memory, lr_lam
                     train_step)
 from .precision import autocast_dtype
 from .protocol import held_out_metrics
+from .threads import use_threads
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
@@ -67,10 +68,10 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     from tqdm.auto import tqdm
 
     ckpt_path = out / checkpoint.CKPT_NAME
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     keep_freed_memory()
     env, device = distributed.setup(cfg.device)
+    if device.type == "cpu":
+        use_threads(cfg.num_threads)
     micro, accum = distributed.batch_plan(cfg.batch_size, cfg.micro_batch_size, env.world)
     positions = distributed.micro_positions(cfg.batch_size, micro, accum, env)
     if device.type == "cuda":
@@ -217,9 +218,9 @@ def _parser(argv) -> argparse.ArgumentParser:
     preset = _preset_asked(argv)
     if preset in PRESETS:
         keys = keys_help(make_config(preset), f"--preset {preset}")
-    else:
-        keys = keys_help(Config(), "the dataclass's, paper scale (= --preset owt); without --preset a run uses "
-                                   "tiny: see --preset tiny --help")
+    else:  # what a bare run uses
+        keys = keys_help(make_config("tiny"), "--preset tiny, which a run without --preset uses; "
+                                              "--preset owt --help lists the paper-scale ones")
     parser = argparse.ArgumentParser(prog="python -m ldlm.train", description=__doc__, epilog=keys,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None, help="smoke | tiny | lm1b | owt (default tiny)")
@@ -231,7 +232,10 @@ def _parser(argv) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="run folder (required, except with --print-config)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config (JSON) and exit")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar: one plain line per log step instead (what a log file or notebook wants)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (the num_threads key; default 0: the cores idle at start, ldlm.threads)")
     parser.add_argument("overrides", nargs="*", help="config key=value pairs (listed below)")
     return parser
 
@@ -280,6 +284,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.out is None and not (args.print_config and not args.resume):
         parser.error("the following arguments are required: --out")
+    if args.threads is not None:
+        args.overrides.append(f"num_threads={args.threads}")
     try:
         cfg = resolve_config(args)
         if args.print_config:

@@ -107,11 +107,24 @@ def _help(capsys, *args) -> dict[str, str]:
 def test_help_lists_every_key_with_type_default_and_comment(capsys):
     import dataclasses, json
 
-    shown = _help(capsys)
+    shown, owt = _help(capsys, "--preset", "owt"), make_config("owt")  # the paper-scale preset
     for f in dataclasses.fields(Config):
-        assert shown[f.name].startswith(f"{f.type} {json.dumps(f.default)}"), f.name
+        assert shown[f.name].startswith(f"{f.type} {json.dumps(getattr(owt, f.name))}"), f.name
+        if getattr(owt, f.name) != f.default and f.name != "preset":  # and the dataclass's beside it
+            assert shown[f.name].endswith(f"(dataclass: {json.dumps(f.default)})"), f.name
     assert shown["lm_layer"] == "int -3 hidden_states index; paper: third-to-last [S]"
     assert shown["logger"].startswith('str "tensorboard" tensorboard (RUN/tb/) | jsonl | wandb')
+
+
+def test_bare_help_lists_the_tiny_defaults_a_bare_run_uses(capsys):
+    from ldlm.train import main
+
+    tiny = make_config("tiny")
+    shown = _help(capsys)
+    assert shown["max_steps"].startswith(f"int {tiny.max_steps} ") and shown["preset"].startswith('str "tiny"')
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "defaults: --preset tiny, which a run without --preset uses" in capsys.readouterr().out
 
 
 def test_help_with_a_preset_shows_its_values_beside_the_dataclass_default(capsys):

@@ -112,3 +112,34 @@ def test_each_models_frontier_is_a_line_through_its_temperatures(tmp_path):
     hollow = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets())
               and (c.get_facecolors() == 1).all()]
     assert {tuple(p) for c in hollow for p in c.get_offsets().tolist()} == {(3.0, 1000.0)}
+
+
+def _ablation_rows(tmp_path, mauve: float) -> Path:
+    base = dict(preset="smoke", dataset="news", judge="smollm2", seed=0, steps=50, model="ldlm")
+    rows = [dict(base, variant="reference", model="reference", steps=0, gen_ppl_tok=130.0, entropy=3.8, rep_4=0.0, mauve=0.9),
+            dict(base, variant="full", gen_ppl_tok=4.0, entropy=0.1, rep_4=0.97, mauve=mauve),
+            dict(base, variant="no_mse", gen_ppl_tok=900.0, entropy=3.5, rep_4=0.0, mauve=mauve * 1.1)]
+    pd.DataFrame(rows).to_csv(tmp_path / "ablation.csv", index=False)
+    return tmp_path
+
+
+def test_a_degenerate_variant_is_hatched_in_every_panel_that_scores_samples(tmp_path):
+    fig = figures.draw("ablation", _ablation_rows(tmp_path, 0.3))
+    for title in ("Gen PPL", "unigram entropy", "MAUVE"):
+        ax = next(ax for ax in fig.axes if ax.get_title().startswith(title))
+        assert [bar.get_hatch() for bar in ax.patches] == [ps.DEGENERATE_HATCH, None], title  # full, no_mse
+
+
+def test_mauve_is_drawn_on_its_whole_range_and_a_floor_is_named(tmp_path):
+    for mauve, at_floor in ((0.004, True), (0.3, False)):
+        fig = figures.draw("ablation", _ablation_rows(tmp_path, mauve))
+        ax = next(ax for ax in fig.axes if ax.get_title().startswith("MAUVE"))
+        assert ax.get_ylim() == (0, 1)
+        assert any("floor" in t.get_text() for t in ax.texts) == at_floor
+
+
+def test_speed_quality_gives_each_line_style_one_meaning():
+    fig = figures.draw("speed_quality", FIXTURE)
+    left, right = fig.axes[:2]
+    style = lambda ax: {line.get_linestyle() for line in ax.get_lines() if line.get_linestyle() != "None"}
+    assert style(left) and style(right) and not style(left) & style(right)  # batch sizes vs datasets

@@ -1,5 +1,6 @@
 """Notebook templates: committed without outputs, executed with papermill on the smoke parameters."""
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -44,6 +45,20 @@ def run(name, tmp, **params):
     return out
 
 
+def outputs_text(path) -> str:
+    """Every text an executed notebook shows: streams, and the plain text of results and displays."""
+    parts = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") + out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def has_inline_figure(path) -> bool:
+    return any("image/png" in out.get("data", {}) for cell in nbformat.read(path, as_version=4).cells
+               for out in cell.get("outputs", []))
+
+
 @pytest.fixture(scope="module")
 def smoke_pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
@@ -51,7 +66,7 @@ def smoke_pipeline(tmp_path_factory):
         run("20_main.ipynb", tmp, dataset=dataset)
     run("10_ablation.ipynb", tmp, dataset="news", spec={"n_samples": 4})
     run("30_speed.ipynb", tmp, dataset="wiki")
-    run("40_latents.ipynb", tmp, dataset="wiki")
+    run("40_latents.ipynb", tmp, dataset="wiki", model_dir="")  # the main run, as make reproduce does
     run("01_run.ipynb", tmp, dataset="wiki", variant="naive", spec={"step_counts": [2]})
     return tmp
 
@@ -85,6 +100,27 @@ def test_main_notebook_rows(smoke_pipeline):
         assert set(mdlm["train_steps"]) == set(ar["train_steps"]) == set(ldlm["train_steps"])
         assert (rows.loc[rows["model"] != "reference", "valid_loss"].notna() == rows.loc[rows["model"] != "reference", "model"].ne("ldlm")).all()
         assert "AR (GPT), nucleus p = 0.9" in (smoke_pipeline / "results" / f"table1_{dataset}.md").read_text()
+
+
+@pytest.mark.slow
+def test_executed_notebooks_read_like_a_paper_section(smoke_pipeline):
+    """A figure inline, each model's (variant's) first samples, a reading, one line per training run and no
+    path of this machine's Python (training logs live in the run folders)."""
+    executed = smoke_pipeline / "executed"  # 20_main: its last execution, on news
+    for name, table, key in (("20_main.ipynb", "main_news", "model"), ("10_ablation.ipynb", "ablation", "variant")):
+        text = outputs_text(executed / name)
+        assert has_inline_figure(executed / name), name
+        rows = pd.read_csv(smoke_pipeline / "results" / f"{table}.csv")
+        rows = rows[rows["model"] != "reference"].sort_values("seed", kind="stable")
+        for _, first in rows.groupby(key):  # the first seed's run of each model (variant): its first sample
+            record = json.loads((smoke_pipeline / "results" / "runs" / f"{first['run_id'].iloc[0]}.json").read_text())
+            samples = [p for n, p in record["samples"].items() if "-T" not in n]
+            assert any(" ".join(json.loads(Path(p).read_text().splitlines()[0])["text"].split())[:300] in text
+                       for p in samples), (name, first["run_id"].iloc[0])
+        assert "Held-out text scores" in text or "The full recipe" in text
+        assert sys.prefix not in text and "step 1/" not in text  # no interpreter path, no training log lines
+        for rid in rows["run_id"].unique():
+            assert f"run {rid}:" in text and (smoke_pipeline / "runs" / rid / "train.log").exists()
 
 
 @pytest.mark.slow
@@ -169,8 +205,8 @@ def test_parameters_cells_parse_cleanly_under_papermill():
 
 @pytest.mark.slow
 def test_latents_notebook_runs_from_the_shipped_model_without_training(tmp_path):
-    run("40_latents.ipynb", tmp_path, model_dir=str(ROOT / "models" / "tiny-wiki-ldlm"),
-        spec={"n_sentences": 8, "trajectory_steps": 5})
+    out = run("40_latents.ipynb", tmp_path, spec={"n_sentences": 8, "trajectory_steps": 5})  # its defaults
+    assert "model: the saved model models/tiny-wiki-ldlm" in outputs_text(out)
     assert not (tmp_path / "runs").exists()  # nothing trained, no run folder
     pca = pd.read_csv(tmp_path / "results" / "latents_pca.csv")
     assert len(pca) == 8 and set(pca["preset"]) == {"tiny"} and set(pca["dataset"]) == {"wiki"}

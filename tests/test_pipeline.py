@@ -138,3 +138,29 @@ def test_the_pipeline_draws_a_cut_or_outdated_sample_file_again(tmp_path, monkey
     run()
     assert len(drawn) == 2 * len(paths) + 1
     assert all({r["sampler_version"] for r in read_jsonl(p)} == {"2"} for p in paths)
+
+
+def test_a_training_log_goes_to_the_run_folder_and_a_failure_shows_its_last_lines(tmp_path, capsys):
+    """The notebooks show one line per run (pipeline.run_line); the training command's output lives in the
+    run folder's log, added to on a resume; a failure prints its end; a folder that is no run gets no file."""
+    import sys
+
+    from ldlm import runs
+    from ldlm.config import make_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(make_config("smoke").to_json())
+    speak = lambda text, status=0: [sys.executable, "-c", f"print({text!r}); raise SystemExit({status})"]
+    assert runs.relay(speak("step 1/2"), log=run / runs.TRAIN_LOG) == (0, "step 1/2")
+    assert capsys.readouterr().out == ""
+    assert runs.relay(speak("error: it broke", 2), log=run / runs.TRAIN_LOG) == (2, "error: it broke")
+    assert capsys.readouterr().out.strip().endswith("error: it broke")
+    log = (run / runs.TRAIN_LOG).read_text()
+    assert "step 1/2" in log and "error: it broke" in log and log.count(sys.executable) == 2
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    runs.relay(speak("error: not a run folder", 2), log=foreign / runs.TRAIN_LOG)
+    assert not list(foreign.iterdir())
+    line = pipeline.run_line(run, dict(step=2, train_seconds=3.4, train_tokens_per_s=1234.4))
+    assert line == f"run run: 2 steps in 3 s (1,234 tokens/s); log {run / runs.TRAIN_LOG}"
