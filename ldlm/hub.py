@@ -72,6 +72,17 @@ def run_source(run: Path, cfg) -> dict:
             "summary": json.loads(summary.read_text()) if summary.is_file() else None, "results": []}
 
 
+def canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, in place and at its length: safetensors
+    writes the metadata in hash-map order, so two exports of the same model would differ in bytes."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.dumps(json.loads(f.read(size)), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(header) <= size:  # the same JSON, reordered: never longer
+            f.seek(8)
+            f.write(header.ljust(size, b" "))
+
+
 def config_sha256(config: dict) -> str:
     """sha256 of a saved model's config.json content, all but "run" (the model card's provenance)."""
     kept = {k: v for k, v in config.items() if k != "run"}
@@ -247,7 +258,8 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
                         "ldlm_tokenizer_sha256": files_sha256(Path(tok_dir), tok_files)}
             with atomic_path(save_directory / WEIGHTS_NAME, suffix=".safetensors") as tmp:
                 mode = tmp.stat().st_mode
-                save_model(model, str(tmp), metadata=metadata)  # same bytes every time; ties stored once
+                save_model(model, str(tmp), metadata=metadata)  # ties stored once
+                canonical_header(tmp)  # same bytes every time
                 tmp.chmod(mode)  # safetensors recreates the file as 0600; keep atomic_path's readable mode
             for name in tok_files:
                 with atomic_path(save_directory / name) as tmp:

@@ -109,7 +109,7 @@ def test_bad_arguments_name_the_value():
 def test_bad_texts_and_latents_name_the_value(shipped):
     with pytest.raises(ValueError, match=r"texts=\[\]"):
         shipped.encode([])
-    with pytest.raises(ValueError, match=r"latents of shape \[64, 384\]: expected \[batch, 64, 384\]"):
+    with pytest.raises(ValueError, match=r"latents of shape \[64, 384\]: expected a tensor \[batch, 64, 384\]"):
         shipped.decode(torch.zeros(64, 384))
 
 
