@@ -99,6 +99,24 @@ def files_sha256(folder: Path, names: list[str]) -> str:
     return digest.hexdigest()
 
 
+def check_readable(folder: Path) -> None:
+    """CheckpointError in one line unless saved model `folder`'s config.json is JSON and its weights a
+    whole safetensors file (a file cut short or overwritten would end in a parser's traceback)."""
+    from safetensors import safe_open
+
+    try:
+        json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError) as err:
+        raise checkpoint.CheckpointError(f"{str(folder / CONFIG_NAME)!r} is not readable JSON ({err}); restore "
+                                         f"it or export the model again") from err
+    try:
+        with safe_open(folder / WEIGHTS_NAME, "pt") as f:
+            f.keys()
+    except Exception as err:  # safetensors raises its own SafetensorError for a cut or foreign file
+        raise checkpoint.CheckpointError(f"{str(folder / WEIGHTS_NAME)!r} is not a whole safetensors file "
+                                         f"({str(err).splitlines()[0]}); restore it or export the model again") from err
+
+
 def check_hashes(folder: Path, config: dict, allow_mismatch: bool) -> None:
     """The config and tokenizer files of saved model `folder` are those its weights were exported with
     (hashes in the safetensors metadata): else CheckpointError, or a warning with `allow_mismatch`."""
@@ -147,6 +165,7 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
 
         local = Path(path)
         if local.is_dir() and is_saved_model(local):
+            check_readable(local)
             return cls.from_pretrained(local, device=device, allow_mismatch=allow_mismatch)
         if local.exists() or str(path).count("/") != 1:  # a run folder or ckpt.pt (or its clear error)
             model, cfg = load_run(local, default_device(device))

@@ -7,6 +7,7 @@ its safetensors metadata and refuses files that no longer match. `decode` / `enc
 cannot read in one line."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -310,6 +311,17 @@ def test_allow_mismatch_loads_an_edited_model_and_says_so(model):
     with pytest.warns(UserWarning, match="does not match"):
         pipe = ldlm.load(model, device="cpu", allow_mismatch=True)
     assert pipe.cfg.lm_layer == -2
+
+
+@pytest.mark.parametrize("name, cut", [("config.json", 0.5), ("model.safetensors", 0.5), ("model.safetensors", 0.0)])
+def test_a_saved_model_cut_short_is_one_error_line_naming_the_file(model, tmp_path, name, cut):
+    path = model / name
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * cut)])
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path)))) as err:
+        ldlm.load(model, device="cpu")
+    assert "\n" not in str(err.value) and "export the model again" in str(err.value)
+    _refused(_run(["ldlm.sample", "--run", str(model), "--n", "1", "--steps", "1", "--out", str(tmp_path / "s.jsonl")],
+                  tmp_path / "cache"), str(path))
 
 
 def test_a_model_exported_before_the_hashes_still_loads(model):
