@@ -50,7 +50,7 @@ def init_model(cfg, data, device) -> TextModel:
 
 def load_run(run: str | Path, device="cpu", weights: str = "ema") -> tuple[TextModel, object]:
     """(model with the run's EMA (or raw) weights, its config) from a run folder or checkpoint file."""
-    state = checkpoint.load(run)
+    state = checkpoint.load(run, tuple(dict.fromkeys((*checkpoint.READ_KEYS, weights))))
     cfg = checkpoint.load_config(state)
     model = build_model(cfg, state["vocab_size"], state["head_vocab"], state["lm_width"])
     checkpoint.load_module(model, state[weights], f"{weights} weights")

@@ -17,9 +17,11 @@ from .io import WriteAll, atomic_path, kit_folder
 
 FORMAT = 1
 CKPT_NAME = "ckpt.pt"
-# what every reader takes from a checkpoint (sampling, export, bench, a resume); ldlm.train writes all of it
+# what ldlm.train writes, and what a resume reads
 KEYS = ("config", "step", "model", "ema", "optimizer", "scheduler", "time_sampler", "vocab_size", "head_vocab",
         "lm_width")
+# what sampling, evaluation and the diagnostics read (a checkpoint slimmed for sharing holds these alone)
+READ_KEYS = ("config", "step", "ema", "time_sampler", "vocab_size", "head_vocab", "lm_width")
 
 
 class CheckpointError(RuntimeError):
@@ -80,7 +82,7 @@ def _fix(path: Path) -> str:
     return "give a run folder (python -m ldlm.train --out DIR) or its ckpt.pt"
 
 
-def load(path: str | Path) -> dict:
+def load(path: str | Path, keys: tuple[str, ...] = READ_KEYS) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / CKPT_NAME
@@ -104,10 +106,11 @@ def load(path: str | Path) -> dict:
         ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an ldlm checkpoint of format {FORMAT}; {_fix(path)}")
-    missing = [k for k in KEYS if k not in state]
+    missing = [k for k in keys if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks {', '.join(missing)} (an ldlm checkpoint holds "
-                              f"{', '.join(KEYS)}); restore it from a copy, or train the run again")
+                              f"{', '.join(KEYS)}{'' if keys == KEYS else '; this command reads ' + ', '.join(keys)}); "
+                              f"restore it from a copy, or train the run again")
     return state
 
 

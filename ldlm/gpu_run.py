@@ -117,14 +117,17 @@ def pack(out: Path, work: Path, done: list[dict], record: dict, latent_rid: str 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with atomic_path(out / PACK_NAME) as tmp, tarfile.open(tmp, "w:gz") as tar:
-        for row in {r["run_id"]: r for r in done}.values():  # two jobs of one config (e.g. the ablation's full = main's) share a run
-            rid, run_dir = row["run_id"], work / "runs" / row["run_id"]
+        samples = {}  # two jobs of one config (e.g. the ablation's full = main's) share a run, not their settings
+        for row in done:
+            samples.setdefault(row["run_id"], set()).update(row["samples"])
+        for rid, names in samples.items():
+            run_dir = work / "runs" / rid
             for name in RUN_FILES:
                 add(tar, f"runs/{rid}/{name}", (run_dir / name).read_bytes())
             report = work / "runs" / "scores" / f"{rid}-latents.json"
             if report.exists():
                 add(tar, f"runs/scores/{report.name}", report.read_bytes())
-            for sample in row["samples"]:
+            for sample in sorted(names):
                 add(tar, f"samples/{sample}", (work / "results" / "samples" / sample).read_bytes())
         if (work / SPEED_NAME).exists():
             add(tar, SPEED_NAME, (work / SPEED_NAME).read_bytes())

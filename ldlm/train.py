@@ -88,7 +88,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
     step, elapsed = 0, 0.0
 
     if resume and ckpt_path.exists():
-        state = checkpoint.load(ckpt_path)
+        state = checkpoint.load(ckpt_path, checkpoint.KEYS)  # all of it: training goes on from here
         checkpoint.load_module(model, state["model"], "model")
         checkpoint.load_module(ema, state["ema"], "EMA model")
         optimizer.load_state_dict(state["optimizer"])

@@ -279,7 +279,9 @@ def test_a_model_folder_with_its_own_code_is_refused_even_on_a_yes(w, tmp_path, 
         argv = ["ldlm.sample", "--run", str(folder), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.jsonl")]
     _with_custom_code(folder, marker)
     before = _files(folder)
-    _refused(_run(argv, answer="y\n" * 4), str(folder), "custom code")
+    last = _refused(_run(argv, answer="y\n" * 4), str(folder))
+    # a saved model's edited tokenizer files no longer match the hashes its weights hold: refused before its tokenizer loads
+    assert "custom code" in last or (case.startswith("sample") and "does not match the saved model's weights" in last), last
     assert not marker.exists(), "the folder's code ran"
     assert _files(folder) == before
 

@@ -28,7 +28,15 @@ def _logged_steps(out: Path) -> list[int]:
     return [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]
 
 
-def test_ctrl_c_mid_run_saves_a_checkpoint_and_the_resume_says_its_step(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT handled as in a terminal (a job started in the background, by nohup or CI, begins with it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_mid_run_saves_a_checkpoint_and_the_resume_says_its_step(tmp_path, monkeypatch, capsys, terminal_sigint):
     """SIGINT arrives during step 3 (first checkpoint due at 100): the step ends, a checkpoint of step 3 is
     written, Stopped says where; --resume says "at step 3" and logs every step once."""
     out, real_step = tmp_path / "run", ldlm.train.train_step
