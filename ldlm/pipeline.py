@@ -148,7 +148,7 @@ def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, di
             print(run_line(run_dir, summary), flush=True)
             return run_dir, summary
         write_text(request, cfg.to_json())
-        status, last = runs.relay(runs.train_command(request, run_dir, nproc, (run_dir / checkpoint.CKPT_NAME).exists()),
+        status, last = runs.relay(runs.train_command(request, run_dir, nproc, has_weights(run_dir)),
                                   log=run_dir / runs.TRAIN_LOG)
         if status == 0:
             continue  # read the summary it wrote
