@@ -7,6 +7,7 @@ Importing this module leaves matplotlib's backend and rc settings alone.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -239,11 +240,11 @@ def speed_quality(results_dir: Path) -> Figure | None:
 
 def run_label(results_dir: Path, rid: str) -> tuple[str, str, str]:
     """(model, variant, 'dataset, N steps') from the run record; from the run id's parts
-    (preset-dataset-variant-seed-hash) where there is none."""
+    (preset-dataset-model[-variant]-seed-hash, results.run_id) where there is none."""
     record = Path(results_dir) / "runs" / f"{rid}.json"
     if not record.exists():
-        parts = rid.split("-")
-        return ("ldlm", parts[2], parts[1]) if len(parts) == 5 else ("ldlm", "full", rid[:40])
+        named = re.fullmatch(r"[^-]+-(?P<dataset>.+?)-(?P<model>[a-z]+)(?:-(?P<variant>[a-z_]+))?-s\d+-[0-9a-f]{8}", rid)
+        return (named["model"], named["variant"] or "full", named["dataset"]) if named else ("ldlm", "full", rid[:40])
     cfg = json.loads(record.read_text())["config"]
     return cfg.get("model", "ldlm"), cfg["variant"], f"{cfg['dataset']}, {cfg['max_steps']} steps"
 

@@ -154,15 +154,18 @@ def corpus_sha256(dataset: str) -> str | None:
 
 
 def run_id(cfg_dict: dict) -> str:
-    """Short stable id of a resolved config (same config -> same id, so finished runs are found again).
+    """Short stable id of a resolved config (same config -> same id, so finished runs are found again),
+    readable as preset-dataset-model[-variant]-seed-hash (tiny-wiki-ldlm-full-s0-…, tiny-wiki-mdlm-s0-…).
     A user corpus's content is part of it: an edited text: file is a new run, not the old one reused."""
     values = {k: v for k, v in cfg_dict.items() if k not in NOT_IN_RUN_ID}
     sha = corpus_sha256(cfg_dict.get("dataset", ""))
     if sha:
         values["corpus_sha256"] = sha
     blob = json.dumps(values, sort_keys=True)
-    return f"{cfg_dict.get('preset', 'x')}-{cfg_dict.get('dataset', 'x').replace('/', '_').replace(':', '_')[-20:]}-" \
-           f"{cfg_dict.get('variant', 'x')}-s{cfg_dict.get('seed', 0)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+    model, variant = cfg_dict.get("model", "ldlm"), cfg_dict.get("variant", "x")
+    kind = model if model != "ldlm" and variant == "full" else f"{model}-{variant}"  # the recipe variants are LDLM's
+    dataset = cfg_dict.get("dataset", "x").replace("/", "_").replace(":", "_")[-20:]
+    return f"{cfg_dict.get('preset', 'x')}-{dataset}-{kind}-s{cfg_dict.get('seed', 0)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
 def versions() -> dict:

@@ -56,7 +56,7 @@ def test_import_ldlm_does_not_import_torch():
 
 def test_load_on_a_run_folder_generates_the_texts_of_the_sample_command(ldlm_run, tmp_path):
     pipe = ldlm.load(ldlm_run, device="cpu")
-    assert pipe.kind == "ldlm" and pipe.source["run_id"].startswith("smoke-wiki-full-s0-")
+    assert pipe.kind == "ldlm" and pipe.source["run_id"].startswith("smoke-wiki-ldlm-full-s0-")
     out = tmp_path / "s.jsonl"
     assert sample_main(["--run", str(ldlm_run), "--n", "5", "--steps", "3", "--seed", "4", "--batch-size", "2",
                         "--out", str(out)]) == 0

@@ -114,7 +114,7 @@ def test_make_reproduce_scores_the_gpu_jobs_runs_without_training_them(gpu_job):
     for table in ("main_wiki", "main_news", "ablation"):
         rows = pd.read_csv(results / f"{table}.csv")
         assert set(rows.loc[rows["model"] != "reference", "run_id"]) <= trained and rows["gen_ppl_tok"].notna().all()
-    record = json.loads(next((results / "runs").glob("smoke-wiki-full-s0-*.json")).read_text())
+    record = json.loads(next((results / "runs").glob("smoke-wiki-ldlm-full-s0-*.json")).read_text())
     assert record["trained_on"]["hardware"] == "cpu" and "gpu_run" in record["trained_on"]["command"]
     speed = pd.read_csv(results / "speed.csv")
     assert set(speed["run_id"]) <= trained and {"sampling", "training"} <= set(speed["kind"])
@@ -170,7 +170,7 @@ def test_a_run_without_weights_or_its_latent_report_names_the_fix(tmp_path):
     """A run trained elsewhere whose latent report did not come back cannot be reported here: one line says so."""
     from ldlm import pipeline
 
-    run_dir = tmp_path / "runs" / "smoke-wiki-full-s0-x"
+    run_dir = tmp_path / "runs" / "smoke-wiki-ldlm-full-s0-x"
     run_dir.mkdir(parents=True)
     net = type("Net", (), {"has_latents": True})()
     with pytest.raises(RuntimeError, match="no weights here.*ldlm.gpu_run"):

@@ -40,7 +40,17 @@ def test_run_id_changes_when_a_text_corpus_changes(tmp_path):
     assert run_id(cfg) == first
     corpus.write_text("one doc.\n\nan edited doc.\n")
     assert run_id(cfg) != first
-    assert run_id(make_config("smoke").to_dict()).startswith("smoke-wiki-full-s0-")  # named datasets: as before
+    assert run_id(make_config("smoke").to_dict()).startswith("smoke-wiki-ldlm-full-s0-")  # named datasets: as before
+
+
+def test_a_run_id_names_the_model_kind_and_for_ldlm_its_recipe_variant():
+    """Sample files, curves and result rows are keyed by run id: a reader tells the models apart by name."""
+    from ldlm.config import make_config
+    from ldlm.results import run_id
+
+    assert run_id(make_config("smoke", model="mdlm", seed=1).to_dict()).startswith("smoke-wiki-mdlm-s1-")
+    assert run_id(make_config("smoke", model="ar").to_dict()).startswith("smoke-wiki-ar-s0-")
+    assert run_id(make_config("smoke", variant="naive").to_dict()).startswith("smoke-wiki-ldlm-naive-s0-")
 
 
 # ----------------------------------------------------------------------------------------------
