@@ -33,7 +33,7 @@ test-fast: $(VENV)/.installed  ## tests without the slow ones
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 params: $(VENV)/.installed  ## parameter counts of PRESET (default tiny) vs the paper
-	$(PY) -m ldlm.params --preset $(PRESET)
+	$(PY) -m ldlm.tools.params --preset $(PRESET)
 
 # ---- the notebook pipeline ------------------------------------------------------------------
 # Stamps live in runs/ (not in git), so a fresh clone runs everything once; afterwards a notebook
@@ -44,12 +44,12 @@ RESULTS  ?= results
 FIGURES  ?= figures
 # processes (GPUs) per training run: > 1 trains under torchrun (DDP)
 NPROC    ?= 1
-# the experiment spec (params/PRESET.yaml read by ldlm.experiment): its datasets, seeds and evaluation models.
-# ldlm.experiment refuses a name that is not safe in a target name or a shell word (its error line shows); make
+# the experiment spec (params/PRESET.yaml read by ldlm.experiments.experiment): its datasets, seeds and evaluation models.
+# ldlm.experiments.experiment refuses a name that is not safe in a target name or a shell word (its error line shows); make
 # then stops before any recipe. Without the venv (make setup, make help on a fresh clone) the values are empty.
-EXPERIMENT = $(if $(wildcard $(VENV)/.installed),$(call CHECKED,$(shell $(PY) -m ldlm.experiment --preset $(PRESET) $(1) \
+EXPERIMENT = $(if $(wildcard $(VENV)/.installed),$(call CHECKED,$(shell $(PY) -m ldlm.experiments.experiment --preset $(PRESET) $(1) \
              || echo EXPERIMENT-FAILED),$(1)))
-CHECKED = $(if $(filter EXPERIMENT-FAILED,$(1)),$(error python -m ldlm.experiment --preset $(PRESET) $(2) failed (its error \
+CHECKED = $(if $(filter EXPERIMENT-FAILED,$(1)),$(error python -m ldlm.experiments.experiment --preset $(PRESET) $(2) failed (its error \
           is above); fix params/$(PRESET).yaml),$(1))
 ifeq ($(origin DATASETS),undefined)
 DATASETS := $(call EXPERIMENT,datasets)
@@ -79,18 +79,18 @@ JUDGE      = $(call EXPERIMENT,judge)
 FEATURIZER = $(call EXPERIMENT,featurizer)
 # the ablation's seeds (one notebook execution each, side by side; then one that tabulates them all)
 ABLATION_SEEDS := $(call EXPERIMENT,ablation_seeds)
-# every value from the spec is quoted in a command (and checked by ldlm.experiment: no quote inside)
-PREPARE    = $(foreach d,$(sort $(DATASETS) $(ABLATION_DATASET)),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.prepare --preset $(PRESET) --dataset '$(d)' \
+# every value from the spec is quoted in a command (and checked by ldlm.experiments.experiment: no quote inside)
+PREPARE    = $(foreach d,$(sort $(DATASETS) $(ABLATION_DATASET)),HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m ldlm.tools.prepare --preset $(PRESET) --dataset '$(d)' \
              --workers $(or $(WORKERS),1) --states --judge '$(JUDGE)' --featurizer '$(FEATURIZER)' &&) true
 
-# GPU_OUT=DIR: the runs were trained and sampled on a GPU box (python -m ldlm.gpu_run, docs/gpu.md); their files
+# GPU_OUT=DIR: the runs were trained and sampled on a GPU box (python -m ldlm.tools.gpu_run, docs/gpu.md); their files
 # go into runs/ and RESULTS first, so the notebooks find every run and sample file and only score and tabulate
 # (no training), and the speed notebook reads the box's rows instead of timing this machine.
 GPU_STAMP = $(if $(GPU_OUT),$(STAMPS)/gpu_out)
 SPEED_FROM_GPU = $(if $(GPU_OUT),-p speed_csv $(RESULTS)/gpu_run/speed.csv)
 $(STAMPS)/gpu_out: $(wildcard $(GPU_OUT)/*.tar.gz) | $(VENV)/.installed
 	@mkdir -p $(@D)
-	$(PY) -m ldlm.gpu_run --unpack '$(GPU_OUT)' --runs-dir runs --results '$(RESULTS)'
+	$(PY) -m ldlm.tools.gpu_run --unpack '$(GPU_OUT)' --runs-dir runs --results '$(RESULTS)'
 	touch $@
 
 # first, with every thread: token arrays, frozen-LM states, the evaluation models' converted weights,
@@ -151,7 +151,7 @@ smoke: $(VENV)/.installed  ## the whole pipeline on the smoke preset, into resul
 	$(MAKE) --no-print-directory reproduce PRESET=smoke RESULTS=results/_smoke FIGURES=results/_smoke/figures
 
 # the lab serves the repository (results/executed, models/ in reach) and opens on notebooks/; the notebooks
-# themselves move their kernel to the root (ldlm.workdir). Root (containers, cloud boxes) needs --allow-root.
+# themselves move their kernel to the root (ldlm.runtime.workdir). Root (containers, cloud boxes) needs --allow-root.
 LAB_ARGS ?=
 lab: $(VENV)/.installed  ## open the notebooks in JupyterLab (each parameters cell holds its defaults); LAB_ARGS='--port 8890'
 	HF_HUB_OFFLINE=$(OFFLINE) $(PY) -m jupyter lab --ServerApp.root_dir='$(CURDIR)' --FileContentsManager.preferred_dir=notebooks \
@@ -173,17 +173,17 @@ clean-results:  ## delete what make reproduce wrote to results/ and figures/, an
 	rm -rf $(addprefix $(RESULTS)/,$(PIPELINE_OUTPUTS)) $(FIGURES)/*.png $(FIGURES)/*.pdf runs/stamps
 
 demo: $(VENV)/.installed  ## a first look in about a minute: the shipped model generates, reconstructs, draws one figure
-	HF_HUB_OFFLINE=1 $(PY) -m ldlm.demo
+	HF_HUB_OFFLINE=1 $(PY) -m ldlm.tools.demo
 
 tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
-	HF_HUB_OFFLINE=1 $(PY) -m ldlm.train --preset tiny --dataset wiki --out runs/tiny-wiki
-	HF_HUB_OFFLINE=1 $(PY) -m ldlm.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki-samples.jsonl
+	HF_HUB_OFFLINE=1 $(PY) -m ldlm.training.train --preset tiny --dataset wiki --out runs/tiny-wiki
+	HF_HUB_OFFLINE=1 $(PY) -m ldlm.trained.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki-samples.jsonl
 
 prepare: $(VENV)/.installed  ## build PRESET's caches (tokens, states, judge) as make reproduce does first (WORKERS=16 on a big box)
 	$(PREPARE)
 
 gpu-check: $(VENV)/.installed  ## one GPU, < 5 min: owt-shaped model, a few hundred steps, sampling -> results/gpu_check.csv
-	$(PY) -m ldlm.gpu_check $(GPU_CHECK_ARGS)
+	$(PY) -m ldlm.tools.gpu_check $(GPU_CHECK_ARGS)
 
 clean-venv:  ## remove .venv
 	rm -rf $(VENV)

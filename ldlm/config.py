@@ -36,7 +36,7 @@ class Config:
     variant: str = "full"            # recipe variant, see VARIANTS (full, naive, no_<component>)
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
-    num_threads: int = 0             # torch CPU threads; 0 = ldlm.threads' default (idle cores)
+    num_threads: int = 0             # torch CPU threads; 0 = ldlm.runtime.threads' default (idle cores)
     precision: str = "auto"          # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
     compile: bool = False            # torch.compile what the loss runs (compile_targets); 15-70 s to start on CPU
     num_workers: int = 4             # data-loader worker processes (pinned memory on GPU)
@@ -206,7 +206,7 @@ PRESETS: dict[str, dict] = {
 }
 
 # ours: the tiny model and recipe with budgets only a GPU affords (params/gpu.yaml: every run of the pipeline in one
-# <= 8-minute job on one H100/H200, python -m ldlm.gpu_run, docs/gpu.md; scoring and figures then run on a CPU
+# <= 8-minute job on one H100/H200, python -m ldlm.tools.gpu_run, docs/gpu.md; scoring and figures then run on a CPU
 # machine). The architecture stays tiny's: the offline corpora (wiki 0.57M training tokens, news 73k) are small for
 # more parameters, and its LDLM's EMA weights (15 MB) are the one model small enough to come back from the box.
 PRESETS["gpu"] = dict(
@@ -259,7 +259,7 @@ def _check_key(key: str) -> None:
     if key not in _FIELDS:
         close = [k for k in _FIELDS if key.split("_")[0] in k][:5]
         hint = f" (did you mean one of {close}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}; python -m ldlm.train --help lists all keys")
+        raise ConfigError(f"unknown config key {key!r}{hint}; python -m ldlm.training.train --help lists all keys")
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict:
@@ -313,7 +313,7 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"ema_decay={cfg.ema_decay}: must be in [0, 1)")
     if cfg.num_threads < 0:
-        raise ConfigError(f"num_threads={cfg.num_threads}: must be >= 0 (0 = the cores idle at start, ldlm.threads)")
+        raise ConfigError(f"num_threads={cfg.num_threads}: must be >= 0 (0 = the cores idle at start, ldlm.runtime.threads)")
     if cfg.eval_samples < 0:
         raise ConfigError(f"eval_samples={cfg.eval_samples}: must be >= 0 (0 = off)")
     if not 0.0 < cfg.gamma_min <= 1.0:

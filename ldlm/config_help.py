@@ -1,4 +1,4 @@
-"""The config keys as `python -m ldlm.train --help` lists them: section, name, type, default and the
+"""The config keys as `python -m ldlm.training.train --help` lists them: section, name, type, default and the
 comment beside the field in ldlm/config.py, read from its source so the dataclass stays the one
 place they are written (with their provenance tags [S]/[R]/[S-weak])."""
 from __future__ import annotations

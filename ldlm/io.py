@@ -108,7 +108,7 @@ def cache_dir() -> Path:
     return path
 
 
-# Names of files the kit writes into a run folder (ldlm.train) or a saved model (ldlm.hub): no command's
+# Names of files the kit writes into a run folder (ldlm.training.train) or a saved model (ldlm.trained.hub): no command's
 # output file takes one. A folder holding config.json and a marker is the kit's: no output goes inside it.
 KIT_FILES = ("ckpt.pt", "config.json", "metrics.jsonl", "resume.json")
 KIT_SUFFIXES = (".pt", ".safetensors")

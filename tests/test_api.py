@@ -10,13 +10,13 @@ import torch
 from safetensors.torch import load_file
 
 import ldlm
-from ldlm.api import ModelPipeline, Unsupported
+from ldlm.trained.api import ModelPipeline, Unsupported
 from ldlm.config import make_config
-from ldlm.export import main as export_main
-from ldlm.frozen_lm import attention_mask
+from ldlm.trained.export import main as export_main
+from ldlm.text.frozen_lm import attention_mask
 from ldlm.io import read_jsonl
-from ldlm.sample import main as sample_main
-from ldlm.train import train
+from ldlm.trained.sample import main as sample_main
+from ldlm.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "tiny-wiki-ldlm"
@@ -114,7 +114,7 @@ def test_bad_texts_and_latents_name_the_value(shipped):
 
 
 def test_a_missing_model_is_one_clear_error(tmp_path):
-    from ldlm.checkpoint import CheckpointError
+    from ldlm.runtime.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="no checkpoint"):
         ldlm.load(tmp_path)
@@ -280,7 +280,7 @@ def test_shipped_model_generates_two_samples_deterministically(shipped, tmp_path
 
 
 def test_shipped_model_reconstructs_a_training_sentence(shipped):
-    from ldlm.data import load_corpus
+    from ldlm.text.data import load_corpus
 
     # the first sentence of the first training article (20 tokens with BOS and EOS)
     sentence = load_corpus("wiki").train[0].split(". ")[0] + "."

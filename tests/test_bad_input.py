@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldlm import checkpoint, runs
+from ldlm.runtime import checkpoint, runs
 from ldlm.config import make_config
 from ldlm.io import read_jsonl
-from ldlm.judges import smollm2_checkpoint
-from ldlm.train import train
+from ldlm.evaluation.judges import smollm2_checkpoint
+from ldlm.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -72,11 +72,11 @@ def _file_size_limit(nbytes: int):
     return limit
 
 
-SMOKE = ["ldlm.train", "--preset", "smoke", "--no-progress"]
+SMOKE = ["ldlm.training.train", "--preset", "smoke", "--no-progress"]
 # (case, command line with {placeholders} from the fixture, text the error line must hold, extra environment)
 CASES = [
     ("train into a run without --resume", [*SMOKE, "--out", "{run}"], "--resume", None),
-    ("train --config other --resume checks it", ["ldlm.train", "--config", "{other}", "--out", "{run}", "--resume"],
+    ("train --config other --resume checks it", ["ldlm.training.train", "--config", "{other}", "--out", "{run}", "--resume"],
      "differs from the saved run", None),
     ("train --resume without checkpoint", [*SMOKE, "--out", "{empty}", "--resume"], "holds no checkpoint", None),
     ("train into a user's folder", [*SMOKE, "--out", "{user}"], "not a run folder", None),
@@ -94,30 +94,30 @@ CASES = [
     ("text:DIR", [*SMOKE, "--out", "{empty}", "--dataset", "text:{corpus_dir}"], "is a folder", None),
     ("non-UTF-8 corpus", [*SMOKE, "--out", "{empty}", "--dataset", "text:{latin1}"], "not UTF-8", None),
     ("LDLM_CACHE is a file", [*SMOKE, "--out", "{empty}"], "LDLM_CACHE", {"LDLM_CACHE": "{samples}"}),
-    ("sample --batch-size -1", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--batch-size", "-1"],
+    ("sample --batch-size -1", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--batch-size", "-1"],
      "--batch-size -1", None),
-    ("sample --batch-size 0", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--batch-size", "0"],
+    ("sample --batch-size 0", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--batch-size", "0"],
      "--batch-size 0", None),
-    ("sample --n 0", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--n", "0"], "--n 0", None),
-    ("sample --steps 0", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--steps", "0"], "--steps 0", None),
-    ("sample --top-p 0", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--top-p", "0"], "--top-p 0", None),
-    ("sample --top-p 1.5", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--top-p", "1.5"], "--top-p 1.5", None),
-    ("sample --temperature -1", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--temperature", "-1"],
+    ("sample --n 0", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--n", "0"], "--n 0", None),
+    ("sample --steps 0", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--steps", "0"], "--steps 0", None),
+    ("sample --top-p 0", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--top-p", "0"], "--top-p 0", None),
+    ("sample --top-p 1.5", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--top-p", "1.5"], "--top-p 1.5", None),
+    ("sample --temperature -1", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--temperature", "-1"],
      "--temperature -1.0: must be a number >= 0", None),
-    ("sample --temperature nan", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--temperature", "nan"],
+    ("sample --temperature nan", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--temperature", "nan"],
      "--temperature nan", None),
-    ("sample --out DIR", ["ldlm.sample", "--run", "{run}", "--out", "{out_dir}"], "is a folder", None),
-    ("sample without checkpoint", ["ldlm.sample", "--run", "{empty}", "--out", "{samples}"], "no checkpoint", None),
-    ("bench without checkpoint", ["ldlm.bench", "--run", "{empty}", "--out", "{csv}"], "no checkpoint", None),
-    ("bench --batch 0", ["ldlm.bench", "--run", "{run}", "--out", "{csv}", "--batch", "0"], "--batch 0", None),
-    ("evaluate non-UTF-8 samples", ["ldlm.evaluate", "--samples", "{latin1}", "--dataset", "wiki", "--out", "{csv}"],
+    ("sample --out DIR", ["ldlm.trained.sample", "--run", "{run}", "--out", "{out_dir}"], "is a folder", None),
+    ("sample without checkpoint", ["ldlm.trained.sample", "--run", "{empty}", "--out", "{samples}"], "no checkpoint", None),
+    ("bench without checkpoint", ["ldlm.tools.bench", "--run", "{empty}", "--out", "{csv}"], "no checkpoint", None),
+    ("bench --batch 0", ["ldlm.tools.bench", "--run", "{run}", "--out", "{csv}", "--batch", "0"], "--batch 0", None),
+    ("evaluate non-UTF-8 samples", ["ldlm.evaluation.evaluate", "--samples", "{latin1}", "--dataset", "wiki", "--out", "{csv}"],
      "not UTF-8", None),
-    ("evaluate --batch-size 0", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out", "{csv}",
+    ("evaluate --batch-size 0", ["ldlm.evaluation.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out", "{csv}",
                                  "--batch-size", "0"], "--batch-size 0", None),
-    ("prepare text:DIR", ["ldlm.prepare", "--preset", "smoke", "--dataset", "text:{corpus_dir}"], "is a folder", None),
-    ("export without checkpoint", ["ldlm.export", "--run", "{empty}", "--out", "{out_dir}/model"], "no checkpoint", None),
-    ("export into a user's folder", ["ldlm.export", "--run", "{run}", "--out", "{user}"], "non-empty folder", None),
-    ("gpu_check --run-dir on a real run", ["ldlm.gpu_check", "--allow-cpu", "--preset", "smoke", "--run-dir", "{run}",
+    ("prepare text:DIR", ["ldlm.tools.prepare", "--preset", "smoke", "--dataset", "text:{corpus_dir}"], "is a folder", None),
+    ("export without checkpoint", ["ldlm.trained.export", "--run", "{empty}", "--out", "{out_dir}/model"], "no checkpoint", None),
+    ("export into a user's folder", ["ldlm.trained.export", "--run", "{run}", "--out", "{user}"], "non-empty folder", None),
+    ("gpu_check --run-dir on a real run", ["ldlm.tools.gpu_check", "--allow-cpu", "--preset", "smoke", "--run-dir", "{run}",
                                            "--out", "{csv}"], "not deleting", None),
 ]
 if not torch.cuda.is_available():
@@ -151,7 +151,7 @@ def test_a_second_writer_of_a_run_folder_exits_2_naming_the_holder(w):
     before = _protected(w)
     cfg = json.loads((w["run"] / "config.json").read_text())
     with runs.claim(w["run"], cfg, resume=True):
-        proc = _run(["ldlm.train", "--out", str(w["run"]), "--resume", "--no-progress", "max_steps=4"])
+        proc = _run(["ldlm.training.train", "--out", str(w["run"]), "--resume", "--no-progress", "max_steps=4"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"pid {os.getpid()}" in proc.stderr.strip().splitlines()[-1]
     assert _protected(w) == before
@@ -166,18 +166,18 @@ DISK_FULL_CASES = [
     ("train: checkpoint", [*SMOKE, "--out", "{new}", "max_steps=2"], "{new}/ckpt.pt", 64 * KIB, None),
     ("train: metrics log", [*SMOKE, "--out", "{new}", "max_steps=20", "log_every=1", "ckpt_every=100", "eval_every=100"],
      "{new};", 2 * KIB, None),
-    ("train --resume: checkpoint", ["ldlm.train", "--out", "{copy}", "--resume", "--no-progress", "max_steps=4"],
+    ("train --resume: checkpoint", ["ldlm.training.train", "--out", "{copy}", "--resume", "--no-progress", "max_steps=4"],
      "{copy}/ckpt.pt", 64 * KIB, None),
     ("train: frozen-LM state cache", [*SMOKE, "--out", "{new}"], "{cache}/hidden/minilm-", 8 * KIB * KIB,
      {"LDLM_CACHE": "{cache}"}),
-    ("prepare: token cache", ["ldlm.prepare", "--preset", "smoke"], "{cache}/tokens/wiki-", KIB, {"LDLM_CACHE": "{cache}"}),
-    ("sample --out", ["ldlm.sample", "--run", "{run}", "--out", "{samples}", "--n", "4", "--steps", "2"], "{samples};",
+    ("prepare: token cache", ["ldlm.tools.prepare", "--preset", "smoke"], "{cache}/tokens/wiki-", KIB, {"LDLM_CACHE": "{cache}"}),
+    ("sample --out", ["ldlm.trained.sample", "--run", "{run}", "--out", "{samples}", "--n", "4", "--steps", "2"], "{samples};",
      512, None),
-    ("evaluate --out", ["ldlm.evaluate", "--samples", "{texts}", "--dataset", "wiki", "--out", "{csv}"], "{csv};", 256,
+    ("evaluate --out", ["ldlm.evaluation.evaluate", "--samples", "{texts}", "--dataset", "wiki", "--out", "{csv}"], "{csv};", 256,
      None),
-    ("bench --out", ["ldlm.bench", "--run", "{run}", "--out", "{csv}", "--steps", "2", "--batch", "1", "--repeats", "1"],
+    ("bench --out", ["ldlm.tools.bench", "--run", "{run}", "--out", "{csv}", "--steps", "2", "--batch", "1", "--repeats", "1"],
      "{csv};", 128, None),
-    ("gpu_check --run-dir", ["ldlm.gpu_check", "--allow-cpu", "--preset", "smoke", "--run-dir", "{new}", "--out", "{csv}",
+    ("gpu_check --run-dir", ["ldlm.tools.gpu_check", "--allow-cpu", "--preset", "smoke", "--run-dir", "{new}", "--out", "{csv}",
                              "--steps", "2", "--sample-batch", "1", "--sample-steps", "2", "--repeats", "1",
                              "--no-progress"], "{new}/ckpt.pt", 64 * KIB, None),
 ]
@@ -195,7 +195,7 @@ def test_a_full_disk_exits_2_with_one_line_naming_the_file_and_keeps_the_previou
     shutil.copytree(w["run"], places["copy"], ignore=shutil.ignore_patterns(runs.LOCK_NAME))
     fill = lambda s: s.format(**{k: str(v) for k, v in places.items()})
     before, last_checkpoint = _protected(w), (places["copy"] / "ckpt.pt").read_bytes()
-    if argv[0] == "ldlm.evaluate":  # its judge is converted once into the shared model cache (~30 s on a fresh
+    if argv[0] == "ldlm.evaluation.evaluate":  # its judge is converted once into the shared model cache (~30 s on a fresh
         smollm2_checkpoint()        # machine), not what this case fills: that is --out
     proc = _run([fill(a) for a in argv], {k: fill(v) for k, v in (env or {}).items()}, file_limit=limit)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -214,11 +214,11 @@ def test_after_a_full_disk_the_run_resumes_from_its_last_checkpoint(w, tmp_path)
     log has each step once (the lines written after the checkpoint are dropped, a torn last line too)."""
     out = tmp_path / "run"
     shutil.copytree(w["run"], out, ignore=shutil.ignore_patterns(runs.LOCK_NAME))
-    assert _run(["ldlm.train", "--out", str(out), "--resume", "--no-progress", "max_steps=4"],
+    assert _run(["ldlm.training.train", "--out", str(out), "--resume", "--no-progress", "max_steps=4"],
                 file_limit=64 * KIB).returncode == 2
     with open(out / "metrics.jsonl", "a") as log:
         log.write('{"step": 9, "lo')  # what a full disk can leave of a log line
-    proc = _run(["ldlm.train", "--out", str(out), "--resume", "--no-progress", "max_steps=4"])
+    proc = _run(["ldlm.training.train", "--out", str(out), "--resume", "--no-progress", "max_steps=4"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["step"] == 4 and checkpoint.load(out)["step"] == 4
     steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]

@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from ldlm.baselines import sample_categorical, sample_inverse_cdf
-from ldlm.baselines.ar import GPT, ar_loss, ar_sample, top_p_filter
-from ldlm.baselines.mdlm import EPS, MDLM, log_linear_alpha, mask_tokens, mdlm_loss, mdlm_sample
-from ldlm.baselines.size import ar_layers_for, backbone_parameters
-from ldlm.models import DiT
+from ldlm.nets.categorical import sample_categorical, sample_inverse_cdf
+from ldlm.nets.ar import GPT, ar_loss, ar_sample, top_p_filter
+from ldlm.nets.mdlm import EPS, MDLM, log_linear_alpha, mask_tokens, mdlm_loss, mdlm_sample
+from ldlm.nets.size import ar_layers_for, backbone_parameters
+from ldlm.nets.layers import DiT
 
 torch.set_num_threads(1)
 
@@ -116,7 +116,7 @@ def test_mdlm_ignores_time_without_time_conditioning():
 
 
 def mdlm_baseline(batch_size: int):
-    from ldlm.baselines.model import MaskedDiffusion
+    from ldlm.kinds.baselines import MaskedDiffusion
     from ldlm.config import make_config
 
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def mdlm_baseline(batch_size: int):
 
 
 def test_mdlm_antithetic_t_has_one_sample_per_stratum():
-    from ldlm.noise import SampleNoise
+    from ldlm.nets.noise import SampleNoise
 
     B, t_min = 8, 1e-3
     model = mdlm_baseline(B)
@@ -138,7 +138,7 @@ def test_mdlm_antithetic_t_has_one_sample_per_stratum():
 
 def test_mdlm_loss_of_a_sample_does_not_depend_on_the_batch_split():
     """Antithetic t and masks keyed by global position: 2 processes (or micro-batches) see 1 process's noise."""
-    from ldlm.noise import SampleNoise
+    from ldlm.nets.noise import SampleNoise
 
     B = 8
     model, tokens = mdlm_baseline(B), torch.randint(0, V, (B, T), generator=gen(22))
@@ -298,7 +298,7 @@ def test_temperature_zero_is_greedy_decoding():
 
 
 def sample_entropy(ids: torch.Tensor) -> float:
-    from ldlm.metrics import unigram_entropy
+    from ldlm.evaluation.metrics import unigram_entropy
 
     return unigram_entropy(ids.tolist())
 
@@ -351,9 +351,9 @@ def test_backbones_match_dit(width, layers, heads):
 def test_baseline_trains_checkpoints_and_samples_through_the_kit(kind, tmp_path):
     from ldlm.config import make_config
     from ldlm.io import read_jsonl
-    from ldlm.build import load_run
-    from ldlm.sample import generate, main as sample_main
-    from ldlm.train import train
+    from ldlm.kinds.build import load_run
+    from ldlm.trained.sample import generate, main as sample_main
+    from ldlm.training.train import train
 
     cfg = make_config("smoke", model=kind, max_steps=40, eval_every=40)
     summary = train(cfg, tmp_path / "run", progress=False)

@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 
-from ldlm.bench import time_calls
+from ldlm.tools.bench import time_calls
 
 
 class FakeModel:
@@ -48,10 +48,10 @@ def test_repeats_must_be_positive():
 def test_training_bench_runs_the_loop_path_on_a_copy():
     import torch
 
-    from ldlm.bench import bench_training
+    from ldlm.tools.bench import bench_training
     from ldlm.config import make_config
-    from ldlm.batches import load_training_data
-    from ldlm.build import init_model
+    from ldlm.training.batches import load_training_data
+    from ldlm.kinds.build import init_model
 
     cfg = make_config("smoke")
     data = load_training_data(cfg, "cpu")
@@ -61,7 +61,7 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
     assert row["kind"] == "training" and row["repeats"] == 2 and row["batch"] == cfg.batch_size
     assert row["seconds"] > 0 and row["tokens_per_s"] == cfg.batch_size * cfg.seq_len / row["seconds"]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the caller's model is untouched
-    from ldlm.flops import training_flops
+    from ldlm.nets.flops import training_flops
 
     # the one FLOP model gpu_check uses too, an adaptive head priced on the training targets
     assert row["flops_per_token"] == training_flops(model, targets=data.tokens.train_targets())["total"]
@@ -83,7 +83,7 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
 def test_the_matmul_recorder_sees_the_backward_products_and_nothing_else():
     import torch
 
-    from ldlm.bench import MatmulCalls
+    from ldlm.tools.bench import MatmulCalls
 
     linear, x = torch.nn.Linear(8, 4), torch.randn(3, 8, requires_grad=True)
     with MatmulCalls() as recorder:
@@ -100,7 +100,7 @@ def test_the_bench_command_takes_a_saved_model(tmp_path):
     import pandas as pd
     from pathlib import Path
 
-    from ldlm.bench import main
+    from ldlm.tools.bench import main
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "tiny-wiki-ldlm"
     out = tmp_path / "speed.csv"

@@ -72,8 +72,8 @@ def test_config_round_trip():
 
 def test_encoder_warmup_is_one_fraction_of_every_budget():
     """S_wu is defined once (warmup_frac of max_steps): presets, notebook budgets and gpu_check agree."""
-    from ldlm.experiment import Experiment
-    from ldlm.gpu_check import check_config
+    from ldlm.experiments.experiment import Experiment
+    from ldlm.tools.gpu_check import check_config
 
     assert "warmup_steps" not in Config.__dataclass_fields__
     assert make_config("owt").warmup_steps == 50_000  # the paper's 50k of 200k
@@ -91,11 +91,11 @@ def test_runs_saved_with_warmup_steps_still_load():
     assert cfg.warmup_frac == 0.5 and cfg.warmup_steps == 15
 
 
-# -- the command line's config UX (python -m ldlm.train --help / --print-config / --config) -------------
+# -- the command line's config UX (python -m ldlm.training.train --help / --print-config / --config) -------------
 
 def _help(capsys, *args) -> dict[str, str]:
     """--help's line of each config key, by key."""
-    from ldlm.train import main
+    from ldlm.training.train import main
 
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--help"])
@@ -117,7 +117,7 @@ def test_help_lists_every_key_with_type_default_and_comment(capsys):
 
 
 def test_bare_help_lists_the_tiny_defaults_a_bare_run_uses(capsys):
-    from ldlm.train import main
+    from ldlm.training.train import main
 
     tiny = make_config("tiny")
     shown = _help(capsys)
@@ -136,7 +136,7 @@ def test_help_with_a_preset_shows_its_values_beside_the_dataclass_default(capsys
 
 def test_print_config_round_trips_and_writes_nothing(tmp_path, capsys, monkeypatch):
     import json
-    from ldlm.train import main
+    from ldlm.training.train import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["--preset", "smoke", "--variant", "naive", "--print-config", "max_steps=7", "logger=jsonl"]) == 0
@@ -147,7 +147,7 @@ def test_print_config_round_trips_and_writes_nothing(tmp_path, capsys, monkeypat
 
 def test_yaml_config_resolves_like_the_same_json_config(tmp_path, capsys):
     import json
-    from ldlm.train import main
+    from ldlm.training.train import main
 
     cfg = make_config("smoke", seed=3)
     (tmp_path / "c.json").write_text(cfg.to_json())
@@ -163,7 +163,7 @@ def test_yaml_config_resolves_like_the_same_json_config(tmp_path, capsys):
 @pytest.mark.parametrize("text,why", [("max_steps: [1\n", "line 2 column 1"), ("- a\n- b\n", "got a list"),
                                       ("bogus_key: 1\n", "bogus_key")])
 def test_bad_yaml_config_is_one_line_and_exit_2(tmp_path, capsys, text, why):
-    from ldlm.train import main
+    from ldlm.training.train import main
 
     (tmp_path / "bad.yml").write_text(text)
     assert main(["--config", str(tmp_path / "bad.yml"), "--out", str(tmp_path / "run")]) == 2

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-import ldlm.data as data
-from ldlm import prepare
+import ldlm.text.data as data
+from ldlm.tools import prepare
 from ldlm.checksum import CacheCorrupt
 from ldlm.config import ConfigError, make_config
-from ldlm.data import (DataError, build_token_data, fill_pad, fill_wrap, held_out_count, load_corpus, pack_pad,
+from ldlm.text.data import (DataError, build_token_data, fill_pad, fill_wrap, held_out_count, load_corpus, pack_pad,
                        pack_wrap, read_token_cache, split_sentences, token_cache_path, wrap_rows)
-from ldlm.frozen_lm import load_tokenizer
+from ldlm.text.frozen_lm import load_tokenizer
 
 
 def test_wrap_packing_loses_no_token_but_the_tail():

@@ -2,7 +2,7 @@
 import subprocess
 from pathlib import Path
 
-from ldlm.demo import FIGURE, SENTENCES, main
+from ldlm.tools.demo import FIGURE, SENTENCES, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,4 +24,4 @@ def test_a_missing_model_is_one_line(tmp_path, capsys):
 def test_make_demo_runs_the_demo():
     plan = subprocess.run(["make", "-n", "-o", ".venv/.installed", "demo"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout
-    assert "-m ldlm.demo" in plan
+    assert "-m ldlm.tools.demo" in plan

@@ -1,4 +1,4 @@
-"""The diffusion diagnostics (ldlm.diagnostics) on a smoke run, and on a stand-in model whose right
+"""The diffusion diagnostics (ldlm.evaluation.diagnostics) on a smoke run, and on a stand-in model whose right
 answers are known: a perfect autoencoder (latent = the token's codeword, decoding = the nearest
 codeword) with the Bayes-optimal linear denoiser x0 = alpha_t z_t of N(0, I) latents."""
 from types import SimpleNamespace
@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import ldlm
-from ldlm import checkpoint, diagnostics, latents
-from ldlm.batches import held_out_chunks, load_training_data
+from ldlm.runtime import checkpoint; from ldlm.evaluation import diagnostics; from ldlm.experiments import latents
+from ldlm.training.batches import held_out_chunks, load_training_data
 from ldlm.config import make_config
-from ldlm.diffusion import tangent_alpha_sigma
-from ldlm.distributed import DistEnv
+from ldlm.nets.diffusion import tangent_alpha_sigma
+from ldlm.runtime.distributed import DistEnv
 from ldlm.io import read_jsonl
-from ldlm.protocol import held_out_metrics
-from ldlm.samplers import time_grid
-from ldlm.train import train
+from ldlm.kinds.protocol import held_out_metrics
+from ldlm.nets.samplers import time_grid
+from ldlm.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_your_sentences_are_encoded_in_the_run_framing(smoke_run):
     assert view.z.shape == (2, cfg.seq_len, cfg.latent_dim)
     tokenizer = pipe.tokenizer
     tokens = [tokenizer(s, add_special_tokens=False)["input_ids"] for s in sentences]
-    assert view.lengths.tolist() == [len(t) + 2 for t in tokens]  # BOS + text + EOS (ldlm.api framing)
+    assert view.lengths.tolist() == [len(t) + 2 for t in tokens]  # BOS + text + EOS (ldlm.trained.api framing)
     for row, ids in zip(view.tokens.tolist(), tokens):
         assert row[1:len(ids) + 1] == ids
         assert view.text(row, len(ids) + 2) == tokenizer.decode(ids)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldlm.diffusion import (AdaptiveTimeSampler, UniformTimeSampler, log_snr, monotone_fit, tangent_alpha_sigma,
+from ldlm.nets.diffusion import (AdaptiveTimeSampler, UniformTimeSampler, log_snr, monotone_fit, tangent_alpha_sigma,
                             warmup_gamma)
 
 T = torch.linspace(0, 1, 1001, dtype=torch.float64)

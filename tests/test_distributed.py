@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from ldlm import checkpoint, runs
+from ldlm.runtime import checkpoint, runs
 from ldlm.config import ConfigError, make_config
-from ldlm.distributed import DistEnv, batch_plan, micro_positions, shard
+from ldlm.runtime.distributed import DistEnv, batch_plan, micro_positions, shard
 from ldlm.io import read_jsonl
 
 from .test_train import ROOT
@@ -26,10 +26,10 @@ def _env():
 
 def run(out, *args, nproc: int = 1, torchrun: tuple = (), **kw):
     if nproc == 1:
-        cmd = [sys.executable, "-m", "ldlm.train"]
+        cmd = [sys.executable, "-m", "ldlm.training.train"]
     else:  # torchrun's own module, so the test does not depend on the venv's bin/ on PATH
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               *torchrun, "-m", "ldlm.train"]
+               *torchrun, "-m", "ldlm.training.train"]
     return subprocess.Popen([*cmd, "--out", str(out), *args], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
@@ -126,9 +126,9 @@ def test_sampling_and_evaluation_sharded_under_torchrun_match_one_process(tmp_pa
     outs = {}
     for nproc in (1, 2):
         samples = tmp_path / f"s{nproc}.jsonl"
-        sample = ["ldlm.sample", "--run-dir", str(tmp_path / "run"), "--num-samples", "10", "--steps", "3", "--batch-size", "3",
+        sample = ["ldlm.trained.sample", "--run-dir", str(tmp_path / "run"), "--num-samples", "10", "--steps", "3", "--batch-size", "3",
                   "--out", str(samples), "--device", "cpu"]
-        evaluate = ["ldlm.evaluate", "--samples", str(samples), "--dataset", "wiki", "--out", str(tmp_path / f"e{nproc}.json"),
+        evaluate = ["ldlm.evaluation.evaluate", "--samples", str(samples), "--dataset", "wiki", "--out", str(tmp_path / f"e{nproc}.json"),
                     "--text-tokenizer", "minilm"]
         for args in (sample, evaluate):
             launcher = [sys.executable, "-m"] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run",
@@ -183,7 +183,7 @@ def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_with_rank_0s_checkpo
     while time.time() < deadline and proc.poll() is None and not (
             (out / "metrics.jsonl").exists() and len(losses(out)) >= 2):
         time.sleep(0.2)
-    workers = [p for p in descendants(proc.pid) if "ldlm.train" in open(f"/proc/{p}/cmdline").read()]
+    workers = [p for p in descendants(proc.pid) if "ldlm.training.train" in open(f"/proc/{p}/cmdline").read()]
     rank1 = next(p for p in workers if b"RANK=1\0" in open(f"/proc/{p}/environ", "rb").read())
     os.kill(rank1, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ldlm.config import ConfigError, make_config
-from ldlm.experiment import Experiment
+from ldlm.experiments.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_a_bad_parameter_file_is_named(tmp_path):
 
 
 def test_the_makefile_asks_the_library_for_values():
-    ask = lambda key: subprocess.run([sys.executable, "-m", "ldlm.experiment", "--preset", "tiny", key], cwd=ROOT,
+    ask = lambda key: subprocess.run([sys.executable, "-m", "ldlm.experiments.experiment", "--preset", "tiny", key], cwd=ROOT,
                                      capture_output=True, text=True)
     exp = Experiment.load("tiny")
     assert ask("judge").stdout.strip() == exp.judge

@@ -1,4 +1,4 @@
-"""Figures from a results folder alone (ldlm.figures, ldlm.diagnostic_figures, ldlm.plotstyle)."""
+"""Figures from a results folder alone (ldlm.evaluation.figures, ldlm.evaluation.diagnostic_figures, ldlm.evaluation.plotstyle)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,8 +7,8 @@ import matplotlib
 import pandas as pd
 from matplotlib.collections import PathCollection
 
-from ldlm import figures
-from ldlm import plotstyle as ps
+from ldlm.evaluation import figures
+from ldlm.evaluation import plotstyle as ps
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "results"
 
@@ -16,7 +16,7 @@ KEEPS_BACKEND = """
 import matplotlib
 matplotlib.use("svg")
 before = (matplotlib.get_backend(), dict(matplotlib.rcParams))
-import ldlm.figures
+import ldlm.evaluation.figures
 assert (matplotlib.get_backend(), dict(matplotlib.rcParams)) == before, "import changed matplotlib"
 print(matplotlib.get_backend())
 """

@@ -1,4 +1,4 @@
-"""One FLOP model for every kind (ldlm.flops), checked against torch's FLOP counter on a real training
+"""One FLOP model for every kind (ldlm.nets.flops), checked against torch's FLOP counter on a real training
 loss + backward: the MFU that bench and gpu_check report rests on it."""
 import numpy as np
 import pytest
@@ -6,10 +6,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from ldlm.build import build_model
+from ldlm.kinds.build import build_model
 from ldlm.config import make_config
-from ldlm.flops import training_flops
-from ldlm.noise import SampleNoise
+from ldlm.nets.flops import training_flops
+from ldlm.nets.noise import SampleNoise
 
 LM_WIDTH, VOCAB, B = 24, 500, 3
 
@@ -28,7 +28,7 @@ def small(model: str, **overrides):
 
 @pytest.mark.parametrize("self_cond_prob,latent_len", [(0.0, 0), (1.0, 0), (1.0, 8)])
 def test_ldlm_count_matches_the_flop_counter(self_cond_prob, latent_len):
-    from ldlm.losses import ldlm_loss
+    from ldlm.kinds.losses import ldlm_loss
 
     model, cfg = small("ldlm", latent_len=latent_len, self_cond_prob=self_cond_prob)
     T = cfg.seq_len
@@ -55,7 +55,7 @@ def test_gpt_count_matches_the_flop_counter():
 def test_mdlm_count_matches_the_flop_counter_at_its_expected_masking():
     """The head runs at masked positions only; the model counts the expected half, so the measured
     count is moved from this draw's masked positions to half of them before comparing."""
-    from ldlm.baselines.mdlm import mask_tokens
+    from ldlm.nets.mdlm import mask_tokens
 
     model, cfg = small("mdlm")
     T = cfg.seq_len
@@ -86,8 +86,8 @@ def adaptive(model: str, vocab: int = 9000):
 
 def test_an_adaptive_head_is_counted_as_it_runs_not_whole():
     """Shortlist head on every row, each tail only on the rows whose target is in its cluster."""
-    from ldlm.flops import head_forward, linear_weights, tail_shares
-    from ldlm.models import head_nll, vocab_head
+    from ldlm.nets.flops import head_forward, linear_weights, tail_shares
+    from ldlm.nets.layers import head_nll, vocab_head
 
     torch.manual_seed(0)
     head, n = vocab_head(32, 9000, adaptive=True), 400
@@ -113,7 +113,7 @@ def test_gpt_count_with_an_adaptive_head_matches_the_flop_counter_on_its_targets
 
 
 def test_train_targets_leave_out_padding():
-    from ldlm.data import TokenData
+    from ldlm.text.data import TokenData
 
     blocks = np.array([[5, 6, 7, 0], [8, 9, 0, 0]], dtype=np.uint16)
     data = TokenData(blocks, blocks[:0], np.array([3, 2], dtype=np.int32), np.zeros(0, np.int32), 0, "pad", {})
@@ -121,8 +121,8 @@ def test_train_targets_leave_out_padding():
 
 
 def test_train_targets_read_evenly_spaced_rows_when_capped_and_only_for_an_adaptive_head():
-    from ldlm.data import TokenData
-    from ldlm.flops import head_targets
+    from ldlm.text.data import TokenData
+    from ldlm.nets.flops import head_targets
 
     blocks = np.arange(40, dtype=np.int32).reshape(10, 4)  # row r holds 4r .. 4r + 3
     data = TokenData(blocks, blocks[:0], np.full(10, 4, np.int32), np.zeros(0, np.int32), 0, "wrap", {})

@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModel
 
 from ldlm import checksum
-from ldlm.frozen_lm import (ModelUnavailable, attention_mask, cached_hidden_states, load_frozen_lm, load_tokenizer,
+from ldlm.text.frozen_lm import (ModelUnavailable, attention_mask, cached_hidden_states, load_frozen_lm, load_tokenizer,
                             model_location)
 
 
@@ -67,7 +67,7 @@ def test_hidden_state_cache_reused_and_repaired(tmp_path):
 def test_a_local_model_loads_without_a_progress_bar_and_leaves_bars_on(capfd):
     from transformers.utils import logging as hf_logging
 
-    from ldlm.frozen_lm import load_frozen_lm
+    from ldlm.text.frozen_lm import load_frozen_lm
 
     load_frozen_lm("minilm", -3)
     assert "Loading weights" not in capfd.readouterr().err  # transformers draws one per load otherwise

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ldlm.gpu_budget import count_ops
+from ldlm.tools.gpu_budget import count_ops
 
 
 def step_ops(width: int, batch: int, layers: int) -> int:

@@ -5,11 +5,11 @@ import random
 import pandas as pd
 import pytest
 
-from ldlm import gpu_check
+from ldlm.tools import gpu_check
 from ldlm.config import PRESETS, make_config
-from ldlm.flops import meta_model, training_flops
-from ldlm.gpu_check import CSV_COLUMNS, CSV_KEY, MARKER, CheckError, check_config, nominal_peak, prepare_run_dir
-from ldlm.results import upsert_rows
+from ldlm.nets.flops import meta_model, training_flops
+from ldlm.tools.gpu_check import CSV_COLUMNS, CSV_KEY, MARKER, CheckError, check_config, nominal_peak, prepare_run_dir
+from ldlm.evaluation.results import upsert_rows
 
 MINILM = dict(params=7_246_464, layers=4, width=384, max_positions=512)  # frozen_lm_shape("minilm", -3)
 
@@ -127,11 +127,11 @@ def test_explicit_frozen_lm_is_strict(tmp_path, capsys):
 
 
 def test_out_of_memory_halves_the_micro_batch(monkeypatch, tmp_path):
-    """The training process exits runs.OUT_OF_MEMORY twice (as python -m ldlm.train does on a GPU that
+    """The training process exits runs.OUT_OF_MEMORY twice (as python -m ldlm.training.train does on a GPU that
     runs out): the check starts over at half the micro-batch, the same global batch."""
     import json
 
-    from ldlm import runs
+    from ldlm.runtime import runs
     from ldlm.config import config_from_dict
 
     calls = []

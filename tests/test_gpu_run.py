@@ -1,4 +1,4 @@
-"""The GPU job (python -m ldlm.gpu_run) on CPU at smoke sizes, as the box runs it (without the packages the box
+"""The GPU job (python -m ldlm.tools.gpu_run) on CPU at smoke sizes, as the box runs it (without the packages the box
 lacks, with the carried frozen LM and token arrays), then `make reproduce` here on its files without training."""
 import io
 import json
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ldlm import gpu_run, runs
-from ldlm.experiment import Experiment
+from ldlm.tools import gpu_run; from ldlm.runtime import runs
+from ldlm.experiments.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 BOX_LACKS = ("papermill", "nbclient", "ipykernel", "mauve", "faiss", "datasets", "gensim", "gguf")
@@ -54,7 +54,7 @@ def checkout(tmp: Path) -> Path:
 def gpu_job(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu_job")
     repo, carried, out, work = checkout(tmp), tmp / "carry", tmp / "out", tmp / "work"
-    cmd = [sys.executable, "-m", "ldlm.gpu_run", "--preset", "smoke"]
+    cmd = [sys.executable, "-m", "ldlm.tools.gpu_run", "--preset", "smoke"]
     subprocess.run([*cmd, "--carry", str(carried)], cwd=repo, check=True)
     env = box_env(tmp, carried, repo)
     job = subprocess.run([*cmd, "--out", str(out), "--work", str(work), "--workers", "2", "--stop-after", "1e6"],
@@ -104,9 +104,9 @@ def test_make_reproduce_scores_the_gpu_jobs_runs_without_training_them(gpu_job):
                            "FIGURES=figures/gpu", f"GPU_OUT={gpu_job['out']}"], cwd=repo, capture_output=True,
                           text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    # no training: no run was asked of ldlm.train (each asks with a config file beside the runs), and no run
+    # no training: no run was asked of ldlm.training.train (each asks with a config file beside the runs), and no run
     # folder holds more than the job brought back
-    assert "ldlm.train" not in done.stdout + done.stderr and not list((repo / "runs").glob("*.config.json"))
+    assert "ldlm.training.train" not in done.stdout + done.stderr and not list((repo / "runs").glob("*.config.json"))
     for run_dir in (p for p in (repo / "runs").iterdir() if p.name not in ("scores", "stamps")):
         assert {p.name for p in run_dir.iterdir()} <= {*gpu_run.RUN_FILES, "ckpt.pt"}, run_dir
     results = repo / "results" / "gpu"
@@ -126,7 +126,7 @@ def test_the_carried_frozen_lm_gives_the_installed_ones_states_in_bfloat16(tmp_p
     bfloat16 and cut above the layer read, gives exactly those states."""
     from transformers import AutoModel
 
-    from ldlm.frozen_lm import FrozenLM, model_location
+    from ldlm.text.frozen_lm import FrozenLM, model_location
 
     cfg = SMOKE.config("news")
     gpu_run.carry(SMOKE, tmp_path)
@@ -168,11 +168,11 @@ def test_unpack_refuses_a_member_outside_its_folders(tmp_path, capsys):
 
 def test_a_run_without_weights_or_its_latent_report_names_the_fix(tmp_path):
     """A run trained elsewhere whose latent report did not come back cannot be reported here: one line says so."""
-    from ldlm import pipeline
+    from ldlm.experiments import pipeline
 
     run_dir = tmp_path / "runs" / "smoke-wiki-ldlm-full-s0-x"
     run_dir.mkdir(parents=True)
     net = type("Net", (), {"has_latents": True})()
-    with pytest.raises(RuntimeError, match="no weights here.*ldlm.gpu_run"):
+    with pytest.raises(RuntimeError, match="no weights here.*ldlm.tools.gpu_run"):
         pipeline.latent_columns(net, run_dir, tmp_path / "runs")
     assert runs.SHAPE_NAME in gpu_run.RUN_FILES

@@ -20,13 +20,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import ldlm
-from ldlm import checksum, judges
-from ldlm.batches import load_training_data
-from ldlm.checkpoint import CheckpointError
+from ldlm import checksum; from ldlm.evaluation import judges
+from ldlm.training.batches import load_training_data
+from ldlm.runtime.checkpoint import CheckpointError
 from ldlm.config import make_config
-from ldlm.data import DataError, build_token_data, token_cache_path
-from ldlm.frozen_lm import cached_hidden_states, load_frozen_lm, load_tokenizer
-from ldlm.train import train
+from ldlm.text.data import DataError, build_token_data, token_cache_path
+from ldlm.text.frozen_lm import cached_hidden_states, load_frozen_lm, load_tokenizer
+from ldlm.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "tiny-wiki-ldlm"
@@ -96,8 +96,8 @@ def test_a_zeroed_token_cache_is_refused_naming_the_file_and_the_fix_and_is_not_
     folder = tokens
     _zero(folder / "train.npy", 4096, 2048)
     before = _bytes(folder)
-    last = _refused(_run(["ldlm.prepare", "--preset", "smoke"], folder.parents[1]), str(folder / "train.npy"), "rm -r",
-                    "python -m ldlm.prepare --preset smoke --dataset wiki")
+    last = _refused(_run(["ldlm.tools.prepare", "--preset", "smoke"], folder.parents[1]), str(folder / "train.npy"), "rm -r",
+                    "python -m ldlm.tools.prepare --preset smoke --dataset wiki")
     assert "checksum" in last
     assert _bytes(folder) == before  # refused, not rebuilt over
 
@@ -201,7 +201,7 @@ def test_train_on_a_zeroed_state_cache_exits_2_naming_the_file(cache):
     assert len(states) == 2
     _zero(states[0], 1 << 16, 1 << 16)
     before = _bytes(cache)
-    _refused(_run(["ldlm.train", "--preset", "smoke", "--no-progress", "--out", str(cache.parent / "run")], cache),
+    _refused(_run(["ldlm.training.train", "--preset", "smoke", "--no-progress", "--out", str(cache.parent / "run")], cache),
              str(states[0]), "rm")
     assert _bytes(cache) == before
 
@@ -223,7 +223,7 @@ def test_a_converted_judge_is_verified_before_use_and_a_zeroed_one_refused(cache
     before = _bytes(folder)
     samples = tmp_path / "s.jsonl"
     samples.write_text('{"text": "One sample."}\n')
-    _refused(_run(["ldlm.evaluate", "--samples", str(samples), "--dataset", "wiki", "--judge", "smollm2",
+    _refused(_run(["ldlm.evaluation.evaluate", "--samples", str(samples), "--dataset", "wiki", "--judge", "smollm2",
                    "--out", str(tmp_path / "row.json")], cache), str(folder / "model.safetensors"), "rm -r")
     assert _bytes(folder) == before
 
@@ -301,7 +301,7 @@ def test_another_tokenizer_is_refused_in_one_line(model):
 
 def test_the_sample_command_refuses_an_edited_saved_model(model, tmp_path):
     _edit_config(model, lm_layer=-2)
-    _refused(_run(["ldlm.sample", "--run", str(model), "--n", "1", "--steps", "1", "--out", str(tmp_path / "s.jsonl")],
+    _refused(_run(["ldlm.trained.sample", "--run", str(model), "--n", "1", "--steps", "1", "--out", str(tmp_path / "s.jsonl")],
                   tmp_path / "cache"), str(model / "config.json"))
     assert not (tmp_path / "s.jsonl").exists()
 
@@ -320,7 +320,7 @@ def test_a_saved_model_cut_short_is_one_error_line_naming_the_file(model, tmp_pa
     with pytest.raises(CheckpointError, match=re.escape(repr(str(path)))) as err:
         ldlm.load(model, device="cpu")
     assert "\n" not in str(err.value) and "export the model again" in str(err.value)
-    _refused(_run(["ldlm.sample", "--run", str(model), "--n", "1", "--steps", "1", "--out", str(tmp_path / "s.jsonl")],
+    _refused(_run(["ldlm.trained.sample", "--run", str(model), "--n", "1", "--steps", "1", "--out", str(tmp_path / "s.jsonl")],
                   tmp_path / "cache"), str(path))
 
 

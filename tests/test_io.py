@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldlm import checkpoint
+from ldlm.runtime import checkpoint
 from ldlm.io import (DiskFull, PathError, atomic_path, cache_dir, new_memmap, read_jsonl, write_json, write_jsonl,
                      writing)
 

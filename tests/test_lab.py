@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ldlm.workdir import REPO_ROOT, work_in_repo_root
+from ldlm.runtime.workdir import REPO_ROOT, work_in_repo_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

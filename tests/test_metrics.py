@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from ldlm import evaluate, metrics
-from ldlm.frozen_lm import load_tokenizer
-from ldlm.judges import Judge, load_featurizer, load_judge
-from ldlm.data import load_corpus, unpack_docs
-from ldlm.metrics import (count_empty, distinct_n, gen_ppl, join_docs, mauve_buckets, mauve_score, per_sample_nll,
+from ldlm.evaluation import evaluate, metrics
+from ldlm.text.frozen_lm import load_tokenizer
+from ldlm.evaluation.judges import Judge, load_featurizer, load_judge
+from ldlm.text.data import load_corpus, unpack_docs
+from ldlm.evaluation.metrics import (count_empty, distinct_n, gen_ppl, join_docs, mauve_buckets, mauve_score, per_sample_nll,
                           rep_n, token_accuracy, truncate_texts, unigram_entropy)
 
 TEXTS = [
@@ -456,7 +456,7 @@ def test_evaluate_file_end_to_end(tmp_path, wiki_pieces):
 
 def test_ablation_table_marks_differences_within_the_seed_spread():
     import pandas as pd
-    from ldlm.tables import WITHIN_SPREAD, ablation_table
+    from ldlm.evaluation.tables import WITHIN_SPREAD, ablation_table
 
     rows = pd.DataFrame([dict(variant=v, seed=s, gen_ppl_tok=x, entropy=e) for v, s, x, e in [
         ("full", 0, 100.0, 3.0), ("full", 1, 120.0, 3.2),          # mean 110, std 14.1
@@ -471,7 +471,7 @@ def test_ablation_table_marks_differences_within_the_seed_spread():
 
 def test_equal_seed_values_a_last_bit_apart_are_within_the_spread():
     import pandas as pd
-    from ldlm.tables import WITHIN_SPREAD, ablation_table
+    from ldlm.evaluation.tables import WITHIN_SPREAD, ablation_table
 
     floor, above = 0.0040720962619612555, 0.004072096261961256  # MAUVE's floor in two runs: one ulp apart
     rows = pd.DataFrame([dict(variant=v, seed=s, mauve=x) for v, s, x in [  # as results/ablation.csv held them
@@ -482,7 +482,7 @@ def test_equal_seed_values_a_last_bit_apart_are_within_the_spread():
 
 def test_quality_matched_speedup_compares_seed_means():
     import pandas as pd
-    from ldlm.tables import quality_matched_speedup
+    from ldlm.evaluation.tables import quality_matched_speedup
 
     main = pd.DataFrame([dict(model=m, steps=k, top_p=None, seed=s, gen_ppl_tok=x, entropy=3.5) for m, k, s, x in [
         ("ldlm", 10, 0, 90.0), ("ldlm", 10, 1, 130.0),     # mean 110: not as good as MDLM's 100
@@ -505,7 +505,7 @@ def test_all_empty_samples_have_no_mauve(bert_tokenizer):
 
 def test_tables_say_when_a_metric_has_fewer_seeds_than_the_row():
     import pandas as pd
-    from ldlm.tables import ablation_table
+    from ldlm.evaluation.tables import ablation_table
 
     rows = pd.DataFrame([dict(variant="full", seed=0, gen_ppl_tok=float("nan"), entropy=0.0),
                          dict(variant="full", seed=1, gen_ppl_tok=50.0, entropy=1.0)])

@@ -7,8 +7,8 @@ import nbformat
 import pandas as pd
 import pytest
 from ldlm.config import make_config
-from ldlm.diagnostics import report_columns
-from ldlm.experiment import Experiment
+from ldlm.evaluation.diagnostics import report_columns
+from ldlm.experiments.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -1,6 +1,6 @@
 import pytest
 
-from ldlm import pipeline
+from ldlm.experiments import pipeline
 
 
 def test_scores_are_reused_until_their_key_changes(tmp_path):
@@ -10,7 +10,7 @@ def test_scores_are_reused_until_their_key_changes(tmp_path):
         calls.append(1)
         return {"gen_ppl_tok": 10.0 * len(calls)}
 
-    from ldlm.data import load_corpus
+    from ldlm.text.data import load_corpus
 
     key = pipeline.score_key(load_corpus("news"), samples_sha256="abc", judge="smollm2", seed=0)
     first = pipeline.scores(cache, key, compute)
@@ -22,7 +22,7 @@ def test_scores_are_reused_until_their_key_changes(tmp_path):
 
 
 def test_score_key_follows_the_held_out_text(tmp_path):
-    from ldlm.data import load_corpus
+    from ldlm.text.data import load_corpus
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"document {i} with a few words" for i in range(40)))
@@ -47,7 +47,7 @@ def test_evaluation_holds_out_what_the_run_held_out(tmp_path):
 
 TRAIN_SAME_RUN = """
 import json, sys
-from ldlm import pipeline
+from ldlm.experiments import pipeline
 from ldlm.config import make_config
 run_dir, summary = pipeline.train_or_resume(make_config("smoke", max_steps=10), sys.argv[1])
 print(json.dumps(dict(run=str(run_dir), step=summary["step"])))
@@ -80,7 +80,7 @@ def _sample_file(path, n, **extra):
 
 
 def test_a_sample_file_is_reused_only_whole_and_drawn_by_this_sampler_version(tmp_path, monkeypatch):
-    from ldlm.samplers import SAMPLER_VERSION
+    from ldlm.nets.samplers import SAMPLER_VERSION
 
     whole = _sample_file(tmp_path / "whole.jsonl", 8, sampler_version=SAMPLER_VERSION)
     assert pipeline.reusable_samples(whole, 8)
@@ -116,7 +116,7 @@ def test_a_scores_cache_that_is_no_json_object_is_recomputed(tmp_path):
 def test_the_pipeline_draws_a_cut_or_outdated_sample_file_again(tmp_path, monkeypatch):
     """run_experiment on the smoke spec: a sample file cut to 4 of 8 rows is drawn again (its row then has 8),
     and so is every file after a change of SAMPLER_VERSION; a whole current file is reused."""
-    from ldlm.experiment import Experiment
+    from ldlm.experiments.experiment import Experiment
     from ldlm.io import read_jsonl
 
     exp = Experiment.load("smoke", step_counts=[2], frontier_temperatures={})
@@ -134,7 +134,7 @@ def test_the_pipeline_draws_a_cut_or_outdated_sample_file_again(tmp_path, monkey
     rows = run()
     assert len(drawn) == len(paths) + 1 and len(read_jsonl(path)) == 8 and set(rows["n_samples"]) == {8}
     monkeypatch.setattr(pipeline, "SAMPLER_VERSION", "2")
-    monkeypatch.setattr("ldlm.sample.SAMPLER_VERSION", "2")
+    monkeypatch.setattr("ldlm.trained.sample.SAMPLER_VERSION", "2")
     run()
     assert len(drawn) == 2 * len(paths) + 1
     assert all({r["sampler_version"] for r in read_jsonl(p)} == {"2"} for p in paths)
@@ -145,7 +145,7 @@ def test_a_training_log_goes_to_the_run_folder_and_a_failure_shows_its_last_line
     run folder's log, added to on a resume; a failure prints its end; a folder that is no run gets no file."""
     import sys
 
-    from ldlm import runs
+    from ldlm.runtime import runs
     from ldlm.config import make_config
 
     run = tmp_path / "run"

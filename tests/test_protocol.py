@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from ldlm.build import MODELS, build_model, model_class
+from ldlm.kinds.build import MODELS, build_model, model_class
 from ldlm.config import ConfigError, make_config
-from ldlm.noise import SampleNoise
-from ldlm.protocol import LossOutput, TextModel
+from ldlm.nets.noise import SampleNoise
+from ldlm.kinds.protocol import LossOutput, TextModel
 
 VOCAB, LM_WIDTH, B = 60, 24, 4
 

@@ -1,10 +1,10 @@
-"""The sentences under a notebook's table (ldlm.reading): written from the numbers, so they follow them."""
+"""The sentences under a notebook's table (ldlm.evaluation.reading): written from the numbers, so they follow them."""
 import json
 
 import pandas as pd
 
-from ldlm.reading import ablation_reading, main_reading, sample_texts
-from ldlm.results import MAUVE_FLOOR
+from ldlm.evaluation.reading import ablation_reading, main_reading, sample_texts
+from ldlm.evaluation.results import MAUVE_FLOOR
 
 
 def main_rows(ldlm_ppl=400.0, mauve=0.004, ldlm_entropy=3.5) -> pd.DataFrame:

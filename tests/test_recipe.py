@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from ldlm.config import make_config
-from ldlm.diagnostics import latent_geometry
-from ldlm.diffusion import AdaptiveTimeSampler, UniformTimeSampler, encoder_gamma, tangent_alpha_sigma, warmup_gamma
-from ldlm.frozen_lm import attention_mask
-from ldlm.losses import ldlm_loss
-from ldlm.models import LDLM, count_parameters
-from ldlm.noise import SampleNoise
-from ldlm.optim import update_ema
-from ldlm.params import main as params_main
+from ldlm.evaluation.diagnostics import latent_geometry
+from ldlm.nets.diffusion import AdaptiveTimeSampler, UniformTimeSampler, encoder_gamma, tangent_alpha_sigma, warmup_gamma
+from ldlm.text.frozen_lm import attention_mask
+from ldlm.kinds.losses import ldlm_loss
+from ldlm.nets.layers import LDLM, count_parameters
+from ldlm.nets.noise import SampleNoise
+from ldlm.training.optim import update_ema
+from ldlm.tools.params import main as params_main
 
 LM_WIDTH, VOCAB = 24, 50
 

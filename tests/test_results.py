@@ -7,13 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ldlm import tables
+from ldlm.evaluation import tables
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "results"
 
 WRITER = """
 import sys
-from ldlm.results import upsert_rows
+from ldlm.evaluation.results import upsert_rows
 path, who = sys.argv[1], int(sys.argv[2])
 for i in range(30):
     upsert_rows(path, [dict(preset="t", dataset="d", variant=f"w{who}", seed=i, steps=1, run_id=f"r{who}-{i}", x=i)])
@@ -31,7 +31,7 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
 
 def test_run_id_changes_when_a_text_corpus_changes(tmp_path):
     from ldlm.config import make_config
-    from ldlm.results import run_id
+    from ldlm.evaluation.results import run_id
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("one doc.\n\nanother doc.\n")
@@ -46,7 +46,7 @@ def test_run_id_changes_when_a_text_corpus_changes(tmp_path):
 def test_a_run_id_names_the_model_kind_and_for_ldlm_its_recipe_variant():
     """Sample files, curves and result rows are keyed by run id: a reader tells the models apart by name."""
     from ldlm.config import make_config
-    from ldlm.results import run_id
+    from ldlm.evaluation.results import run_id
 
     assert run_id(make_config("smoke", model="mdlm", seed=1).to_dict()).startswith("smoke-wiki-mdlm-s1-")
     assert run_id(make_config("smoke", model="ar").to_dict()).startswith("smoke-wiki-ar-s0-")
@@ -67,8 +67,8 @@ def reference_and(*rows, entropy=3.8, dataset="news"):
 
 def test_a_periodic_sample_is_flagged_degenerate():
     """A loop ("a b c d a b c d ...") scores a low Gen PPL; its rep_4 flags it, with or without held-out text."""
-    from ldlm.metrics import rep_n
-    from ldlm.results import degenerate
+    from ldlm.evaluation.metrics import rep_n
+    from ldlm.evaluation.results import degenerate
 
     loop = rep_n([[1, 2, 3, 4] * 16])  # 61 4-grams, 4 unique
     assert loop == pytest.approx(1 - 4 / 61)
@@ -78,7 +78,7 @@ def test_a_periodic_sample_is_flagged_degenerate():
 
 
 def test_a_row_far_below_the_held_out_entropy_is_flagged_degenerate():
-    from ldlm.results import DEGENERATE_ENTROPY_GAP, degenerate
+    from ldlm.evaluation.results import DEGENERATE_ENTROPY_GAP, degenerate
 
     rows = reference_and(dict(entropy=3.8 - DEGENERATE_ENTROPY_GAP - 0.1, rep_4=0.0),  # 1.1 nats below
                          dict(entropy=3.8 - DEGENERATE_ENTROPY_GAP + 0.1, rep_4=0.0),  # 0.9 below: kept
@@ -87,7 +87,7 @@ def test_a_row_far_below_the_held_out_entropy_is_flagged_degenerate():
 
 
 def test_old_rows_without_the_numbers_are_not_decided():
-    from ldlm.results import degenerate, with_degenerate
+    from ldlm.evaluation.results import degenerate, with_degenerate
 
     old = pd.DataFrame([dict(variant="full", dataset="news", entropy=0.0, gen_ppl_tok=4.0)])  # no rep_4, no reference
     assert degenerate(old).isna().all()
@@ -96,7 +96,7 @@ def test_old_rows_without_the_numbers_are_not_decided():
 
 def test_the_csv_flag_follows_the_whole_table_as_rows_arrive(tmp_path):
     """The model rows come first, held-out text last (as the notebooks write them): its arrival flags them."""
-    from ldlm.results import upsert_rows, with_degenerate
+    from ldlm.evaluation.results import upsert_rows, with_degenerate
 
     path = tmp_path / "main_news.csv"
     collapsed = dict(preset="t", dataset="news", variant="full", seed=0, steps=10, run_id="r", model="ldlm",
@@ -109,7 +109,7 @@ def test_the_csv_flag_follows_the_whole_table_as_rows_arrive(tmp_path):
 
 
 def test_tables_mark_a_degenerate_gen_ppl_with_a_dagger_and_a_note(tmp_path):
-    from ldlm.tables import DEGENERATE, DEGENERATE_NOTE, main_table, write_tables
+    from ldlm.evaluation.tables import DEGENERATE, DEGENERATE_NOTE, main_table, write_tables
 
     rows = reference_and(dict(steps=10, gen_ppl_tok=159.0, gen_ppl_seq=160.0, entropy=0.08, rep_4=0.97),
                          dict(steps=100, gen_ppl_tok=2000.0, gen_ppl_seq=2100.0, entropy=3.0, rep_4=0.0))
@@ -128,7 +128,7 @@ def test_tables_mark_a_degenerate_gen_ppl_with_a_dagger_and_a_note(tmp_path):
 
 def test_a_collapsed_seed_is_counted_in_the_mark():
     """One collapsed seed pulls the mean Gen PPL down: the mean is marked, with how many seeds."""
-    from ldlm.tables import ablation_table
+    from ldlm.evaluation.tables import ablation_table
 
     rows = reference_and(dict(variant="full", seed=0, gen_ppl_tok=4.0, entropy=0.0, rep_4=0.98),
                          dict(variant="full", seed=1, gen_ppl_tok=300.0, entropy=3.5, rep_4=0.0))
@@ -140,7 +140,7 @@ def test_a_collapsed_seed_is_counted_in_the_mark():
 def test_old_result_csvs_still_render():
     """Rows from before rep_4 (the committed fixtures): no Rep-4 column, the entropy check alone where there is
     held-out text (the smoke LDLM's entropy is 0), none where there is not; mixed with new rows: a dash."""
-    from ldlm.tables import ablation_table, main_table
+    from ldlm.evaluation.tables import ablation_table, main_table
 
     old = pd.read_csv(FIXTURE / "main_news.csv")
     table = main_table(old)
@@ -177,7 +177,7 @@ def setting_row(**values):
 
 def test_rows_that_differ_only_in_temperature_both_stay(tmp_path):
     """A later run with fewer settings (here: only T = 1) leaves the T = 0.5 row alone, and replaces its own."""
-    from ldlm.results import ROW_KEYS, upsert_rows
+    from ldlm.evaluation.results import ROW_KEYS, upsert_rows
 
     assert {"top_p", "temperature", "sampler"} <= set(ROW_KEYS)
     path = tmp_path / "main_wiki.csv"
@@ -188,7 +188,7 @@ def test_rows_that_differ_only_in_temperature_both_stay(tmp_path):
 
 
 def test_rows_that_differ_only_in_top_p_or_sampler_both_stay(tmp_path):
-    from ldlm.results import upsert_rows
+    from ldlm.evaluation.results import upsert_rows
 
     path = tmp_path / "main_wiki.csv"
     upsert_rows(path, [setting_row(model="ar", steps=63, top_p=p, temperature=1.0, sampler="nucleus") for p in (0.9, 1.0)])
@@ -201,7 +201,7 @@ def test_rows_that_differ_only_in_top_p_or_sampler_both_stay(tmp_path):
 def test_a_rerun_replaces_the_rows_an_older_kit_wrote_without_the_knobs(tmp_path):
     """A row from before temperature and sampler existed (empty cells) is the same setting as the new
     row that agrees on the rest: it is replaced, not kept beside it as a second T = 0 point."""
-    from ldlm.results import upsert_rows
+    from ldlm.evaluation.results import upsert_rows
 
     path = tmp_path / "main_wiki.csv"
     old = {k: v for k, v in setting_row().items() if k not in ("temperature", "sampler")}
@@ -213,7 +213,7 @@ def test_a_rerun_replaces_the_rows_an_older_kit_wrote_without_the_knobs(tmp_path
 
 
 def test_rows_written_before_temperatures_get_their_kinds_default():
-    from ldlm.results import at_default_temperature, with_settings
+    from ldlm.evaluation.results import at_default_temperature, with_settings
 
     rows = pd.DataFrame([dict(model="ldlm", steps=100), dict(model="mdlm", steps=100), dict(model="ar", top_p=0.9),
                          dict(model="ldlm", temperature=0.5), dict(model="reference", steps=0)])
@@ -224,7 +224,7 @@ def test_rows_written_before_temperatures_get_their_kinds_default():
 
 
 def test_a_models_frontier_is_its_setting_with_the_most_temperatures():
-    from ldlm.results import frontier_rows, frontier_setting, with_settings
+    from ldlm.evaluation.results import frontier_rows, frontier_setting, with_settings
 
     rows = with_settings(pd.DataFrame([dict(model="ldlm", steps=k, temperature=t) for k, t in
                                        [(10, 0.0), (30, 0.0), (100, 0.0), (30, 0.5), (30, 1.0)]]
@@ -259,7 +259,7 @@ def test_the_speedup_reads_ldlms_frontier_at_the_baselines_entropy():
     worse; 8 / 4 samples/s = 2x). The GPT at 3.2: 1500 > 1200, worse (the ratio is shown, not counted).
     MDLM at T = 1 (entropy 3.95) is beyond the frontier's 3.0-3.8: not matched, though LDLM's 10-step
     point sits at 3.9 with Gen PPL 10 (it is no frontier point: another speed, another knob)."""
-    from ldlm.tables import quality_matched_speedup
+    from ldlm.evaluation.tables import quality_matched_speedup
 
     main = frontier_frame(dict(model="mdlm", steps=100, temperature=0.8, entropy=3.6, gen_ppl_tok=2600.0, rep_4=0.0),
                           dict(model="mdlm", steps=100, temperature=1.0, entropy=3.95, gen_ppl_tok=4000.0, rep_4=0.0),
@@ -275,7 +275,7 @@ def test_the_speedup_reads_ldlms_frontier_at_the_baselines_entropy():
 def test_a_degenerate_frontier_point_never_counts_as_a_match():
     """LDLM's T = 0 point repeats itself (rep_4 0.9): left out, the frontier starts at 3.4, and a baseline at
     3.2 is not matched, though the T = 0 point's Gen PPL would have beaten it."""
-    from ldlm.tables import quality_matched_speedup
+    from ldlm.evaluation.tables import quality_matched_speedup
 
     main = frontier_frame(dict(model="mdlm", steps=100, temperature=0.5, entropy=3.2, gen_ppl_tok=5000.0, rep_4=0.0))
     main.loc[(main["model"] == "ldlm") & (main["temperature"] == 0.0) & (main["steps"] == 100), "rep_4"] = 0.9
@@ -284,7 +284,7 @@ def test_a_degenerate_frontier_point_never_counts_as_a_match():
 
 
 def test_a_degenerate_baseline_is_not_a_quality_to_match():
-    from ldlm.tables import DEGENERATE, quality_matched_speedup
+    from ldlm.evaluation.tables import DEGENERATE, quality_matched_speedup
 
     main = frontier_frame(dict(model="ar", steps=63, top_p=1.0, temperature=0.3, entropy=3.5, gen_ppl_tok=9.0, rep_4=0.8))
     row = quality_matched_speedup(main, SPEED, batch=64).loc["AR (GPT), nucleus p = 1, T = 0.3"]
@@ -292,7 +292,7 @@ def test_a_degenerate_baseline_is_not_a_quality_to_match():
 
 
 def test_the_main_table_names_a_temperature_other_than_the_default():
-    from ldlm.tables import main_table
+    from ldlm.evaluation.tables import main_table
 
     table = main_table(frontier_frame())
     assert list(table.index) == ["held-out text (ceiling)", "LDLM, 100 steps", "LDLM, 100 steps, T = 0.5",

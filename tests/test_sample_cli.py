@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import ldlm
-from ldlm.sample import generate, main
+from ldlm.trained.sample import generate, main
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "tiny-wiki-ldlm"
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from ldlm.diffusion import tangent_alpha_sigma
-from ldlm.models import adaptive_argmax
-from ldlm.samplers import sample_ddim, sample_ddpm, time_grid
+from ldlm.nets.diffusion import tangent_alpha_sigma
+from ldlm.nets.layers import adaptive_argmax
+from ldlm.nets.samplers import sample_ddim, sample_ddpm, time_grid
 
 D = 3.0
 
@@ -62,7 +62,7 @@ def test_adaptive_argmax_is_the_argmax_of_the_full_log_probabilities(scale):
 
 
 def small_ldlm(adaptive: bool = False):
-    from ldlm.build import build_model
+    from ldlm.kinds.build import build_model
     from ldlm.config import make_config
 
     cfg = make_config("smoke", seq_len=12, corpus_vocab=adaptive, adaptive_head=adaptive)
@@ -92,7 +92,7 @@ def test_temperature_zero_is_the_argmax_decoding(adaptive):
 
 
 def head_log_probs(head, features):
-    from ldlm.models import head_logits
+    from ldlm.nets.layers import head_logits
 
     return head_logits(head, features).float().log_softmax(-1)
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import ldlm
-from ldlm import checkpoint, runs
+from ldlm.runtime import checkpoint, runs
 from ldlm.config import ConfigError, make_config
-from ldlm.experiment import Experiment
+from ldlm.experiments.experiment import Experiment
 from ldlm.io import PathError, hold_folder
-from ldlm.train import train
+from ldlm.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,11 +79,11 @@ def _refused(proc, *named: str) -> str:
 # ---- 1. a checkpoint never runs code ----------------------------------------------------------------
 
 HOSTILE = [
-    ("sample", ["ldlm.sample", "--run", "{evil}", "--out", "{root}/s.jsonl"]),
-    ("sample on the file", ["ldlm.sample", "--run", "{evil}/ckpt.pt", "--out", "{root}/s.jsonl"]),
-    ("export", ["ldlm.export", "--run", "{evil}", "--out", "{root}/exported"]),
-    ("bench", ["ldlm.bench", "--run", "{evil}", "--out", "{csv}", "--steps", "2", "--batch", "1", "--repeats", "1"]),
-    ("train --resume", ["ldlm.train", "--out", "{evil}", "--resume", "--no-progress", "max_steps=4"]),
+    ("sample", ["ldlm.trained.sample", "--run", "{evil}", "--out", "{root}/s.jsonl"]),
+    ("sample on the file", ["ldlm.trained.sample", "--run", "{evil}/ckpt.pt", "--out", "{root}/s.jsonl"]),
+    ("export", ["ldlm.trained.export", "--run", "{evil}", "--out", "{root}/exported"]),
+    ("bench", ["ldlm.tools.bench", "--run", "{evil}", "--out", "{csv}", "--steps", "2", "--batch", "1", "--repeats", "1"]),
+    ("train --resume", ["ldlm.training.train", "--out", "{evil}", "--resume", "--no-progress", "max_steps=4"]),
 ]
 
 
@@ -178,13 +178,13 @@ def test_make_stops_on_a_parameter_file_that_would_run_shell_and_runs_nothing(tm
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert f"datasets entry 'wiki;touch {marker};#' is not a dataset" in proc.stderr
     assert "fix params/smoke.yaml" in proc.stderr.strip().splitlines()[-1]
-    assert not marker.exists() and "ldlm.prepare" not in proc.stdout
+    assert not marker.exists() and "ldlm.tools.prepare" not in proc.stdout
 
 
 @pytest.mark.slow
 @needs_venv
 def test_make_quotes_the_names_it_pastes_into_commands(tmp_path):
-    """DATASETS from make's command line is not checked by ldlm.experiment: the quoting alone keeps it a word."""
+    """DATASETS from make's command line is not checked by ldlm.experiments.experiment: the quoting alone keeps it a word."""
     marker = tmp_path / "MARKER"
     proc = _make(["prepare", "PRESET=smoke", f"DATASETS=wiki;id>{marker}"], ROOT)
     assert proc.returncode != 0 and "unknown dataset 'wiki;id>" in proc.stderr
@@ -206,31 +206,31 @@ def test_make_names_a_text_dataset_in_its_stamps_without_breaking_the_targets(tm
 
 # (case, command line, what the error line names); {run} a trained run, {model} a saved model
 OUTS = [
-    ("sample --out RUN/ckpt.pt", ["ldlm.sample", "--run", "{run}", "--out", "{run}/ckpt.pt"], "--out '{run}/ckpt.pt'"),
-    ("sample --out its --run file", ["ldlm.sample", "--run", "{run}/ckpt.pt", "--out", "{run}/ckpt.pt"], "--run"),
-    ("sample --out a link to the checkpoint", ["ldlm.sample", "--run", "{run}", "--out", "{root}/link.jsonl"], "--run"),
-    ("sample --out inside the run folder", ["ldlm.sample", "--run", "{run}", "--out", "{run}/samples.jsonl"],
+    ("sample --out RUN/ckpt.pt", ["ldlm.trained.sample", "--run", "{run}", "--out", "{run}/ckpt.pt"], "--out '{run}/ckpt.pt'"),
+    ("sample --out its --run file", ["ldlm.trained.sample", "--run", "{run}/ckpt.pt", "--out", "{run}/ckpt.pt"], "--run"),
+    ("sample --out a link to the checkpoint", ["ldlm.trained.sample", "--run", "{run}", "--out", "{root}/link.jsonl"], "--run"),
+    ("sample --out inside the run folder", ["ldlm.trained.sample", "--run", "{run}", "--out", "{run}/samples.jsonl"],
      "inside the command's --run"),
-    ("sample --out inside another run", ["ldlm.sample", "--run", "{model}", "--out", "{run}/more/s.jsonl"],
+    ("sample --out inside another run", ["ldlm.trained.sample", "--run", "{model}", "--out", "{run}/more/s.jsonl"],
      "inside the run folder"),
-    ("sample --out inside a saved model", ["ldlm.sample", "--run", "{run}", "--out", "{model}/s.jsonl"],
+    ("sample --out inside a saved model", ["ldlm.trained.sample", "--run", "{run}", "--out", "{model}/s.jsonl"],
      "inside the saved model"),
-    ("sample --out config.json elsewhere", ["ldlm.sample", "--run", "{run}", "--out", "{root}/config.json"],
+    ("sample --out config.json elsewhere", ["ldlm.trained.sample", "--run", "{run}", "--out", "{root}/config.json"],
      "named like a file the kit writes"),
-    ("evaluate --out its --samples", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out",
+    ("evaluate --out its --samples", ["ldlm.evaluation.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out",
                                       "{samples}"], "is the command's --samples"),
-    ("evaluate --out a hard link of --samples", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "wiki",
+    ("evaluate --out a hard link of --samples", ["ldlm.evaluation.evaluate", "--samples", "{samples}", "--dataset", "wiki",
                                                  "--out", "{root}/hard.jsonl"], "--samples"),
-    ("evaluate --out its text: corpus", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "text:{corpus}",
+    ("evaluate --out its text: corpus", ["ldlm.evaluation.evaluate", "--samples", "{samples}", "--dataset", "text:{corpus}",
                                          "--out", "{corpus}"], "--dataset"),
-    ("evaluate --out RUN/metrics.jsonl", ["ldlm.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out",
+    ("evaluate --out RUN/metrics.jsonl", ["ldlm.evaluation.evaluate", "--samples", "{samples}", "--dataset", "wiki", "--out",
                                           "{run}/metrics.jsonl"], "metrics.jsonl"),
-    ("bench --out inside the run", ["ldlm.bench", "--run", "{run}", "--out", "{run}/speed.csv"], "--run"),
-    ("export --out inside the run", ["ldlm.export", "--run", "{run}", "--out", "{run}/model"], "--run"),
-    ("export --out inside a saved model", ["ldlm.export", "--run", "{run}", "--out", "{model}/again"], "saved model"),
-    ("gpu_check --out inside its --run-dir", ["ldlm.gpu_check", "--allow-cpu", "--preset", "smoke", "--run-dir",
+    ("bench --out inside the run", ["ldlm.tools.bench", "--run", "{run}", "--out", "{run}/speed.csv"], "--run"),
+    ("export --out inside the run", ["ldlm.trained.export", "--run", "{run}", "--out", "{run}/model"], "--run"),
+    ("export --out inside a saved model", ["ldlm.trained.export", "--run", "{run}", "--out", "{model}/again"], "saved model"),
+    ("gpu_check --out inside its --run-dir", ["ldlm.tools.gpu_check", "--allow-cpu", "--preset", "smoke", "--run-dir",
                                               "{root}/gc", "--out", "{root}/gc/c.csv"], "--run-dir"),
-    ("train --out inside a run", ["ldlm.train", "--preset", "smoke", "--no-progress", "--out", "{run}/sub"],
+    ("train --out inside a run", ["ldlm.training.train", "--preset", "smoke", "--no-progress", "--out", "{run}/sub"],
      "inside the run folder"),
 ]
 
@@ -271,12 +271,12 @@ def test_a_model_folder_with_its_own_code_is_refused_even_on_a_yes(w, tmp_path, 
     if case.startswith("evaluate"):
         folder = tmp_path / "judge"
         folder.mkdir()
-        argv = ["ldlm.evaluate", "--samples", str(w["samples"]), "--dataset", "wiki", "--judge", str(folder),
+        argv = ["ldlm.evaluation.evaluate", "--samples", str(w["samples"]), "--dataset", "wiki", "--judge", str(folder),
                 "--out", str(tmp_path / "row.json")]
     else:
         folder = tmp_path / "model"
         shutil.copytree(w["model"], folder)
-        argv = ["ldlm.sample", "--run", str(folder), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.jsonl")]
+        argv = ["ldlm.trained.sample", "--run", str(folder), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.jsonl")]
     _with_custom_code(folder, marker)
     before = _files(folder)
     last = _refused(_run(argv, answer="y\n" * 4), str(folder))
@@ -298,7 +298,7 @@ def _exported(w, tmp_path) -> Path:
 def test_an_interrupted_re_export_leaves_the_old_model_whole(w, tmp_path, monkeypatch):
     """Killed after the new weights are written but before config.json: the old folder is byte-identical
     (not new weights under the old config), and no build folder is left beside it."""
-    import ldlm.hub
+    import ldlm.trained.hub
 
     folder = _exported(w, tmp_path)
     before = _files(folder)
@@ -306,7 +306,7 @@ def test_an_interrupted_re_export_leaves_the_old_model_whole(w, tmp_path, monkey
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ldlm.hub, "write_json", killed)
+    monkeypatch.setattr(ldlm.trained.hub, "write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         ldlm.load(w["run"], device="cpu").save_pretrained(folder, weights_dtype="float16")
     assert _files(folder) == before
@@ -340,7 +340,7 @@ def test_the_loser_of_two_exports_into_one_folder_exits_2_with_one_line(w, tmp_p
     folder = _exported(w, tmp_path)
     before = _files(folder)
     with hold_folder(folder, "held"):
-        proc = _run(["ldlm.export", "--run", str(w["run"]), "--out", str(folder), "--dtype", "float16"])
+        proc = _run(["ldlm.trained.export", "--run", str(w["run"]), "--out", str(folder), "--dtype", "float16"])
     _refused(proc, str(folder), "being written by another export")
     assert _files(folder) == before
 
@@ -369,8 +369,8 @@ def test_a_checkpoint_without_its_ema_weights_is_one_error_line(w, tmp_path):
 def test_every_command_refuses_a_checkpoint_without_its_ema_weights_with_one_line(w, tmp_path, command):
     run = _without(w, tmp_path, "ema")
     before = _files(run)
-    argv = (["ldlm.sample", "--run", str(run), "--out", str(tmp_path / "s.jsonl"), "--n", "2", "--steps", "2"]
-            if command == "sample" else ["ldlm.train", "--out", str(run), "--resume", "--no-progress", "max_steps=4"])
+    argv = (["ldlm.trained.sample", "--run", str(run), "--out", str(tmp_path / "s.jsonl"), "--n", "2", "--steps", "2"]
+            if command == "sample" else ["ldlm.training.train", "--out", str(run), "--resume", "--no-progress", "max_steps=4"])
     _refused(_run(argv), str(run), "lacks ema")
     assert _files(run) == before and not (tmp_path / "s.jsonl").exists()
 
@@ -397,7 +397,7 @@ def test_a_run_folders_own_corrupt_checkpoint_may_be_deleted_to_start_over(w, tm
 
 @pytest.mark.slow
 def test_sample_run_etc_passwd_is_one_line_that_does_not_advise_deleting_it(tmp_path):
-    proc = _run(["ldlm.sample", "--run", "/etc/passwd", "--out", str(tmp_path / "s.jsonl")])
+    proc = _run(["ldlm.trained.sample", "--run", "/etc/passwd", "--out", str(tmp_path / "s.jsonl")])
     assert "delete" not in _refused(proc, "'/etc/passwd'")
 
 
@@ -415,7 +415,7 @@ def test_a_frozen_lm_of_another_width_is_one_error_line(w, tmp_path):
     """The run's frozen LM is a local folder that now holds another model (width 32, not MiniLM's 384)."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from ldlm.frozen_lm import ModelUnavailable, model_location
+    from ldlm.text.frozen_lm import ModelUnavailable, model_location
 
     narrow = tmp_path / "narrow-lm"
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import ldlm.train
-from ldlm import checkpoint, stopping
+import ldlm.training.train
+from ldlm.runtime import checkpoint; from ldlm.training import stopping
 from ldlm.config import make_config
 from ldlm.io import read_jsonl
-from ldlm.runs import RunFolderError
-from ldlm.train import main as train_main, train
+from ldlm.runtime.runs import RunFolderError
+from ldlm.training.train import main as train_main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,20 +39,20 @@ def terminal_sigint():
 def test_ctrl_c_mid_run_saves_a_checkpoint_and_the_resume_says_its_step(tmp_path, monkeypatch, capsys, terminal_sigint):
     """SIGINT arrives during step 3 (first checkpoint due at 100): the step ends, a checkpoint of step 3 is
     written, Stopped says where; --resume says "at step 3" and logs every step once."""
-    out, real_step = tmp_path / "run", ldlm.train.train_step
+    out, real_step = tmp_path / "run", ldlm.training.train.train_step
 
     def step_with_a_signal(*args, **kwargs):
         if args[8] == 2:  # the step argument: training step 3 is running
             os.kill(os.getpid(), signal.SIGINT)
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(ldlm.train, "train_step", step_with_a_signal)
+    monkeypatch.setattr(ldlm.training.train, "train_step", step_with_a_signal)
     with pytest.raises(stopping.Stopped, match=f"stopped by SIGINT at step 3 of 6; checkpoint saved in {out}") as err:
         train(smoke(max_steps=6), out, progress=False)
-    assert f"python -m ldlm.train --out {out} --resume" in str(err.value) and err.value.signum == signal.SIGINT
+    assert f"python -m ldlm.training.train --out {out} --resume" in str(err.value) and err.value.signum == signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Ctrl-C again
     assert checkpoint.load(out)["step"] == 3 and _logged_steps(out) == [1, 2, 3]
-    monkeypatch.setattr(ldlm.train, "train_step", real_step)
+    monkeypatch.setattr(ldlm.training.train, "train_step", real_step)
     capsys.readouterr()
     assert train_main(["--out", str(out), "--resume", "--no-progress"]) == 0
     assert f"resuming {out} at step 3" in capsys.readouterr().err
@@ -91,11 +91,11 @@ def test_a_resume_to_fewer_steps_than_the_checkpoint_is_refused(tmp_path, capsys
 
 @pytest.mark.slow
 def test_sigterm_to_the_train_command_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
-    """A scheduler's SIGTERM to `python -m ldlm.train` (its first checkpoint due at step 1000): exit 143,
+    """A scheduler's SIGTERM to `python -m ldlm.training.train` (its first checkpoint due at step 1000): exit 143,
     one line naming the checkpoint and the resume command; the resume says its step."""
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, "-m", "ldlm.train", "--preset", "smoke", "--no-progress", "--out", str(out),
+    args = [sys.executable, "-m", "ldlm.training.train", "--preset", "smoke", "--no-progress", "--out", str(out),
             "max_steps=1000", "ckpt_every=1000", "eval_every=1000", "log_every=1"]
     proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -108,8 +108,8 @@ def test_sigterm_to_the_train_command_saves_a_checkpoint_and_says_how_to_resume(
     saved = checkpoint.load(out)["step"]
     last = stderr.strip().splitlines()[-1]
     assert saved >= 3 and last == (f"stopped by SIGTERM at step {saved} of 1000; checkpoint saved in {out}/ckpt.pt. "
-                                   f"Resume with: python -m ldlm.train --out {out} --resume")
-    resumed = subprocess.run([sys.executable, "-m", "ldlm.train", "--out", str(out), "--resume", "--no-progress",
+                                   f"Resume with: python -m ldlm.training.train --out {out} --resume")
+    resumed = subprocess.run([sys.executable, "-m", "ldlm.training.train", "--out", str(out), "--resume", "--no-progress",
                               f"max_steps={saved + 2}"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {out} at step {saved}" in resumed.stderr and json.loads(resumed.stdout)["step"] == saved + 2

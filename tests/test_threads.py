@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import ldlm
-from ldlm import threads
+from ldlm.runtime import threads
 from ldlm.config import ConfigError, make_config
-from ldlm.sample import main as sample_main
-from ldlm.train import _parser, main as train_main
+from ldlm.trained.sample import main as sample_main
+from ldlm.training.train import _parser, main as train_main
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "tiny-wiki-ldlm"
 

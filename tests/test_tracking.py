@@ -1,4 +1,4 @@
-"""Tracking (ldlm.tracking): TensorBoard event files, evaluation samples, the jsonl and wandb loggers."""
+"""Tracking (ldlm.training.tracking): TensorBoard event files, evaluation samples, the jsonl and wandb loggers."""
 import sys
 import time
 import types
@@ -7,12 +7,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ldlm import checkpoint, tracking
+from ldlm.runtime import checkpoint; from ldlm.training import tracking
 from ldlm.config import make_config
 from ldlm.io import read_jsonl
-from ldlm.results import run_id
-from ldlm.runs import check_resume
-from ldlm.train import main as train_main, train
+from ldlm.evaluation.results import run_id
+from ldlm.runtime.runs import check_resume
+from ldlm.training.train import main as train_main, train
 
 # dropout draws from the global generator while training: anything else drawing from it would show
 RUN = dict(max_steps=10, log_every=5, eval_every=5, ckpt_every=10, dropout=0.1)

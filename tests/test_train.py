@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldlm import checkpoint
+from ldlm.runtime import checkpoint
 from ldlm.config import make_config
 from ldlm.io import read_jsonl
-from ldlm.batches import batch_indices
-from ldlm.build import load_run
-from ldlm.sample import generate, main as sample_main
-from ldlm.train import main as train_main, train
+from ldlm.training.batches import batch_indices
+from ldlm.kinds.build import load_run
+from ldlm.trained.sample import generate, main as sample_main
+from ldlm.training.train import main as train_main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def _cli(*args, **kw):
 @pytest.mark.slow
 def test_kill_and_resume(tmp_path):
     out = tmp_path / "killed"
-    args = ["ldlm.train", "--preset", "smoke", "--out", str(out), "--no-progress", "max_steps=100000",
+    args = ["ldlm.training.train", "--preset", "smoke", "--out", str(out), "--no-progress", "max_steps=100000",
             "ckpt_every=10", "eval_every=100000", "log_every=5"]
     proc = _cli(*args)
     deadline = time.time() + 240
@@ -125,7 +125,7 @@ def test_kill_and_resume(tmp_path):
     proc.wait()
     saved = checkpoint.load(out)["step"]
     assert saved >= 10 and saved % 10 == 0
-    resumed = _cli("ldlm.train", "--out", str(out), "--resume", "--no-progress", f"max_steps={saved + 10}")
+    resumed = _cli("ldlm.training.train", "--out", str(out), "--resume", "--no-progress", f"max_steps={saved + 10}")
     stdout, stderr = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, stderr
     assert json.loads(stdout)["step"] == saved + 10
@@ -176,7 +176,7 @@ def test_mismatched_checkpoint_is_a_clear_error(smoke_run, tmp_path):
 def test_short_budget_ema_keeps_under_one_percent_of_the_initial_weights(steps, decay):
     """The EMA of every budget the kit runs (smoke, the tiny notebooks' 150/400, gpu_check's 300) is the
     trained weights' average, not the initialisation's: start the EMA at 0, train weights at 1."""
-    from ldlm.optim import update_ema
+    from ldlm.training.optim import update_ema
 
     ema, model = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
     torch.nn.init.zeros_(ema.weight), torch.nn.init.zeros_(ema.bias)
@@ -191,7 +191,7 @@ def test_the_fused_optimizer_takes_the_per_parameter_loops_steps():
     same groups (decayed matrices, undecayed norms and biases), to float rounding over 20 steps."""
     import copy
 
-    from ldlm.optim import make_optimizer
+    from ldlm.training.optim import make_optimizer
 
     cfg = make_config("smoke")
     torch.manual_seed(0)
@@ -224,7 +224,7 @@ def test_config_with_another_variant_is_refused(smoke_run, tmp_path, capsys):
 def test_rerun_after_a_kill_before_the_first_checkpoint_starts_clean(tmp_path, capsys):
     """A run killed before its first checkpoint (config.json and log lines, no ckpt.pt) starts over
     without duplicated lines, by a plain rerun (the pipeline) or --resume; another config is refused."""
-    from ldlm.runs import RunFolderError
+    from ldlm.runtime.runs import RunFolderError
 
     cfg = smoke(max_steps=5, eval_every=100)
     out = tmp_path / "early"
@@ -241,7 +241,7 @@ def test_rerun_after_a_kill_before_the_first_checkpoint_starts_clean(tmp_path, c
 def test_a_resume_that_trains_longer_leaves_the_new_max_steps_in_config_json_and_the_checkpoint(tmp_path):
     """config.json is the config the run continues with (equal to the checkpoint's), and resume.json
     lists what a --resume may change; config.json still reads as a config (--config, saved_config)."""
-    from ldlm import runs
+    from ldlm.runtime import runs
     from ldlm.config import config_from_dict
 
     out = tmp_path / "longer"

@@ -1,0 +1,1 @@
+"""Layer 7: metrics and judges, diagnostics, tidy result rows, tables and figures."""

@@ -1,0 +1,1 @@
+"""Layer 2: what every run stands on: devices and processes, precision, threads, checkpoints, run folders."""
