@@ -3,7 +3,7 @@
 `ldlm.load(path)` gives a trained model as a pipeline (ldlm.trained.api); it is imported on first use, so
 `import ldlm` stays cheap (no torch).
 """
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["load", "ModelPipeline", "Unsupported", "__version__"]
 

@@ -352,7 +352,8 @@ def test_baseline_trains_checkpoints_and_samples_through_the_kit(kind, tmp_path)
     from ldlm.config import make_config
     from ldlm.io import read_jsonl
     from ldlm.kinds.build import load_run
-    from ldlm.trained.sample import generate, main as sample_main
+    from ldlm.sampling.rows import generate
+    from ldlm.trained.sample import main as sample_main
     from ldlm.training.train import train
 
     cfg = make_config("smoke", model=kind, max_steps=40, eval_every=40)

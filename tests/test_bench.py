@@ -61,7 +61,7 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
     assert row["kind"] == "training" and row["repeats"] == 2 and row["batch"] == cfg.batch_size
     assert row["seconds"] > 0 and row["tokens_per_s"] == cfg.batch_size * cfg.seq_len / row["seconds"]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the caller's model is untouched
-    from ldlm.nets.flops import training_flops
+    from ldlm.tools.flops import training_flops
 
     # the one FLOP model gpu_check uses too, an adaptive head priced on the training targets
     assert row["flops_per_token"] == training_flops(model, targets=data.tokens.train_targets())["total"]

@@ -1,4 +1,4 @@
-"""One FLOP model for every kind (ldlm.nets.flops), checked against torch's FLOP counter on a real training
+"""One FLOP model for every kind (ldlm.nets.flops, ldlm.tools.flops), checked against torch's FLOP counter on a real training
 loss + backward: the MFU that bench and gpu_check report rests on it."""
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ldlm.kinds.build import build_model
 from ldlm.config import make_config
-from ldlm.nets.flops import training_flops
+from ldlm.tools.flops import training_flops
 from ldlm.nets.noise import SampleNoise
 
 LM_WIDTH, VOCAB, B = 24, 500, 3
@@ -122,7 +122,7 @@ def test_train_targets_leave_out_padding():
 
 def test_train_targets_read_evenly_spaced_rows_when_capped_and_only_for_an_adaptive_head():
     from ldlm.text.data import TokenData
-    from ldlm.nets.flops import head_targets
+    from ldlm.tools.flops import head_targets
 
     blocks = np.arange(40, dtype=np.int32).reshape(10, 4)  # row r holds 4r .. 4r + 3
     data = TokenData(blocks, blocks[:0], np.full(10, 4, np.int32), np.zeros(0, np.int32), 0, "wrap", {})

@@ -7,7 +7,7 @@ import pytest
 
 from ldlm.tools import gpu_check
 from ldlm.config import PRESETS, make_config
-from ldlm.nets.flops import meta_model, training_flops
+from ldlm.tools.flops import meta_model, training_flops
 from ldlm.tools.gpu_check import CSV_COLUMNS, CSV_KEY, MARKER, CheckError, check_config, nominal_peak, prepare_run_dir
 from ldlm.evaluation.results import upsert_rows
 

@@ -15,8 +15,9 @@ from ldlm.evaluation import evaluate, metrics
 from ldlm.text.frozen_lm import load_tokenizer
 from ldlm.evaluation.judges import Judge, load_featurizer, load_judge
 from ldlm.text.data import load_corpus, unpack_docs
-from ldlm.evaluation.metrics import (count_empty, distinct_n, gen_ppl, join_docs, mauve_buckets, mauve_score, per_sample_nll,
-                          rep_n, token_accuracy, truncate_texts, unigram_entropy)
+from ldlm.evaluation.metrics import (count_empty, distinct_n, gen_ppl, mauve_buckets, mauve_score, per_sample_nll, rep_n,
+                                     token_accuracy, truncate_texts, unigram_entropy)
+from ldlm.text.data import join_docs
 
 TEXTS = [
     "The city was founded in the twelfth century on the banks of the river.",

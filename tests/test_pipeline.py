@@ -134,7 +134,7 @@ def test_the_pipeline_draws_a_cut_or_outdated_sample_file_again(tmp_path, monkey
     rows = run()
     assert len(drawn) == len(paths) + 1 and len(read_jsonl(path)) == 8 and set(rows["n_samples"]) == {8}
     monkeypatch.setattr(pipeline, "SAMPLER_VERSION", "2")
-    monkeypatch.setattr("ldlm.trained.sample.SAMPLER_VERSION", "2")
+    monkeypatch.setattr("ldlm.sampling.rows.SAMPLER_VERSION", "2")
     run()
     assert len(drawn) == 2 * len(paths) + 1
     assert all({r["sampler_version"] for r in read_jsonl(p)} == {"2"} for p in paths)

@@ -9,7 +9,7 @@ from ldlm.evaluation.diagnostics import latent_geometry
 from ldlm.nets.diffusion import AdaptiveTimeSampler, UniformTimeSampler, encoder_gamma, tangent_alpha_sigma, warmup_gamma
 from ldlm.text.frozen_lm import attention_mask
 from ldlm.kinds.losses import ldlm_loss
-from ldlm.nets.layers import LDLM, count_parameters
+from ldlm.kinds.ldlm import LDLM, count_parameters
 from ldlm.nets.noise import SampleNoise
 from ldlm.training.optim import update_ema
 from ldlm.tools.params import main as params_main

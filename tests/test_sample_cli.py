@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 import ldlm
-from ldlm.trained.sample import generate, main
+from ldlm.sampling.rows import generate
+from ldlm.trained.sample import main
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "tiny-wiki-ldlm"
 

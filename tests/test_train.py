@@ -15,7 +15,8 @@ from ldlm.config import make_config
 from ldlm.io import read_jsonl
 from ldlm.training.batches import batch_indices
 from ldlm.kinds.build import load_run
-from ldlm.trained.sample import generate, main as sample_main
+from ldlm.sampling.rows import generate
+from ldlm.trained.sample import main as sample_main
 from ldlm.training.train import main as train_main, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..runtime import checkpoint
 from ..nets.diffusion import AdaptiveTimeSampler, encoder_gamma, tangent_alpha_sigma
-from ..text.frozen_lm import attention_mask
-from .metrics import token_matches
+from ..nets.layers import token_matches
 from ..nets.samplers import generate_latents, time_grid
+from ..runtime import checkpoint
+from ..text.frozen_lm import attention_mask
 
 
 def time_profile(run: str | Path) -> pd.DataFrame:

@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError, check_counts
+from ..io import PathError, check_output, read_utf8, write_json
 from ..text.data import DataError, corpus_file, load_corpus
 from ..text.frozen_lm import ModelUnavailable
-from ..io import PathError, check_output, read_utf8, write_json
 from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 from .metrics import EvalError, evaluate_samples, reference_ceiling
 from .results import versions

@@ -15,8 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from . import diagnostic_figures
-from . import plotstyle as ps
+from . import diagnostic_figures, plotstyle as ps
 from .results import MAUVE_FLOOR, at_default_temperature, degenerate, frontier_rows, is_reference, with_settings
 
 SAMPLE_METRICS = ("gen_ppl_tok", "entropy", "mauve")  # the ablation's panels that score samples (not latents)

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from .. import checksum
-from ..text.frozen_lm import ModelUnavailable, model_location, no_loading_bar
 from ..io import atomic_dir, cache_dir, writing
+from ..text.frozen_lm import ModelUnavailable, model_location, no_loading_bar
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

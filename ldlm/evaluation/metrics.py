@@ -8,7 +8,7 @@ Conventions, in one place (MDLM: kuleshov-group/mdlm diffusion.py, Duo: s-sahoo/
   EOS after each and cut into BOS + block + EOS rows) a sample is the list of its documents, split at
   its EOS tokens (`data.unpack_docs`); in pad mode (one document per row) it is one document, up to
   the first EOS. Other special tokens and "other" ids (-1) are dropped. `text` (for people and the
-  featurizer) is the documents joined by a blank line (DOC_SEP).
+  featurizer) is the documents joined by a blank line (ldlm.text.data.DOC_SEP).
 - Gen PPL: each document is re-tokenized with the judge's tokenizer (no special tokens) and the
   judge's own EOS (`Judge.eos_id`: <|endoftext|> for SmolLM2 and GPT-2) goes between documents, as
   MDLM/Duo decode with the special tokens and GPT-2 reads <|endoftext|> back as its EOS. A boundary
@@ -56,11 +56,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..nets.layers import token_matches
 from ..runtime.distributed import DistEnv, map_sharded
+from ..text.data import join_docs
 from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
 
 METRICS_VERSION = "3"  # 3: rep_4 and distinct_4
-DOC_SEP = "\n\n"  # between the documents of a sample in its `text` (for people and the featurizer)
 
 
 class EvalError(ValueError):
@@ -69,7 +70,7 @@ class EvalError(ValueError):
 
 def _load(judge=None, featurizer=None):
     """Accept registry names (loaded on the GPU if there is one) or already loaded objects."""
-    from ..text.frozen_lm import default_device
+    from ..runtime.distributed import default_device
     from .judges import load_featurizer, load_judge
 
     j = load_judge(judge, default_device()) if isinstance(judge, str) else judge
@@ -81,11 +82,6 @@ def _load(judge=None, featurizer=None):
 # simple counts
 
 
-def join_docs(docs: Sequence[str]) -> str:
-    """A sample's documents as one text, separated by a blank line."""
-    return DOC_SEP.join(docs)
-
-
 def _text(sample) -> str:
     return sample if isinstance(sample, str) else join_docs(sample)
 
@@ -93,14 +89,6 @@ def _text(sample) -> str:
 def count_empty(samples) -> int:
     """Number of samples (texts or lists of documents) that are empty or whitespace only."""
     return sum(not _text(t).strip() for t in samples)
-
-
-def token_matches(pred_ids, target_ids, mask) -> tuple[torch.Tensor, torch.Tensor]:
-    """(number of positions where pred == target and mask is true, number where mask is true), as
-    tensors on the inputs' device, so that shards can be summed before dividing."""
-    pred, target = torch.as_tensor(pred_ids), torch.as_tensor(target_ids)
-    mask = torch.as_tensor(mask, dtype=torch.bool, device=pred.device)
-    return ((pred == target) & mask).sum(), mask.sum()
 
 
 def token_accuracy(pred_ids, target_ids, mask) -> float:

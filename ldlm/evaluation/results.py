@@ -18,8 +18,8 @@ from typing import Callable
 
 import pandas as pd
 
-from .diagnostics import report_columns
 from ..io import atomic_path, write_json
+from .diagnostics import report_columns
 
 # Keys that change where a run executes or what it reports, never its weights or metrics.
 NOT_IN_RUN_ID = ("device", "num_threads", "logger", "eval_samples")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..config import (CHOICES, TEMPERATURE_RULE, VARIANTS, Config, ConfigError, is_temperature, make_config,
     parse_problem)
-from ..text.data import HUB_DATASETS
 from ..evaluation.judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
+from ..text.data import HUB_DATASETS
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 

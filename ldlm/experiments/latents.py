@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..trained.api import interpolate_latents
-from ..text.data import build_token_data
 from ..evaluation.diagnostics import latent_geometry
+from ..text.data import build_token_data
 from ..text.frozen_lm import attention_mask
+from ..trained.api import interpolate_latents
 
 
 class LatentView:

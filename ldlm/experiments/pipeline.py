@@ -17,21 +17,22 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from ..runtime import checkpoint, runs
-from ..evaluation import diagnostics
-from ..trained.api import load
-from ..kinds.build import build_model, load_run
 from ..config import config_from_dict, make_config
-from ..text.data import Corpus, load_corpus
+from ..evaluation import diagnostics
 from ..evaluation.evaluate import evaluate_file, evaluate_reference
-from .experiment import Experiment
-from ..text.frozen_lm import default_device, load_tokenizer
-from ..io import read_jsonl, write_json, write_jsonl, write_text
-from .latents import LatentView
 from ..evaluation.metrics import METRICS_VERSION, reference_pieces
 from ..evaluation.results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
-from ..trained.sample import sample_rows
+from ..io import read_jsonl, write_json, write_jsonl, write_text
+from ..kinds.build import build_model, load_run
 from ..nets.samplers import SAMPLER_VERSION
+from ..runtime import checkpoint, runs
+from ..runtime.distributed import default_device
+from ..sampling.rows import sample_rows
+from ..text.data import Corpus, load_corpus
+from ..text.frozen_lm import load_tokenizer
+from ..trained.api import load
+from .experiment import Experiment
+from .latents import LatentView
 
 # the evaluation's columns that go into a result row
 ROW_METRICS = ("gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "rep_4", "distinct_4", "mauve", "n_empty",
@@ -246,27 +247,3 @@ def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_d
                      **{k: metrics[k] for k in (*ROW_METRICS, "mauve_train") if k in metrics})
     frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row], derive=with_degenerate)  # flags the table's rows
     return frame[frame["run_id"] == row["run_id"]]
-
-
-def speed_rows(exp: Experiment, dataset: str, seed: int = 0, runs_dir: str | Path = "runs", nproc: int = 1,
-               device: str = "cpu") -> list[dict]:
-    """The speed benchmark of the main comparison's runs (`seed`, on `dataset`) on `device`: each kind's
-    sampling at the experiment's bench step counts and batches, and its training, eager and compile=on side
-    by side (bench_compile), then eager on each of bench_threads (the CPU presets' notebooks train on 1).
-    Eager rows also time the step's matrix products alone (matmul_share): 1 / share bounds what any change
-    that keeps the arithmetic can gain."""
-    from ..tools import bench
-    from ..training.batches import load_training_data
-
-    rows = []
-    for kind in exp.models:
-        run_dir, _ = train_or_resume(exp.config(dataset, kind, seed=seed), runs_dir, nproc=nproc)
-        model, cfg = load_run(run_dir, device)
-        steps = sorted({s["steps"] for s in model.sampling_settings(exp.bench_step_counts, [1.0])})
-        rows += [dict(r, model=kind, run_id=run_dir.name)
-                 for r in bench.bench_sampling(model, cfg, steps, exp.bench_batches, exp.bench_repeats)]
-        data = load_training_data(cfg, device)
-        settings = [dict(compile=False, floor=True), *([dict(compile=True)] if exp.bench_compile else []),
-                    *(dict(compile=False, threads=n, floor=True) for n in exp.bench_threads)]
-        rows += [dict(bench.bench_training(model, cfg, data, **s), model=kind, run_id=run_dir.name) for s in settings]
-    return rows

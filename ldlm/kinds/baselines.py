@@ -12,13 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nets.diffusion import UniformTimeSampler
-from ..text.frozen_lm import attention_mask
-from ..nets.layers import set_gelu
-from .protocol import LossOutput, TextModel
 from ..nets.ar import GPT, ar_loss, ar_sample
+from ..nets.diffusion import UniformTimeSampler
+from ..nets.flops import backbone_forward, blocks_forward, head_forward
+from ..nets.layers import set_gelu
 from ..nets.mdlm import MDLM, mdlm_loss, mdlm_sample
 from ..nets.size import ar_layers_for
+from ..text.frozen_lm import attention_mask
+from .protocol import LossOutput, TextModel
 
 
 def no_callback(model: TextModel, callback) -> None:
@@ -78,8 +79,6 @@ class MaskedDiffusion(Baseline):
         set_gelu(self, cfg.gelu)
 
     def forward_flops(self, classes=None) -> dict:
-        from ..nets.flops import backbone_forward, head_forward
-
         T = self.cfg.seq_len  # the head runs at masked positions only: half of them on average over t ~ U(0, 1)
         return dict(grad=backbone_forward(self.net, T) + head_forward(self.net.out, classes) * T / 2)
 
@@ -119,8 +118,6 @@ class Autoregressive(Baseline):
         return ar_loss(self.net, self.to_head[tokens], valid)
 
     def forward_flops(self, classes=None) -> dict:
-        from ..nets.flops import blocks_forward, head_forward
-
         n = self.cfg.seq_len - 1  # next-token prediction on the first T - 1 positions
         return dict(grad=blocks_forward(self.net.blocks, self.net.pos.shape[1], n) + head_forward(self.net.head, classes) * n)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from ..runtime import checkpoint
 from .baselines import Autoregressive, MaskedDiffusion
-from ..config import ConfigError
-from ..nets.layers import LDLM
+from .ldlm import LDLM
 from .protocol import TextModel
 
 MODELS: dict[str, type[TextModel]] = {"ldlm": LDLM, "mdlm": MaskedDiffusion, "ar": Autoregressive}

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Attention, TransformerBlock, head_logits, head_nll, vocab_head
 from .categorical import sample_categorical, tempered
+from .layers import Attention, TransformerBlock, head_logits, head_nll, vocab_head
 
 
 class KVCache:

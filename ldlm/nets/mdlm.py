@@ -32,8 +32,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .layers import AdaLNBackbone, head_logits, head_nll, vocab_head
 from .categorical import sample_categorical, tempered
+from .layers import AdaLNBackbone, head_logits, head_nll, vocab_head
 
 EPS = 1e-3  # alpha_1 = eps: MDLM's log-linear noise schedule
 

@@ -79,7 +79,7 @@ def sample_ddim(denoise: Denoiser, z: torch.Tensor, ts: torch.Tensor, d: float =
 
 
 SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim}
-# The version of the code that draws samples (these samplers, ldlm.trained.sample, the models' generate): bump it with
+# The version of the code that draws samples (these samplers, ldlm.sampling.rows, the models' generate): bump it with
 # a change that changes what is drawn, and the pipeline draws its sample files again (as METRICS_VERSION
 # re-scores). Every sample row records it; a row without one was drawn by version "1".
 SAMPLER_VERSION = "1"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DiTBlock
 from .ar import Block
+from .layers import DiTBlock
 
 
 def backbone_parameters(module: nn.Module) -> int:

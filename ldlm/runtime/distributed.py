@@ -38,10 +38,20 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def default_device(choice: str = "auto") -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise ConfigError(f"device={choice!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={choice}: torch sees no CUDA GPU (torch {torch.__version__}); use device=cpu or auto")
+    return device
+
+
 def setup(device_choice: str = "auto") -> tuple[DistEnv, torch.device]:
     """(DistEnv, this rank's device); initialises the process group when launched by torchrun."""
-    from ..text.frozen_lm import default_device
-
     device = default_device(device_choice)
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return DistEnv(), device

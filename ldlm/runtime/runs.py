@@ -19,10 +19,10 @@ import json
 import os
 from pathlib import Path
 
-from . import checkpoint, distributed
-from .checkpoint import CKPT_NAME
 from ..config import ConfigError, config_from_dict
 from ..io import PathError, check_output, disk_full, write_json, write_text, writing
+from . import checkpoint, distributed
+from .checkpoint import CKPT_NAME
 
 LOCK_NAME = ".lock"
 BUSY = "is being trained by another process"  # in RunFolderBusy's message: a caller may wait and retry

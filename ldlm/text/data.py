@@ -336,6 +336,14 @@ def fill_pad(chunks: Iterable[tuple[np.ndarray, np.ndarray]], out: np.ndarray, o
     return row
 
 
+DOC_SEP = "\n\n"  # between the documents of a sample in its `text` (for people and the featurizer)
+
+
+def join_docs(docs: Sequence[str]) -> str:
+    """A sample's documents (decoded from `unpack_docs`) as one text, separated by a blank line."""
+    return DOC_SEP.join(docs)
+
+
 def unpack_docs(tokenizer, ids: list[int], pack_mode: str) -> list[list[int]]:
     """The documents of one packed row (the inverse of `pack_wrap` / `pack_pad`), as token ids: no BOS,
     no special tokens, no "other" (-1); wrap: split at each EOS (document boundary), pad: up to the

@@ -22,8 +22,8 @@ from torch import nn
 
 from .. import checksum
 from ..config import ConfigError
-from .data import check_token_ids
 from ..io import atomic_path, cache_dir, new_memmap
+from .data import check_token_ids
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from the Rust tokenizers
 
@@ -205,18 +205,6 @@ def cached_hidden_states(lm: FrozenLM, lm_name: str, blocks: np.ndarray, lengths
         del states
         checksum.record_file(path, tmp)  # before the rename: the states never appear without their checksum
     return np.load(path, mmap_mode="r")
-
-
-def default_device(choice: str = "auto") -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise ConfigError(f"device={choice!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={choice}: torch sees no CUDA GPU (torch {torch.__version__}); use device=cpu or auto")
-    return device
 
 
 def lm_config(name: str):

@@ -14,15 +14,28 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-from ..nets.flops import frozen_lm_shape, head_targets, training_flops
-from ..runtime.precision import autocast, compute_dtype
+from ..config import ConfigError, check_counts
 from ..evaluation.results import upsert_rows
+from ..experiments.experiment import Experiment
+from ..experiments.pipeline import train_or_resume
+from ..io import PathError, check_output
+from ..kinds.build import load_run
+from ..runtime.checkpoint import CheckpointError
+from ..runtime.distributed import DistEnv, batch_plan, default_device, micro_positions
+from ..runtime.precision import autocast, compute_dtype
+from ..sampling.rows import generate
+from ..text.frozen_lm import ModelUnavailable
+from ..trained.api import load
+from ..training.batches import load_training_data, step_loader
+from ..training.optim import Objective, keep_freed_memory, lr_lambda, make_optimizer, train_step
+from .flops import frozen_lm_shape, head_targets, training_flops
 
 
 FLOOR_STEPS = 2  # steps the matrix-product floor records (LDLM runs its self-conditioning pass on about half)
@@ -70,8 +83,6 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
     """Rows of median latency, samples/s and tokens/s per (batch size, sampling steps), in the run's
     training precision (`ldlm.runtime.precision`: bf16 on GPUs under precision=auto, fp32 on CPUs); each
     setting timed `repeats` times, or more until min_seconds (`time_calls`)."""
-    from ..trained.sample import generate
-
     device = next(model.parameters()).device
     dtype = compute_dtype(cfg, device)
 
@@ -140,10 +151,6 @@ def training_steps(model, cfg, data, total: int, compile: bool = False) -> Calla
     training loop's own path (rows from `batches.step_loader`, `TrainingData.to_device`, `optim.train_step`)."""
     import copy
 
-    from ..training.batches import step_loader
-    from ..runtime.distributed import DistEnv, batch_plan, micro_positions
-    from ..training.optim import Objective, keep_freed_memory, lr_lambda, make_optimizer, train_step
-
     keep_freed_memory()  # as train() does
     model = copy.deepcopy(model)
     device = next(model.parameters()).device
@@ -168,7 +175,7 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
     `TrainingData.to_device` (float16 states -> float32), `optim.train_step` (loss, backward, clipping,
     AdamW, EMA, the model's `observe`), for consecutive steps from 0. The mean of `steps` steps after
     `warmup`, as the loop's logged tokens/s: a median would pick one mode, since only about half of
-    LDLM's steps run the self-conditioning pass. MFU: ldlm.nets.flops.training_flops x tokens/s over the
+    LDLM's steps run the self-conditioning pass. MFU: ldlm.tools.flops.training_flops x tokens/s over the
     matmul peak measured in the same call. `compile` (default: cfg.compile) runs the steps through
     `compile_hot_paths`, as compile=on does; `warmup_s` is then mostly the compilation. `threads`: torch's
     CPU threads for the whole measurement, the peak's included (default: as they are set). `floor` (eager,
@@ -206,13 +213,28 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
                 **hardware(device))
 
 
-def main(argv=None) -> int:
-    from ..runtime.checkpoint import CheckpointError
-    from ..config import ConfigError, check_counts
-    from ..trained.api import load
-    from ..text.frozen_lm import ModelUnavailable, default_device
-    from ..io import PathError, check_output
+def speed_rows(exp: Experiment, dataset: str, seed: int = 0, runs_dir: str | Path = "runs", nproc: int = 1,
+               device: str = "cpu") -> list[dict]:
+    """The speed benchmark of the main comparison's runs (`seed`, on `dataset`) on `device`: each kind's
+    sampling at the experiment's bench step counts and batches, and its training, eager and compile=on side
+    by side (bench_compile), then eager on each of bench_threads (the CPU presets' notebooks train on 1).
+    Eager rows also time the step's matrix products alone (matmul_share): 1 / share bounds what any change
+    that keeps the arithmetic can gain."""
+    rows = []
+    for kind in exp.models:
+        run_dir, _ = train_or_resume(exp.config(dataset, kind, seed=seed), runs_dir, nproc=nproc)
+        model, cfg = load_run(run_dir, device)
+        steps = sorted({s["steps"] for s in model.sampling_settings(exp.bench_step_counts, [1.0])})
+        rows += [dict(r, model=kind, run_id=run_dir.name)
+                 for r in bench_sampling(model, cfg, steps, exp.bench_batches, exp.bench_repeats)]
+        data = load_training_data(cfg, device)
+        settings = [dict(compile=False, floor=True), *([dict(compile=True)] if exp.bench_compile else []),
+                    *(dict(compile=False, threads=n, floor=True) for n in exp.bench_threads)]
+        rows += [dict(bench_training(model, cfg, data, **s), model=kind, run_id=run_dir.name) for s in settings]
+    return rows
 
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldlm.tools.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="run folder, checkpoint file or saved model (python -m ldlm.trained.export)")

@@ -26,14 +26,13 @@ def demo(model: str | Path = SHIPPED, out: str | Path = "results/demo", n: int =
     """Generate n texts in `steps` reverse steps, reconstruct SENTENCES, and draw how a sample forms
     (diagnostics.denoising_trajectory: tokens that change per step) into out/FIGURE.png; `show` gets
     each line of the report. Returns the figure's path."""
-    import ldlm
-
     from ..evaluation import diagnostics, figures, plotstyle
     from ..io import write_text
     from ..experiments.latents import LatentView
+    from ..trained.api import load
 
     t0 = time.perf_counter()
-    pipe = ldlm.load(model, device="cpu", threads=threads)
+    pipe = load(model, device="cpu", threads=threads)
     show(f"{pipe}")
     show(f"\n{n} samples, {steps} steps (seed 0):")
     for text in pipe.generate(n, steps=steps, seed=0, progress=False):

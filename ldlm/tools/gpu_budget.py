@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .bench import training_steps
-from ..kinds.build import build_model, init_model
 from ..config import make_config
 from ..experiments.experiment import Experiment
-from ..nets.flops import head_targets, training_flops
+from ..kinds.build import build_model, init_model
+from .bench import training_steps
+from .flops import head_targets, training_flops
 
 TRAIN_STEPS = 6  # counted after one warm-up step; LDLM runs its self-conditioning pass on about half of them
 
@@ -50,7 +50,7 @@ def count_ops(fn) -> int:
 def sampling_ops(model, cfg, steps=(2, 4)) -> tuple[float, float]:
     """(ops of one generation at batch 1 apart from its reverse steps, ops per reverse step), from two step
     counts; the GPT's generation does not depend on the step count (all of it is the first number)."""
-    from ..trained.sample import generate
+    from ..sampling.rows import generate
 
     a, b = (count_ops(lambda k=k: generate(model, cfg, 1, k, 0, batch_size=1)) for k in steps)
     per_step = (b - a) / (steps[1] - steps[0])
@@ -86,7 +86,7 @@ def calibration(gpu_check: Path) -> dict:
     step count) over that sampling's op count here (the owt model with its own layers at seq_len 16)."""
     import pandas as pd
 
-    from ..trained.sample import generate
+    from ..sampling.rows import generate
 
     rows = pd.read_csv(gpu_check)
     eager = rows[~rows["train_compiled"].astype(bool) & rows["hardware"].str.contains("H200")]

@@ -53,7 +53,7 @@ by a third). K_enc, K_dec = the k/v projection weights of the encoder's / decode
 2T-long context, hence the 2's.
 N_lm = the frozen LM's parameters in the blocks actually run (cut at lm_layer), token and position
 embeddings excluded; its attention is counted as full (not halved for the causal mask, as PaLM).
-The code (`ldlm.nets.flops.training_flops`, which `ldlm.tools.bench` uses too) counts the same per sequence from
+The code (`ldlm.tools.flops.training_flops`, which `ldlm.tools.bench` uses too) counts the same per sequence from
 module shapes, so it also holds for latent_len != seq_len. The first layers' skipped input gradients
 are not subtracted (an overestimate of well under 1%); `tests/test_flops.py` checks the count against
 torch.utils.flop_counter on a small model of each kind.
@@ -68,7 +68,7 @@ GPU (1024^3 fp32 on a CPU). Steady tokens/s is the median over the log windows a
 (the first holds start-up: data-loader workers, allocator, kernel selection); the whole-run figure
 (`train_tokens_per_s_overall`, from the run's summary) is reported beside it.
 
-Sampling: the run's EMA model (`ldlm.trained.sample.load_run`) under the training precision (bf16 autocast
+Sampling: the run's EMA model (`ldlm.kinds.build.load_run`) under the training precision (bf16 autocast
 on a GPU; the `ldlm.trained.sample` command itself samples in fp32), timed end to end (noise -> reverse
 steps -> decoder -> token decoder -> ids) by `ldlm.tools.bench.bench_sampling`: one untimed warm-up per
 setting, `--repeats` synchronised calls, median -> samples/s and tokens/s, for every
@@ -94,17 +94,18 @@ from pathlib import Path
 
 import torch
 
-from .bench import bench_sampling, hardware, matmul_peak_flops
 from ..config import Config, ConfigError, config_from_dict, make_config, parse_overrides
-from ..text.data import DataError, TokenData, build_token_data
-from ..nets.flops import frozen_lm_shape, head_targets, training_flops
-from ..text.frozen_lm import ModelUnavailable, default_device, load_tokenizer
+from ..evaluation.results import upsert_rows
 from ..io import DiskFull, PathError, check_output, disk_full, read_jsonl, write_text
 from ..runtime import runs
-from ..evaluation.results import upsert_rows
-from ..runtime.runs import RunFolderError
-from ..training.optim import Diverged
+from ..runtime.distributed import default_device
 from ..runtime.precision import compute_dtype
+from ..runtime.runs import RunFolderError
+from ..text.data import DataError, TokenData, build_token_data
+from ..text.frozen_lm import ModelUnavailable, load_tokenizer
+from ..training.optim import Diverged
+from .bench import bench_sampling, hardware, matmul_peak_flops
+from .flops import frozen_lm_shape, head_targets, training_flops
 
 CHECK_DATASET = "wiki"
 OWT_BATCH = 32          # global = per-device batch at seq_len 1024 (bf16 fits one 80 GB GPU)
@@ -263,7 +264,7 @@ def sampling_throughput(model, cfg: Config, device, batches: list[int], steps_li
 
 def run_check(args, device: torch.device, start: float) -> list[dict]:
     from ..kinds.build import load_run
-    from ..trained.sample import sample_rows
+    from ..sampling.rows import sample_rows
 
     overrides = {k: v for k, v in parse_overrides(args.overrides).items()}
     requested = args.frozen_lm if args.frozen_lm != "auto" else overrides.get("frozen_lm")

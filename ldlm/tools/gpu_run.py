@@ -32,12 +32,13 @@ from pathlib import Path
 
 import yaml
 
-from ..runtime import checkpoint, runs
-from ..experiments import pipeline
 from ..config import ConfigError
+from ..evaluation.results import run_id
+from ..experiments import pipeline
 from ..experiments.experiment import Experiment
 from ..io import atomic_path, write_json
-from ..evaluation.results import run_id
+from ..runtime import checkpoint, runs
+from . import bench
 
 PACK_NAME, MODEL_NAME, SPEED_NAME, RECORD_NAME = "gpu_run.tar.gz", "model.tar.gz", "speed.csv", "gpu_run.json"
 MAX_FILE = 16 << 20  # what one file back from the box may hold
@@ -166,7 +167,7 @@ def preflight() -> None:
 
 def gpu_run(exp: Experiment, out: Path, work: Path, workers: int, stop_after: float) -> dict:
     """Train and sample every job (main first), side by side; then the speed benchmark if time is left; pack."""
-    from ..text.frozen_lm import default_device
+    from ..runtime.distributed import default_device
 
     preflight()
     start = time.time()
@@ -187,7 +188,7 @@ def gpu_run(exp: Experiment, out: Path, work: Path, workers: int, stop_after: fl
     main_done = all(r is not None for r, job in zip(results, todo) if job.exp is exp)
     if main_done and time.time() - start < stop_after:  # the benchmark runs alone on the GPU
         t0 = time.time()
-        rows = pipeline.speed_rows(exp, exp.datasets[0], exp.seeds[0], work / "runs", device=str(default_device()))
+        rows = bench.speed_rows(exp, exp.datasets[0], exp.seeds[0], work / "runs", device=str(default_device()))
         import pandas as pd
 
         pd.DataFrame(rows).to_csv(work / SPEED_NAME, index=False)

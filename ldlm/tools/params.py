@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..config import ConfigError, make_config
-from ..nets.layers import count_parameters
+from ..kinds.ldlm import count_parameters
 
 # (hidden width, vocabulary) of the registry's frozen LMs, so counting needs no download.
 LM_SHAPES = {"gpt2": (768, 50257), "minilm": (384, 30522)}

@@ -26,12 +26,13 @@ import sys
 import time
 
 from ..config import ConfigError, make_config
-from ..text.data import DataError, build_token_data, read_token_cache, token_cache_path
-from ..text.frozen_lm import ModelUnavailable, default_device, load_tokenizer
-from ..io import PathError
 from ..evaluation.judges import load_featurizer, load_judge
-from ..training.batches import load_training_data
+from ..io import PathError
 from ..kinds.build import model_class
+from ..runtime.distributed import default_device
+from ..text.data import DataError, build_token_data, read_token_cache, token_cache_path
+from ..text.frozen_lm import ModelUnavailable, load_tokenizer
+from ..training.batches import load_training_data
 
 
 def describe(data, folder, seconds: float, built: bool) -> str:

@@ -8,7 +8,7 @@
     pipe.save_pretrained("out/")                 # model.safetensors + config.json + model card (ldlm.trained.hub)
 
 One object for the three kinds: the baselines (MDLM, GPT) generate; the latent operations raise
-`Unsupported`, one line naming the kind and what works. Sampling is `ldlm.trained.sample.sample_rows`, so the
+`Unsupported`, one line naming the kind and what works. Sampling is `ldlm.sampling.rows.sample_rows`, so the
 texts are the sample command's for the same seed, batch size and device. Texts are encoded as
 training frames them: BOS + tokens + EOS, padded to seq_len, the frozen LM's states at `lm_layer`.
 """
@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
+from ..kinds.protocol import check_temperature
+from ..nets.layers import normalize_latents
+from ..nets.samplers import SAMPLERS
+from ..runtime.precision import autocast, autocast_dtype
+from ..runtime.threads import check_threads, use_threads
+from ..sampling.rows import row_text, sample_rows
 from ..text.data import pack_pad, special_ids
 from ..text.frozen_lm import attention_mask, load_frozen_lm
 from .hub import SavedModelMixin
-from ..nets.layers import normalize_latents
-from ..runtime.precision import autocast, autocast_dtype
-from ..kinds.protocol import check_temperature
-from .sample import row_text, sample_rows
-from ..nets.samplers import SAMPLERS
-from ..runtime.threads import check_threads, use_threads
 
 
 class Unsupported(RuntimeError):

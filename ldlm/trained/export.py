@@ -14,11 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..runtime import checkpoint
 from ..config import ConfigError
+from ..io import PathError
+from ..runtime import checkpoint
 from ..text.frozen_lm import ModelUnavailable
 from .hub import DTYPES, WEIGHTS_NAME, check_save_folder
-from ..io import PathError
 from .model_card import RESULT_COLUMNS
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 
-from .. import __version__
-from ..runtime import checkpoint
 from ..io import PathError, atomic_dir, atomic_path, check_output, dumps, hold_folder, write_json, write_text
+from ..runtime import checkpoint
+from ..version import __version__
 
 FORMAT = 1
 WEIGHTS_NAME, CONFIG_NAME, CARD_NAME = "model.safetensors", "config.json", "README.md"
@@ -162,7 +162,8 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
         allow_mismatch: load a saved model whose config or tokenizer differ from those it was exported
         with (a warning instead of an error)."""
         from ..kinds.build import load_run
-        from ..text.frozen_lm import default_device, load_tokenizer
+        from ..text.frozen_lm import load_tokenizer
+        from ..runtime.distributed import default_device
 
         local = Path(path)
         if local.is_dir() and is_saved_model(local):
@@ -185,7 +186,8 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
         from safetensors.torch import load_model
 
         from ..kinds.build import build_model
-        from ..text.frozen_lm import default_device, load_tokenizer
+        from ..text.frozen_lm import load_tokenizer
+        from ..runtime.distributed import default_device
 
         folder = Path(model_id)
         if not folder.is_dir():

@@ -9,105 +9,21 @@ one token per step with nucleus `--top-p` (steps = NFE = seq_len - 1). `--temper
 categorical choice from softmax(logits / T): LDLM's tokens (default 0: the argmax), MDLM's unmasked
 classes and the GPT's next tokens (default 1: the model's distribution). Uses the EMA weights; `--run`
 is a run folder, a checkpoint file or a saved model (`python -m ldlm.trained.export`).
-Batch k of `--batch-size` samples draws from a generator seeded by (seed, k), so the samples are the
-same for any number of processes (under torchrun ranks take every world-th batch; rank 0 writes).
-Sampling runs in the run's training precision (`ldlm.runtime.precision`: bf16 on GPUs under precision=auto).
-One JSON line per sample: text (its documents joined by a blank line), docs (the documents: a wrapped
-block can span several), token_ids (the documents' tokens), raw_ids (the sampled row as is, specials
-included), steps, top_p, temperature, seed, sampler, dtype (of the model's compute), draw_dtype (of the
-random draws).
+Samples are drawn by ldlm.sampling.rows (one JSON line per sample, its fields said there).
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
-import time
 
-import torch
-
-from ..runtime import checkpoint, distributed
 from ..config import TEMPERATURE_RULE, ConfigError, check_counts, is_temperature
-from ..text.data import unpack_docs
-from ..runtime.distributed import DistEnv, gather_objects
-from ..text.frozen_lm import ModelUnavailable
 from ..io import PathError, check_output, dumps, write_jsonl
-from ..evaluation.metrics import join_docs
-from ..nets.noise import seed_for
-from ..runtime.precision import autocast, compute_dtype
-from ..kinds.protocol import TextModel
-from ..nets.samplers import SAMPLER_VERSION, SAMPLERS
+from ..nets.samplers import SAMPLERS
+from ..runtime import checkpoint, distributed
 from ..runtime.threads import check_threads
-
-
-def row_docs(tokenizer, row: list[int], pack_mode: str) -> tuple[list[str], list[list[int]]]:
-    """(the documents' texts, their token ids) of one sampled or decoded row."""
-    docs_ids = unpack_docs(tokenizer, row, pack_mode)
-    return [t for t in (tokenizer.decode(d).strip() for d in docs_ids) if t], docs_ids
-
-
-def row_text(tokenizer, row: list[int], pack_mode: str) -> str:
-    """One row as a sample's text: its documents joined by a blank line."""
-    return join_docs(row_docs(tokenizer, row, pack_mode)[0])
-
-
-def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-                sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
-                progress: bool = False, temperature: float | None = None) -> tuple[list[dict], float]:
-    """n sample rows (module docstring; token ids in the model's tokenizer) and seconds. temperature:
-    None = the model kind's default (TextModel.default_temperature)."""
-    device = next(model.parameters()).device
-    setting = model.sampling_record(steps, sampler, top_p, temperature)  # as they run; checks the temperature
-    t0 = time.perf_counter()
-    with autocast(cfg, device):
-        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env, callback, progress, temperature)
-    seconds = time.perf_counter() - t0
-    rows = []
-    for row in ids.tolist():
-        docs, docs_ids = row_docs(tokenizer, row, cfg.pack_mode)
-        rows.append(dict(text=join_docs(docs), docs=docs, token_ids=[i for d in docs_ids for i in d], raw_ids=row,
-                         n_other=row.count(-1), steps=setting["steps"], top_p=setting["top_p"],
-                         temperature=setting["temperature"], seed=seed,
-                         sampler=setting["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=setting["draw_dtype"],
-                         sampler_version=SAMPLER_VERSION))
-    return rows, seconds
-
-
-def _counted(bar, callback, *args) -> None:
-    """A reverse step: one tick of the bar, then the caller's callback if there is one."""
-    bar.update(1)
-    if callback is not None:
-        callback(*args)
-
-
-@torch.no_grad()
-def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-             sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
-             progress: bool = False, temperature: float | None = None) -> torch.Tensor:
-    """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under
-    torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order.
-    `callback(k, step, z_t, x0_hat)` at every reverse step of batch k (models with latents only);
-    `progress`: a bar over this rank's reverse steps (models with latents; the others: its samples), so
-    that it moves within one batch too."""
-    from tqdm.auto import tqdm
-
-    device = next(model.parameters()).device
-    mine = []
-    batches = [(k, start) for k, start in enumerate(range(0, n, batch_size)) if k % env.world == env.rank]
-    by_step = model.has_latents
-    bar = tqdm(total=len(batches) * steps if by_step else sum(min(batch_size, n - s) for _, s in batches),
-               desc="sampling", unit="step" if by_step else "sample", disable=not progress)
-    for k, start in batches:
-        generator = torch.Generator(device=device).manual_seed(seed_for(seed, k))
-        step_callback = functools.partial(callback, k) if callback is not None else None
-        if by_step and progress:
-            step_callback = functools.partial(_counted, bar, step_callback)
-        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p, temperature, step_callback)
-        bar.update(0 if by_step else len(ids))
-        mine.append((k, ids.cpu()))
-    bar.close()
-    batches = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
-    return torch.cat([b for _, b in batches]) if batches else torch.empty(0, cfg.seq_len, dtype=torch.long)
+from ..sampling.rows import sample_rows
+from ..text.frozen_lm import ModelUnavailable
+from .api import load
 
 
 def main(argv=None) -> int:

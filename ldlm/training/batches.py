@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..text.data import TokenData, build_token_data, check_token_ids, special_ids
 from ..runtime.distributed import DistEnv, barrier, shard
-from ..text.frozen_lm import FrozenLM, attention_mask, cached_hidden_states, load_frozen_lm, load_tokenizer
 from ..runtime.precision import autocast_dtype
+from ..text.data import TokenData, build_token_data, check_token_ids, special_ids
+from ..text.frozen_lm import FrozenLM, attention_mask, cached_hidden_states, load_frozen_lm, load_tokenizer
 
 
 @dataclass

@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from ..runtime.distributed import DistEnv, all_gather_cat, all_reduce_sum
 from ..nets.noise import SampleNoise
+from ..runtime.distributed import DistEnv, all_gather_cat, all_reduce_sum
 from ..runtime.precision import autocast
 
 

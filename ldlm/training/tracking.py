@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
+from ..sampling.rows import sample_rows
+from ..text.frozen_lm import load_tokenizer
 
 SAMPLE_STEPS = 20  # sampling steps of the evaluation samples (at most): a glimpse of the text, not a measurement
 
@@ -151,8 +153,8 @@ def open_tracker(cfg, out: Path, start: int) -> Tracker:
 class EvalSamples:
     """`cfg.eval_samples` texts from the EMA model at each evaluation, logged as text.
 
-    Their noise comes from their own generator seeded by the run's seed (sample.generate), the same at
-    every evaluation, so the texts show what training changed, and the global generators (dropout,
+    Their noise comes from their own generator seeded by the run's seed (ldlm.sampling.rows.generate), the
+    same at every evaluation, so the texts show what training changed, and the global generators (dropout,
     anything a resumed run restores) are never drawn from: training is the same with or without them."""
 
     def __init__(self, cfg, tracker: Tracker):
@@ -163,9 +165,6 @@ class EvalSamples:
     def log(self, model, step: int) -> None:
         if not self.enabled:
             return
-        from ..text.frozen_lm import load_tokenizer
-        from ..trained.sample import sample_rows
-
         if self.tokenizer is None:  # loaded at the first evaluation, not at all when off
             self.tokenizer = load_tokenizer(self.cfg.frozen_lm)
         model.eval()  # no dropout: it would draw from the global generator

@@ -31,20 +31,20 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..runtime import checkpoint, distributed, runs
-from . import stopping, tracking
-from .batches import held_out_chunks, load_training_data, step_loader
-from ..kinds.build import init_model, model_class
 from ..config import PRESETS, Config, ConfigError, config_from_dict, make_config, parse_overrides, parse_problem
 from ..config_help import keys_help
-from ..text.data import DataError
-from ..runtime.distributed import barrier
-from ..text.frozen_lm import ModelUnavailable, check_positions, default_device
 from ..io import PathError, disk_full, dumps, read_jsonl, write_json, write_jsonl
-from .optim import Diverged, Objective, check_finite, keep_freed_memory, lr_lambda, make_optimizer, train_step
-from ..runtime.precision import autocast_dtype
+from ..kinds.build import init_model, model_class
 from ..kinds.protocol import held_out_metrics
+from ..runtime import checkpoint, distributed, runs
+from ..runtime.distributed import barrier, default_device
+from ..runtime.precision import autocast_dtype
 from ..runtime.threads import use_threads
+from ..text.data import DataError
+from ..text.frozen_lm import ModelUnavailable, check_positions
+from . import stopping, tracking
+from .batches import held_out_chunks, load_training_data, step_loader
+from .optim import Diverged, Objective, check_finite, keep_freed_memory, lr_lambda, make_optimizer, train_step
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
