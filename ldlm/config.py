@@ -274,14 +274,17 @@ def parse_overrides(items: typing.Iterable[str]) -> dict:
     return out
 
 
-def make_config(preset: str = "tiny", overrides: typing.Iterable[str] = (), **kwargs) -> Config:
-    """Preset values, then the recipe variant, then explicit overrides (keyword or key=value)."""
+def make_config(preset: str = "tiny", overrides: typing.Iterable[str] = (), base: dict | None = None,
+                **kwargs) -> Config:
+    """Preset values, then `base` (an experiment spec's values over its preset: params/*.yaml), then the
+    recipe variant, then explicit overrides (keyword or key=value)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     given = {**parse_overrides(overrides), **kwargs}
-    for key in given:
+    base = base or {}
+    for key in (*base, *given):
         _check_key(key)
-    values = {"preset": preset, **PRESETS[preset]}
+    values = {"preset": preset, **PRESETS[preset], **base}
     variant = given.get("variant", "full")
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")

@@ -81,7 +81,7 @@ def test_encoder_warmup_is_one_fraction_of_every_budget():
         cfg = make_config(name)
         assert cfg.warmup_frac == Config.warmup_frac and cfg.warmup_steps == round(0.25 * cfg.max_steps)
     for steps in (150, 400):
-        assert Experiment.load("tiny", max_steps=steps).config("wiki").warmup_steps == round(0.25 * steps)
+        assert Experiment.load("tiny", config={"max_steps": steps}).run_config("wiki").warmup_steps == round(0.25 * steps)
     assert check_config("owt", 300, "gpt2", {}).warmup_steps == 75
 
 

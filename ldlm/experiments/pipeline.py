@@ -165,7 +165,7 @@ def sampled_run(exp: Experiment, dataset: str, kind: str = "ldlm", variant: str 
     its settings (the experiment's step counts, or the GPT's nucleus p values, then its frontier:
     `exp.frontier_temperatures[kind]` at one setting) and its latent report. Files already there are
     reused, so a run trained and sampled elsewhere (ldlm.tools.gpu_run) is loaded here without its weights."""
-    results_dir, cfg = Path(results_dir), exp.config(dataset, kind, variant, seed)
+    results_dir, cfg = Path(results_dir), exp.run_config(dataset, kind, variant, seed)
     run_dir, summary = train_or_resume(cfg, runs_dir, nproc)
     rid = run_dir.name
     net, cfg = run_model(run_dir, default_device(cfg.device))

@@ -222,7 +222,7 @@ def speed_rows(exp: Experiment, dataset: str, seed: int = 0, runs_dir: str | Pat
     that keeps the arithmetic can gain."""
     rows = []
     for kind in exp.models:
-        run_dir, _ = train_or_resume(exp.config(dataset, kind, seed=seed), runs_dir, nproc=nproc)
+        run_dir, _ = train_or_resume(exp.run_config(dataset, kind, seed=seed), runs_dir, nproc=nproc)
         model, cfg = load_run(run_dir, device)
         steps = sorted({s["steps"] for s in model.sampling_settings(exp.bench_step_counts, [1.0])})
         rows += [dict(r, model=kind, run_id=run_dir.name)

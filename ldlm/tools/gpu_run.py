@@ -194,7 +194,7 @@ def gpu_run(exp: Experiment, out: Path, work: Path, workers: int, stop_after: fl
         pd.DataFrame(rows).to_csv(work / SPEED_NAME, index=False)
         speed_s = time.time() - t0
     latent = latent_job(exp)
-    latent_rid = run_id(latent.exp.config(latent.dataset, latent.kind, latent.variant, latent.seed).to_dict())
+    latent_rid = run_id(latent.exp.run_config(latent.dataset, latent.kind, latent.variant, latent.seed).to_dict())
     record = dict(where, preset=exp.preset, runs=done, skipped=len(results) - len(done), workers=workers,
                   seconds=dict(states=states_s, runs=runs_s, speed=speed_s, total=time.time() - start))
     pack(out, work, done, record, latent_rid if any(r["run_id"] == latent_rid for r in done) else None)
@@ -251,7 +251,7 @@ def carry(exp: Experiment, dest: Path) -> dict:
     from ..text.data import build_token_data, token_cache_path
     from ..text.frozen_lm import BUNDLED, load_tokenizer
 
-    cfg = exp.config(exp.datasets[0])
+    cfg = exp.run_config(exp.datasets[0])
     package = importlib.import_module(BUNDLED[cfg.frozen_lm])
     source, site = Path(package.__file__).parent, dest / "site" / BUNDLED[cfg.frozen_lm]
     shutil.rmtree(site, ignore_errors=True)
@@ -265,7 +265,7 @@ def carry(exp: Experiment, dest: Path) -> dict:
     tokenizer = load_tokenizer(cfg.frozen_lm)
     tokens = dest / "cache" / "tokens"
     for dataset in exp.all_datasets:
-        dcfg = exp.config(dataset)
+        dcfg = exp.run_config(dataset)
         build_token_data(dcfg, tokenizer, dcfg.frozen_lm)
         folder = token_cache_path(dcfg, tokenizer, dcfg.frozen_lm)
         shutil.rmtree(tokens / folder.name, ignore_errors=True)
