@@ -7,6 +7,7 @@ import matplotlib
 import pandas as pd
 from matplotlib.collections import PathCollection
 
+from ldlm.config import VARIANTS
 from ldlm.evaluation import figures
 from ldlm.evaluation import plotstyle as ps
 
@@ -51,7 +52,7 @@ def test_a_results_folder_without_inputs_draws_nothing(tmp_path):
 
 def test_each_model_and_variant_has_its_own_colour_and_the_full_recipe_is_ldlm():
     assert ps.PALETTE["full"] == ps.PALETTE["ldlm"]
-    keys = ["ldlm", "mdlm", "ar", "reference", *[v for v in ps.VARIANTS if v != "full"]]
+    keys = ["ldlm", "mdlm", "ar", "reference", *[v for v in VARIANTS if v != "full"]]
     assert len({ps.PALETTE[k] for k in keys}) == len(keys)
 
 

@@ -76,11 +76,11 @@ def denoising_trajectory(view, steps: int, seed: int = 0, n: int = 4, start: int
                              text=[view.text(ids[i, 0], length) if i in shown else None for i in range(steps + 1)]))
 
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+X0Estimate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z_t, t) -> x0_hat, no self-conditioning
 
 
 @torch.no_grad()
-def reconstruction_vs_noise(view, ts=None, sigmas=None, seed: int = 0, denoise: Denoiser | None = None) -> pd.DataFrame:
+def reconstruction_vs_noise(view, ts=None, sigmas=None, seed: int = 0, denoise: X0Estimate | None = None) -> pd.DataFrame:
     """Token accuracy over the view's rows (its `lengths`) from noised latents, one row per grid point.
 
     kind "diffusion": z_t = alpha_t z0 + sigma_t eps, one x0 prediction of `denoise` (the DiT, no
@@ -130,7 +130,7 @@ def latent_geometry(z: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
                 participation_ratio=float(eig.sum() ** 2 / eig.pow(2).sum().clamp(min=1e-30)))
 
 
-def wiener_denoiser(z: torch.Tensor, mask: torch.Tensor | None = None, d: float = 3.0) -> Denoiser:
+def wiener_denoiser(z: torch.Tensor, mask: torch.Tensor | None = None, d: float = 3.0) -> X0Estimate:
     """The best per-position linear x0 estimate for latents distributed with the mean and covariance of
     z's positions: x0 = mu + Sigma alpha (alpha^2 Sigma + sigma^2 I)^-1 (z_t - alpha mu). What a DiT
     that ignored the other positions and all non-Gaussian structure would reach: its floor to beat."""

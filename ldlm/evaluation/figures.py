@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from ..config import VARIANTS
 from . import diagnostic_figures, plotstyle as ps
 from .results import MAUVE_FLOOR, at_default_temperature, degenerate, frontier_rows, is_reference, with_settings
 
@@ -133,7 +134,7 @@ def ablation(results_dir: Path) -> Figure | None:
     rows = pd.read_csv(path)
     collapsed = set(rows.loc[flagged(rows), "variant"])  # any seed; the flags need the reference row
     reference, rows = rows[is_reference(rows)], rows[~is_reference(rows)]
-    order = [v for v in ps.VARIANTS if v in set(rows["variant"])]
+    order = [v for v in VARIANTS if v in set(rows["variant"])]
     metrics = {"gen_ppl_tok": "Gen PPL (token) ↓", "entropy": "unigram entropy (nats)", "mauve": "MAUVE ↑",
                "recon_acc": "reconstruction acc. ↑", "mean_share": "latent energy in the shared mean ↓",
                "participation_ratio": "participation ratio (dimensions) ↑",
@@ -271,7 +272,7 @@ def training_curves(results_dir: Path) -> Figure | None:
                 ax.plot(part["step"], part[key], color=ps.PALETTE.get(variant, "0.5"), ls=line[setting], lw=0.9,
                         marker=".", ms=3)
         ax.set(title=title, xlabel="training step" if ax in axes[2:] else "")
-    variants = [v for v in ps.VARIANTS if v in {v for v, _, _ in runs}]
+    variants = [v for v in VARIANTS if v in {v for v, _, _ in runs}]
     ps.key_legend(axes[0], variants, fontsize=6.5, ncol=2)
     ps.key_legend(axes[1], lines=line, fontsize=6.5)
     fig.suptitle("LDLM training curves (one line per run and seed)", fontsize=8)

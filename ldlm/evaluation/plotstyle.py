@@ -30,7 +30,6 @@ MARKERS = {"ldlm": "o", "mdlm": "s", "ar": "^", "reference": "*"}
 LABELS = {"ldlm": "LDLM", "mdlm": "MDLM", "ar": "AR (GPT)", "reference": "held-out text", "full": "full recipe",
           "no_mse": "− MSE loss", "no_warmup": "− enc. warmup", "no_adaptive": "− adaptive t",
           "no_decoder_noise": "− dec. noise", "naive": "naive (all off)"}
-VARIANTS = ["full", "no_mse", "no_warmup", "no_adaptive", "no_decoder_noise", "naive"]
 DATASET_LINES = ["-", "--", ":", "-."]  # one line style per dataset, in order of appearance
 # Degenerate samples (results.degenerate, in at least one seed): their low Gen PPL rewards repetition, so
 # the figures mark them as the tables do (†): hatched bars, hollow markers.

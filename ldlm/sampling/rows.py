@@ -45,7 +45,7 @@ def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int 
     setting = model.sampling_record(steps, sampler, top_p, temperature)  # as they run; checks the temperature
     t0 = time.perf_counter()
     with autocast(cfg, device):
-        ids = generate(model, cfg, n, steps, seed, batch_size, sampler, top_p, env, callback, progress, temperature)
+        ids = sample_ids(model, cfg, n, steps, seed, batch_size, sampler, top_p, env, callback, progress, temperature)
     seconds = time.perf_counter() - t0
     rows = []
     for row in ids.tolist():
@@ -66,7 +66,7 @@ def _counted(bar, callback, *args) -> None:
 
 
 @torch.no_grad()
-def generate(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
+def sample_ids(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
              sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
              progress: bool = False, temperature: float | None = None) -> torch.Tensor:
     """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under

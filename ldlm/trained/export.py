@@ -19,7 +19,7 @@ from ..io import PathError
 from ..runtime import checkpoint
 from ..text.frozen_lm import ModelUnavailable
 from .hub import DTYPES, WEIGHTS_NAME, check_save_folder
-from .model_card import RESULT_COLUMNS
+from .model_card import CARD_COLUMNS
 
 
 def result_rows(csv_paths: list[str], run_id: str) -> list[dict]:
@@ -42,7 +42,7 @@ def result_rows(csv_paths: list[str], run_id: str) -> list[dict]:
         if mine.empty:
             raise PathError(f"--results {path!r} has no row of run {run_id}; give the CSV of this run's dataset "
                             f"or leave --results out")
-        columns = [c for c in RESULT_COLUMNS if c in mine.columns]
+        columns = [c for c in CARD_COLUMNS if c in mine.columns]
         rows += [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in mine[columns].to_dict("records")]
     return rows
 

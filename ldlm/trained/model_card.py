@@ -10,7 +10,7 @@ import math
 KINDS = {"ldlm": "LDLM (latent diffusion language model, jointly trained latent space)",
          "mdlm": "MDLM baseline (masked diffusion over tokens)", "ar": "GPT baseline (autoregressive)"}
 # result-row columns shown, and their headers
-RESULT_COLUMNS = {"model": "model", "steps": "steps", "top_p": "top p", "temperature": "temperature", "seed": "seed",
+CARD_COLUMNS = {"model": "model", "steps": "steps", "top_p": "top p", "temperature": "temperature", "seed": "seed",
                   "n_samples": "n", "gen_ppl_tok": "Gen PPL (tok)", "entropy": "entropy", "rep_4": "rep-4", "mauve": "MAUVE",
                   "recon_acc": "recon acc", "degenerate": "degenerate", "judge": "judge", "featurizer": "featurizer"}
 SUMMARY_KEYS = {"step": "training steps", "train_tokens": "training tokens", "train_seconds": "training seconds",
@@ -64,12 +64,12 @@ def card_text(config: dict) -> str:
                                                      if k in summary]), ""]
     results = run.get("results") or []
     if results:
-        columns = [c for c in RESULT_COLUMNS if any(c in r for r in results)]
+        columns = [c for c in CARD_COLUMNS if any(c in r for r in results)]
         parts += ["## Results", "",
                   "Rows of the kit's results table for this run (one per sampling setting and seed). Gen PPL is "
                   "judged by the named judge and MAUVE uses the named featurizer: numbers compare models inside "
                   "the kit, not with published ones.", "",
-                  table([RESULT_COLUMNS[c] for c in columns], [[r.get(c) for c in columns] for r in results]), ""]
+                  table([CARD_COLUMNS[c] for c in columns], [[r.get(c) for c in columns] for r in results]), ""]
     parts += ["## Configuration", "", table(["key", "value"], [[k, cfg[k]] for k in CONFIG_KEYS if k in cfg]), "",
               "The whole resolved config is `config[\"config\"]` in config.json.", ""]
     return "\n".join(parts)

@@ -153,7 +153,7 @@ def open_tracker(cfg, out: Path, start: int) -> Tracker:
 class EvalSamples:
     """`cfg.eval_samples` texts from the EMA model at each evaluation, logged as text.
 
-    Their noise comes from their own generator seeded by the run's seed (ldlm.sampling.rows.generate), the
+    Their noise comes from their own generator seeded by the run's seed (ldlm.sampling.rows.sample_ids), the
     same at every evaluation, so the texts show what training changed, and the global generators (dropout,
     anything a resumed run restores) are never drawn from: training is the same with or without them."""
 
