@@ -263,7 +263,7 @@ def test_a_baseline_generates_and_refuses_latent_operations_in_one_line(mdlm_pip
 
 def test_shipped_model_is_the_tiny_wiki_run_in_float32_under_20_mb(shipped):
     config = json.loads((SHIPPED / "config.json").read_text())
-    assert config["run"]["run_id"] == "tiny-wiki-full-s0-edf4db97" and config["weights_dtype"] == "float32"
+    assert config["run"]["run_id"] == "tiny-wiki-ldlm-full-s0-77250c2b" and config["weights_dtype"] == "float32"
     assert sum(p.stat().st_size for p in SHIPPED.iterdir()) < 20e6
     assert shipped.kind == "ldlm" and shipped.cfg.preset == "tiny" and shipped.cfg.dataset == "wiki"
 
@@ -291,10 +291,10 @@ def test_shipped_model_reconstructs_a_training_sentence(shipped):
     pred = shipped.model.latents_to_tokens(z)
     mask = attention_mask(lengths, ids.shape[1]).bool()
     accuracy = ((pred == ids) & mask).sum().item() / mask.sum().item()
-    # measured 0.65 (13 of 20 tokens) on CPU in float32; the run's held-out recon_acc is 0.568 (summary.json)
-    assert accuracy >= 0.6
+    # measured 0.60 (12 of 20 tokens) on CPU in float32; the run's held-out recon_acc is 0.595 (summary.json)
+    assert accuracy >= 0.5
     text = shipped.reconstruct([sentence], progress=False)[0]
-    assert text == shipped.decode(z, lengths)[0] and text.startswith("anarchism is a political philosophy")
+    assert text == shipped.decode(z, lengths)[0] and text.startswith("anarchism is a ")
 
 
 def test_shipped_model_interpolation_ends_at_the_two_reconstructions(shipped):

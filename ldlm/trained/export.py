@@ -1,7 +1,7 @@
 """A training run as a shareable saved model (ldlm.trained.hub): EMA weights as model.safetensors, config.json,
 tokenizer files and a model card with the run's result rows.
 
-    python -m ldlm.trained.export --run runs/tiny-wiki-full-s0-edf4db97 --out models/tiny-wiki-ldlm \\
+    python -m ldlm.trained.export --run runs/tiny-wiki-ldlm-full-s0-77250c2b --out models/tiny-wiki-ldlm \\
         --results results/main_wiki.csv
 
 --results (repeatable) adds the CSV rows whose run_id is the run's to the model card. The run folder's
