@@ -56,7 +56,7 @@ class Config:
     cache_hidden: bool = False       # keep the frozen LM's states on disk across runs
 
     # --- model -----------------------------------------------------------------------------------
-    model: str = "ldlm"              # ldlm | mdlm | ar (the baselines: backbone sized from the dit_* keys)
+    model: str = "ldlm"              # the model kind, a name in ldlm.kinds.registry.KINDS (the baselines: backbone sized from the dit_* keys)
     mdlm_time_conditioning: bool = False  # MDLM backbone sees t; off = the reference default (time_conditioning)
     latent_dim: int = 768            # [S]
     latent_len: int = 0              # 0 = one latent per token [R]; the paper's value is unknown
@@ -154,7 +154,6 @@ CHOICES = {
     "dit_param": ("x0", "v"),
     "latent_norm": ("l2", "standard", "whiten"),
     "precision": ("auto", "bf16", "fp32"),
-    "model": ("ldlm", "mdlm", "ar"),
     "logger": ("tensorboard", "jsonl", "wandb"),
 }
 
@@ -215,14 +214,25 @@ PRESETS["gpu"] = dict(
     log_every=50, eval_every=500, ckpt_every=500,
 )
 
+@dataclass(frozen=True)
+class Variant:
+    """A recipe variant of the ablation: its config overrides and how tables, figures and readings name it."""
+    overrides: dict
+    title: str                  # its row in the tables
+    label: str                  # in figure legends and axes
+    colour: str                 # in every figure (the full recipe: LDLM's)
+    called: str | None = None   # in a sentence; None: its name
+
+
 # Recipe variants for the ablation: the full recipe, each component removed, and all four removed.
-VARIANTS: dict[str, dict] = {
-    "full": {},
-    "no_mse": dict(decoder_loss="ce"),
-    "no_warmup": dict(encoder_warmup=False),
-    "no_adaptive": dict(time_sampling="uniform"),
-    "no_decoder_noise": dict(decoder_noise=0.0),
-    "naive": dict(decoder_loss="ce", encoder_warmup=False, time_sampling="uniform", decoder_noise=0.0),
+VARIANTS: dict[str, Variant] = {
+    "full": Variant({}, "LDLM (full recipe)", "full recipe", "#0173b2", called="the full recipe"),
+    "no_mse": Variant(dict(decoder_loss="ce"), "− MSE decoder loss (CE)", "− MSE loss", "#cc78bc"),
+    "no_warmup": Variant(dict(encoder_warmup=False), "− encoder warmup", "− enc. warmup", "#ca9161"),
+    "no_adaptive": Variant(dict(time_sampling="uniform"), "− adaptive timesteps", "− adaptive t", "#56b4e9"),
+    "no_decoder_noise": Variant(dict(decoder_noise=0.0), "− decoder noise", "− dec. noise", "#882255"),
+    "naive": Variant(dict(decoder_loss="ce", encoder_warmup=False, time_sampling="uniform", decoder_noise=0.0),
+                     "naive joint training (all four off)", "naive (all off)", "#d55e00", called="naive joint training"),
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -288,7 +298,7 @@ def make_config(preset: str = "tiny", overrides: typing.Iterable[str] = (), base
     variant = given.get("variant", "full")
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    values.update(VARIANTS[variant])
+    values.update(VARIANTS[variant].overrides)
     values.update(given)
     cfg = Config(**{k: _coerce(k, v) for k, v in values.items()})
     validate(cfg)

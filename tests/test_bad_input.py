@@ -85,6 +85,8 @@ CASES = [
     ("log_every=0", [*SMOKE, "--out", "{empty}", "log_every=0"], "log_every=0", None),
     ("eval_every=0", [*SMOKE, "--out", "{empty}", "eval_every=0"], "eval_every=0", None),
     ("max_steps=0", [*SMOKE, "--out", "{empty}", "max_steps=0"], "max_steps=0", None),
+    ("an unknown model kind", [*SMOKE, "--out", "{empty}", "model=gpt"], "model='gpt': choose one of ['ar', 'ldlm', 'mdlm']",
+     None),
     ("lr=nan", [*SMOKE, "--out", "{empty}", "lr=nan"], "lr=nan", None),
     ("lr negative", [*SMOKE, "--out", "{empty}", "lr=-1"], "lr=-1", None),
     ("seq_len beyond the frozen LM", [*SMOKE, "--out", "{empty}", "seq_len=1024"], "seq_len=1024", None),

@@ -159,9 +159,9 @@ def test_the_latent_table_counts_each_run_once_and_leaves_out_runs_without_a_rep
         + [dict(report, variant="full", run_id="b", steps=10, mean_share=0.7)]
         + [dict(variant="reference", run_id="ref", steps=0), dict(variant="naive", run_id="c", steps=10)])
     table = tables.latent_table(rows, order=["full", "naive"])
-    assert list(table.index) == [tables.VARIANT_NAMES["full"]]  # naive's run has no report (an older row)
-    assert table.loc[tables.VARIANT_NAMES["full"], "seeds"] == 2
-    assert table.loc[tables.VARIANT_NAMES["full"], "Mean share ↓"].startswith("0.8 ± 0.14")
+    assert list(table.index) == [tables.variant_title("full")]  # naive's run has no report (an older row)
+    assert table.loc[tables.variant_title("full"), "seeds"] == 2
+    assert table.loc[tables.variant_title("full"), "Mean share ↓"].startswith("0.8 ± 0.14")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ..config import VARIANTS
+from ..kinds.registry import KINDS
 from . import diagnostic_figures, plotstyle as ps
 from .results import MAUVE_FLOOR, at_default_temperature, degenerate, frontier_rows, is_reference, with_settings
 
@@ -106,9 +107,9 @@ def pareto(results_dir: Path) -> Figure | None:
             ax.scatter(group["entropy"], group["gen_ppl_tok"], marker=marker, color=colour, alpha=0.25, s=10)
             sweep, name = group[at_default_temperature(group)], f"{ps.label(model)} ({seeds} seed{'s' * (seeds > 1)})"
             if len(sweep):
-                setting = "top_p" if model == "ar" else "steps"
-                stats = trace(ax, sweep, setting, colour, marker, ":", name)
-                labels[ax] += [(r[("entropy", "mean")], r[("gen_ppl_tok", "mean")], f"p={v:g}" if model == "ar" else f"{int(v)}")
+                knob = KINDS[model].knob
+                stats = trace(ax, sweep, knob, colour, marker, ":", name)
+                labels[ax] += [(r[("entropy", "mean")], r[("gen_ppl_tok", "mean")], f"p={v:g}" if knob == "top_p" else f"{int(v)}")
                                for v, r in stats.iterrows()]
             frontier = frontier_rows(group)
             if frontier["temperature"].nunique() > 1:  # the default's point is labelled by the sweep already

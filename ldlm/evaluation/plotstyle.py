@@ -16,20 +16,22 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..config import VARIANTS
 from ..io import atomic_path
+from ..kinds.registry import KINDS
 from .results import DEGENERATE_ENTROPY_GAP, DEGENERATE_REP_4
 
 PANEL_WIDTH, PANEL_HEIGHT = 3.5, 2.8  # inches: one single-column figure per panel
 
+# A colour, marker and label per model kind (ldlm.kinds.registry) and recipe variant (config.VARIANTS): the full
+# recipe is LDLM (same colour); each ablation variant has its own colour in every figure.
 _CB = sns.color_palette("colorblind").as_hex()
-# The full recipe is LDLM (same colour); each ablation variant has its own colour in every figure.
-PALETTE = {"ldlm": _CB[0], "full": _CB[0], "mdlm": _CB[1], "ar": _CB[2], "reference": "#000000",
-           "naive": _CB[3], "no_mse": _CB[4], "no_warmup": _CB[5], "no_adaptive": _CB[9], "no_decoder_noise": "#882255",
-           "uniform": _CB[7]}
-MARKERS = {"ldlm": "o", "mdlm": "s", "ar": "^", "reference": "*"}
-LABELS = {"ldlm": "LDLM", "mdlm": "MDLM", "ar": "AR (GPT)", "reference": "held-out text", "full": "full recipe",
-          "no_mse": "− MSE loss", "no_warmup": "− enc. warmup", "no_adaptive": "− adaptive t",
-          "no_decoder_noise": "− dec. noise", "naive": "naive (all off)"}
+# "reference": held-out text; "uniform": the uniform time distribution (diagnostic figures)
+PALETTE = {**{k.name: k.colour for k in KINDS.values()}, "reference": "#000000",
+           **{name: v.colour for name, v in VARIANTS.items()}, "uniform": _CB[7]}
+MARKERS = {**{k.name: k.marker for k in KINDS.values()}, "reference": "*"}
+LABELS = {**{k.name: k.label for k in KINDS.values()}, "reference": "held-out text",
+          **{name: v.label for name, v in VARIANTS.items()}}
 DATASET_LINES = ["-", "--", ":", "-."]  # one line style per dataset, in order of appearance
 # Degenerate samples (results.degenerate, in at least one seed): their low Gen PPL rewards repetition, so
 # the figures mark them as the tables do (†): hatched bars, hollow markers.

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config import VARIANTS
 from ..io import read_jsonl
+from ..kinds.registry import KINDS
 from .results import MAUVE_FLOOR, at_default_temperature, degenerate, is_reference, with_settings
 
-NAMES = {"ldlm": "LDLM", "mdlm": "MDLM", "ar": "the GPT", "reference": "held-out text"}
+NAMES = {**{k.name: k.called for k in KINDS.values()}, "reference": "held-out text"}
 
 
 def _default_sample_file(record: dict) -> tuple[str, str] | None:
@@ -66,9 +68,10 @@ def main_reading(rows: pd.DataFrame) -> str:
     runs = runs[at_default_temperature(runs)]
     tops = {}  # each model at its largest setting
     for model, group in runs.groupby("model", sort=False):
-        setting = "top_p" if model == "ar" else "steps"
-        tops[model] = group[group[setting] == group[setting].max()]
-    where = lambda model, top: f"p = {top['top_p'].iloc[0]:g}" if model == "ar" else f"{int(top['steps'].iloc[0])} steps"
+        knob = KINDS[model].knob
+        tops[model] = group[group[knob] == group[knob].max()]
+    where = lambda model, top: (f"p = {top['top_p'].iloc[0]:g}" if KINDS[model].knob == "top_p"
+                                else f"{int(top['steps'].iloc[0])} steps")
     seeds = runs["seed"].nunique()
     text = (f"Held-out text scores {_point(reference)} nats; " if len(reference) else "") + "; ".join(
         f"{NAMES.get(m, m)} ({where(m, top)}) {_point(top)}" for m, top in tops.items()) + \
@@ -94,7 +97,7 @@ def ablation_reading(rows: pd.DataFrame, order: list[str]) -> str:
     latents collapse most onto their shared mean."""
     rows = rows.assign(degenerate=degenerate(rows).fillna(False).astype(bool))
     reference, runs = rows[is_reference(rows)], rows[~is_reference(rows)]
-    name = lambda v: {"full": "the full recipe", "naive": "naive joint training"}.get(v, v)
+    name = lambda v: VARIANTS[v].called or v if v in VARIANTS else v
     full = runs[runs["variant"] == "full"]
     text = f"The full recipe's samples score {_point(full)}" + (" and are degenerate (†)" if full["degenerate"].any() else "")
     text += f" against held-out text's {_point(reference)}." if len(reference) else "."

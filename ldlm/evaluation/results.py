@@ -19,6 +19,8 @@ from typing import Callable
 import pandas as pd
 
 from ..io import atomic_path, write_json
+from ..kinds.registry import KINDS
+from . import columns
 from .diagnostics import report_columns
 
 # Keys that change where a run executes or what it reports, never its weights or metrics.
@@ -30,16 +32,16 @@ ROW_KEYS = ["preset", "dataset", "variant", "seed", "steps", "top_p", "temperatu
             "n_samples", "dtype", "run_id"]
 
 # A result row of results/<table>.csv (main_*, ablation), in column order: what produced it, what the
-# trained run measured (recon_acc, decoder_noise and the latent report: LDLM; valid_loss: the baselines), the timings,
-# then the evaluation's metrics (ldlm.evaluation.metrics). A row holds the columns that apply to it. The CSV's last
-# column, `degenerate`, depends on the whole table (its reference row): `with_degenerate` adds it.
+# trained run measured (its EMA held-out metrics: columns.run_columns; a latent kind's decoder_noise and latent
+# report), the timings, then the evaluation's metrics (ldlm.evaluation.columns). A row holds the columns that
+# apply to it. The CSV's last column, `degenerate`, depends on the whole table (its reference row):
+# `with_degenerate` adds it.
 RESULT_COLUMNS = [
     "preset", "dataset", "variant", "seed", "steps", "top_p", "temperature", "sampler", "judge", "featurizer",
     "n_samples", "dtype", "draw_dtype", "run_id", "model",
-    "recon_acc", "decoder_noise", "valid_loss", *report_columns(),
+    *columns.names("run"), "decoder_noise", *report_columns(),
     "train_steps", "train_seconds", "train_tokens_per_s", "sample_seconds", "samples_per_s", "pack_mode",
-    "gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "rep_4", "distinct_4", "mauve", "n_empty",
-    "sample_len_tokens", "metrics_version", "mauve_train",
+    *columns.names("samples", "reference"),
 ]
 
 # A loop is easy to predict, so samples collapsed into repetition get a low Gen PPL; such rows are flagged
@@ -100,9 +102,7 @@ def with_degenerate(frame: pd.DataFrame) -> pd.DataFrame:
 
 def default_temperatures() -> dict[str, float]:
     """The temperature each model kind samples at unless told (TextModel.default_temperature)."""
-    from ..kinds.build import MODELS
-
-    return {kind: cls.default_temperature for kind, cls in MODELS.items()}
+    return {name: kind.model.default_temperature for name, kind in KINDS.items()}
 
 
 def with_settings(rows: pd.DataFrame) -> pd.DataFrame:

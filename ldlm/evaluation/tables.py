@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config import VARIANTS
 from ..io import write_text
+from ..kinds.registry import KINDS
+from . import columns
 from .results import (DEGENERATE_ENTROPY_GAP, DEGENERATE_REP_4, default_temperatures, degenerate, frontier_setting,
     with_settings)
 
-METRIC_COLUMNS = {"gen_ppl_tok": "Gen PPL (tok) ↓", "gen_ppl_seq": "Gen PPL (seq) ↓", "entropy": "Entropy",
-                  "rep_4": "Rep-4", "mauve": "MAUVE ↑", "recon_acc": "Recon. acc. ↑", "valid_loss": "Held-out loss ↓",
-                  "n_empty": "Empty"}
-
-VARIANT_NAMES = {"full": "LDLM (full recipe)", "no_mse": "− MSE decoder loss (CE)", "no_warmup": "− encoder warmup",
-                 "no_adaptive": "− adaptive timesteps", "no_decoder_noise": "− decoder noise",
-                 "naive": "naive joint training (all four off)", "reference": "held-out text (ceiling)"}
+METRIC_COLUMNS = columns.table_headers()
+AGGREGATE = {c.name: c.agg for c in columns.COLUMNS}
+REFERENCE_TITLE = "held-out text (ceiling)"
 
 
 WITHIN_SPREAD = "≈"  # marks a mean whose distance to the compared row is within their seed spread
@@ -47,7 +46,7 @@ def _summarise(rows: pd.DataFrame, by: list[str], versus=None) -> pd.DataFrame:
     seed stds ends in WITHIN_SPREAD: the difference is not a finding at this number of seeds."""
     cols = [c for c in METRIC_COLUMNS if c in rows.columns]
     grouped = rows.groupby(by, sort=False, dropna=False)[cols]  # held-out text has no temperature
-    mean, std, n, counts = grouped.mean(), grouped.std(), grouped.size(), grouped.count()
+    mean, std, n, counts = grouped.agg({c: AGGREGATE[c] for c in cols}), grouped.std(), grouped.size(), grouped.count()
     out = mean.copy().astype(object)
     for c in cols:
         cells = []
@@ -77,8 +76,13 @@ def ablation_table(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     recipe. Held-out text's row (variant "reference"), if `rows` has one, comes first."""
     table = _summarise(rows, ["variant"], versus="full")
     table = table.loc[[v for v in dict.fromkeys(["reference", *order]) if v in table.index]]
-    table.index = [VARIANT_NAMES.get(v, v) for v in table.index]
+    table.index = [variant_title(v) for v in table.index]
     return table
+
+
+def variant_title(variant: str) -> str:
+    """A variant's row in the tables (held-out text's row: "reference")."""
+    return REFERENCE_TITLE if variant == "reference" else VARIANTS[variant].title if variant in VARIANTS else variant
 
 
 # The latent report's columns a table shows (diagnostics.latent_report; t = 0.001 is the smallest training time)
@@ -103,15 +107,16 @@ def latent_table(rows: pd.DataFrame, by: str = "variant", order: list[str] | Non
     out["seeds"] = n
     if order is not None:
         out = out.loc[[v for v in order if v in out.index]]
-    out.index = [VARIANT_NAMES.get(v, v) if by == "variant" else str(v) for v in out.index]
+    out.index = [variant_title(v) if by == "variant" else str(v) for v in out.index]
     return out.rename(columns=LATENT_COLUMNS)
 
 
 def setting_label(model: str, steps, top_p=None, temperature=None) -> str:
     """A setting's name in the tables; its temperature where it is not the kind's default."""
     if model == "reference":
-        return "held-out text (ceiling)"
-    label = f"AR (GPT), nucleus p = {float(top_p):g}" if model == "ar" else f"{model.upper()}, {int(steps)} steps"
+        return REFERENCE_TITLE
+    kind = KINDS[model]
+    label = f"{kind.label}, nucleus p = {float(top_p):g}" if kind.knob == "top_p" else f"{kind.label}, {int(steps)} steps"
     default = default_temperatures().get(model)
     shown = temperature is not None and not pd.isna(temperature) and temperature != default
     return label + (f", T = {float(temperature):g}" if shown else "")
@@ -145,7 +150,8 @@ def setting_means(main: pd.DataFrame) -> pd.DataFrame:
         gen_ppl_tok=("gen_ppl_tok", "mean"), entropy=("entropy", "mean"), degenerate=("degenerate", "any"))
 
 
-def quality_matched_speedup(main: pd.DataFrame, speed: pd.DataFrame, batch: int, baselines=("mdlm", "ar")) -> pd.DataFrame:
+def quality_matched_speedup(main: pd.DataFrame, speed: pd.DataFrame, batch: int,
+                            baselines=tuple(k for k in KINDS if k != "ldlm")) -> pd.DataFrame:
     """For each baseline setting: LDLM's Gen PPL at the same entropy, read from LDLM's frontier, and LDLM's
     sampling speed there relative to the baseline's.
 

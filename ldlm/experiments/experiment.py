@@ -23,9 +23,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import (CHOICES, TEMPERATURE_RULE, VARIANTS, Config, ConfigError, is_temperature, make_config,
+from ..config import (TEMPERATURE_RULE, VARIANTS, Config, ConfigError, is_temperature, make_config,
     parse_problem)
 from ..evaluation.judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
+from ..kinds.registry import KINDS
 from ..text.data import HUB_DATASETS
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
@@ -36,7 +37,7 @@ class Experiment:
     preset: str = "tiny"
     datasets: list[str] = field(default_factory=lambda: ["wiki"])  # main comparison: one table each
     # --- main comparison: every model, the same budget -------------------------------------------
-    models: list[str] = field(default_factory=lambda: ["ldlm", "mdlm", "ar"])
+    models: list[str] = field(default_factory=lambda: list(KINDS))
     config: dict[str, object] = field(default_factory=dict)  # Config keys over the preset's (budget, recipe)
     seeds: list[int] = field(default_factory=lambda: [0])
     step_counts: list[int] = field(default_factory=lambda: [100])  # sampling steps of LDLM and MDLM
@@ -127,13 +128,18 @@ def _temperatures(key: str, value, source: str) -> dict[str, list[float]]:
                           f"e.g. {{ldlm: [0.5, 1.0], mdlm: [0.8]}}")
     out = {}
     for kind, temperatures in value.items():
-        if kind not in CHOICES["model"]:
-            raise ConfigError(f"{source}: {key} has an unknown model kind {kind!r}; kinds: {list(CHOICES['model'])}")
+        check_kind(key, kind, source)
         temperatures = temperatures if isinstance(temperatures, list) else [temperatures]
         if not all(is_temperature(t) for t in temperatures):
             raise ConfigError(f"{source}: {key}[{kind}]={temperatures!r}: each {TEMPERATURE_RULE}")
         out[kind] = [float(t) for t in temperatures]
     return out
+
+
+def check_kind(key: str, name: str, source: str) -> None:
+    """ConfigError unless `name` is a model kind (ldlm.kinds.registry.KINDS)."""
+    if name not in KINDS:
+        raise ConfigError(f"{source}: {key} has an unknown model kind {name!r}; kinds: {list(KINDS)}")
 
 
 RUN_NAMED = {"preset", "dataset", "model", "variant", "seed"}  # set per run by the experiment's own keys
@@ -196,6 +202,8 @@ def from_dict(values: dict, source: str = "experiment") -> Experiment:
     if unknown:
         raise ConfigError(f"{source}: unknown experiment key(s) {unknown}; known: {sorted(names)}")
     checked = {k: _check(k, v, source) for k, v in values.items()}
+    for name in checked.get("models", []):
+        check_kind("models", name, source)
     for key in [k for k in ("datasets", "ablation_dataset", "judge", "featurizer") if checked.get(k) is not None]:
         for name in checked[key] if key == "datasets" else [checked[key]]:  # what the Makefile pastes into commands
             _check_name(key, name, source)

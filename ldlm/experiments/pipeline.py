@@ -19,6 +19,7 @@ import torch
 
 from ..config import config_from_dict, make_config
 from ..evaluation import diagnostics
+from ..evaluation.columns import names, run_columns
 from ..evaluation.evaluate import evaluate_file, evaluate_reference
 from ..evaluation.metrics import METRICS_VERSION, reference_pieces
 from ..evaluation.results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
@@ -28,16 +29,12 @@ from ..nets.samplers import SAMPLER_VERSION
 from ..runtime import checkpoint, runs
 from ..runtime.distributed import default_device
 from ..sampling.rows import sample_rows
+from ..sampling.settings import sampling_settings
 from ..text.data import Corpus, load_corpus
 from ..text.frozen_lm import load_tokenizer
 from ..trained.api import load
 from .experiment import Experiment
 from .latents import LatentView
-
-# the evaluation's columns that go into a result row
-ROW_METRICS = ("gen_ppl_tok", "gen_ppl_seq", "entropy", "entropy_content", "rep_4", "distinct_4", "mauve", "n_empty",
-               "sample_len_tokens", "metrics_version")
-
 
 def held_out(cfg) -> Corpus:
     """The documents the run held out, as its training split them (valid_docs, dataset_revision)."""
@@ -72,9 +69,10 @@ def score_key(corpus: Corpus, **parts) -> dict:
 
 
 def latent_columns(net, run_dir: Path, runs_dir: str | Path, rows: int = 64) -> dict:
-    """An LDLM run's latent geometry and denoising quality on its first `rows` held-out rows
-    (diagnostics.latent_report), cached in runs/scores/ beside the sample scores; {} for other kinds. A
-    run without its weights here (trained elsewhere: ldlm.tools.gpu_run) has the report made beside them."""
+    """What a latent kind's (LDLM's) result row adds: its decoder noise σ_dec, and its latents' geometry and
+    denoising quality on its first `rows` held-out rows (diagnostics.latent_report), cached in runs/scores/
+    beside the sample scores; {} for other kinds. A run without its weights here (trained elsewhere:
+    ldlm.tools.gpu_run) has the report made beside them."""
     if not net.has_latents:
         return {}
     path = Path(runs_dir) / "scores" / f"{run_dir.name}-latents.json"
@@ -84,7 +82,7 @@ def latent_columns(net, run_dir: Path, runs_dir: str | Path, rows: int = 64) -> 
         report = scores(path, key, lambda: diagnostics.latent_report(LatentView(load(run_dir, device="cpu"), rows)))
     else:
         report = carried_report(path, key)
-    return {k: report[k] for k in diagnostics.report_columns()}
+    return {"decoder_noise": net.cfg.decoder_noise, **{k: report[k] for k in diagnostics.report_columns()}}
 
 
 def has_weights(run_dir: Path) -> bool:
@@ -169,7 +167,7 @@ def sampled_run(exp: Experiment, dataset: str, kind: str = "ldlm", variant: str 
     run_dir, summary = train_or_resume(cfg, runs_dir, nproc)
     rid = run_dir.name
     net, cfg = run_model(run_dir, default_device(cfg.device))
-    settings = net.sampling_settings(exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(kind, []))
+    settings = sampling_settings(net, exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(kind, []))
     paths = {s["name"]: results_dir / "samples" / f"{rid}-{s['name']}-n{exp.n_samples}.jsonl" for s in settings}
     todo = [s for s in settings if not reusable_samples(paths[s["name"]], exp.n_samples)]
     if todo and not has_weights(run_dir):
@@ -211,11 +209,11 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
             top_p=record["top_p"], temperature=record["temperature"], sampler=record["sampler"], judge=metrics["judge"],
             featurizer=metrics["featurizer"], n_samples=exp.n_samples,
             dtype=metrics["dtype"], draw_dtype=metrics["draw_dtype"], run_id=rid, model=cfg.model,
-            **net.result_columns(summary), **run["latent"], train_steps=summary["step"],
+            **run_columns(summary), **run["latent"], train_steps=summary["step"],
             train_seconds=summary["train_seconds"],
             train_tokens_per_s=summary["train_tokens_per_s"], sample_seconds=metrics["sample_seconds"],
             samples_per_s=exp.n_samples / metrics["sample_seconds"], pack_mode=cfg.pack_mode,
-            **{k: metrics[k] for k in ROW_METRICS if k in metrics}))
+            **{k: metrics[k] for k in names("samples") if k in metrics}))
         sample_files[setting["name"]] = str(path)
     frame = upsert_rows(results_dir / f"{table}.csv", rows, derive=with_degenerate)  # flags need the whole table
     write_text(results_dir / "curves" / f"{rid}.jsonl", (run_dir / "metrics.jsonl").read_text())  # for the figures
@@ -244,6 +242,6 @@ def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_d
     row = result_row(preset=exp.preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
                      featurizer=metrics["featurizer"], n_samples=n, dtype="float32", draw_dtype=None,
                      run_id=f"reference-{dataset}", model="reference",
-                     **{k: metrics[k] for k in (*ROW_METRICS, "mauve_train") if k in metrics})
+                     **{k: metrics[k] for k in names("samples", "reference") if k in metrics})
     frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row], derive=with_degenerate)  # flags the table's rows
     return frame[frame["run_id"] == row["run_id"]]

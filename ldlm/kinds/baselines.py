@@ -61,9 +61,6 @@ class Baseline(TextModel):
     def held_out_metrics(sums: dict) -> dict:
         return {"valid_loss": sums["loss_x_tokens"] / max(sums["tokens"], 1), "valid_tokens": int(sums["tokens"])}
 
-    def result_columns(self, summary: dict) -> dict:
-        return {"valid_loss": summary["ema_valid_loss"]}
-
     def token_loss(self, tokens, valid, noise) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, per-sample loss [B]) on tokenizer ids [B, T]; all randomness from `noise`."""
         raise NotImplementedError
@@ -77,10 +74,6 @@ class MaskedDiffusion(Baseline):
         self.net = MDLM(self.classes(), cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, mlp_ratio=cfg.mlp_ratio,
                         dropout=cfg.dropout, adaptive_head=cfg.adaptive_head, time_conditioning=cfg.mdlm_time_conditioning)
         set_gelu(self, cfg.gelu)
-
-    def forward_flops(self, classes=None) -> dict:
-        T = self.cfg.seq_len  # the head runs at masked positions only: half of them on average over t ~ U(0, 1)
-        return dict(grad=backbone_forward(self.net, T) + head_forward(self.net.out, classes) * T / 2)
 
     def times(self, noise) -> torch.Tensor:
         """Antithetic t in [t_min, 1) [B]: one draw per 1/batch_size stratum of the global batch."""
@@ -117,10 +110,6 @@ class Autoregressive(Baseline):
     def token_loss(self, tokens, valid, noise):
         return ar_loss(self.net, self.to_head[tokens], valid)
 
-    def forward_flops(self, classes=None) -> dict:
-        n = self.cfg.seq_len - 1  # next-token prediction on the first T - 1 positions
-        return dict(grad=blocks_forward(self.net.blocks, self.net.pos.shape[1], n) + head_forward(self.net.head, classes) * n)
-
     def generate(self, n, steps, generator, sampler=None, top_p=1.0, temperature=None, callback=None) -> torch.Tensor:
         """`steps` is fixed by the length: one token per step."""
         no_callback(self, callback)
@@ -131,11 +120,18 @@ class Autoregressive(Baseline):
         return dict(steps=self.cfg.seq_len - 1, top_p=top_p, temperature=self.temperature(temperature), sampler="nucleus",
                     draw_dtype="float64")
 
-    def sampling_settings(self, step_counts, top_ps, temperatures=()) -> list[dict]:
-        """Each nucleus p at the default temperature; the frontier: temperatures without truncation (p = 1)."""
-        steps = self.cfg.seq_len - 1
-        return self.with_frontier([self.setting(f"p{p:g}", steps, p) for p in top_ps],
-                                  lambda t: self.setting("p1", steps, 1.0, t), temperatures)
-
     def nfe(self, steps: int) -> int:
         return self.cfg.seq_len - 1
+
+
+def mdlm_forward_flops(model: MaskedDiffusion, classes=None) -> dict:
+    """Forward FLOPs of a training sequence (ldlm.nets.flops); the head runs at masked positions only: half of
+    them on average over t ~ U(0, 1)."""
+    T = model.cfg.seq_len
+    return dict(grad=backbone_forward(model.net, T) + head_forward(model.net.out, classes) * T / 2)
+
+
+def ar_forward_flops(model: Autoregressive, classes=None) -> dict:
+    """Forward FLOPs of a training sequence (ldlm.nets.flops): next-token prediction on the first T - 1 positions."""
+    n = model.cfg.seq_len - 1
+    return dict(grad=blocks_forward(model.net.blocks, model.net.pos.shape[1], n) + head_forward(model.net.head, classes) * n)

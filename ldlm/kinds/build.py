@@ -1,6 +1,6 @@
 """Model kinds by name, and runs built or loaded from a config or a run folder.
 
-    MODELS["ldlm" | "mdlm" | "ar"]       the class of each kind (ldlm.kinds.protocol.TextModel)
+    model_class(name)                     the class of kind `name` (ldlm.kinds.registry.KINDS)
     build_model(cfg, vocab_size, ...)     an untrained model of cfg.model
     init_model(cfg, data, device)         ... with its head and statistics from the training split
     load_run(run)                         (model with the run's EMA weights, config) from a run folder
@@ -12,20 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ConfigError
 from ..runtime import checkpoint
-from .baselines import Autoregressive, MaskedDiffusion
-from .ldlm import LDLM
 from .protocol import TextModel
+from .registry import kind
 
-MODELS: dict[str, type[TextModel]] = {"ldlm": LDLM, "mdlm": MaskedDiffusion, "ar": Autoregressive}
 
-
-def model_class(kind: str) -> type[TextModel]:
-    try:
-        return MODELS[kind]
-    except KeyError:
-        raise ConfigError(f"model={kind!r}: choose one of {sorted(MODELS)}") from None
+def model_class(name: str) -> type[TextModel]:
+    """The class of kind `name`; a ConfigError naming it and the kinds otherwise."""
+    return kind(name).model
 
 
 def build_model(cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None) -> TextModel:

@@ -115,14 +115,6 @@ class LDLM(TextModel):
         return [(self.encoder, "forward"), (self.dit, "forward"), (self.decoder, "forward"),
                 (self.token_decoder, "features")]
 
-    def forward_flops(self, classes=None) -> dict:
-        T, Lz, tok = self.cfg.seq_len, self.cfg.latent_len or self.cfg.seq_len, self.token_decoder
-        dit = backbone_forward(self.dit, Lz) + 2 * (linear_weights(self.dit.in_proj) + linear_weights(self.dit.out)) * Lz
-        tokens = (blocks_forward(tok.blocks, tok.in_proj.out_features, T)
-                  + (2 * linear_weights(tok.in_proj) + head_forward(tok.head, classes)) * T)
-        grad = perceiver_forward(self.encoder, T, Lz) + perceiver_forward(self.decoder, Lz, T) + dit + tokens
-        return dict(grad=grad, no_grad=self.cfg.self_cond_prob * dit)
-
     def held_out_sums(self, h, tokens, lengths, noise) -> dict[str, torch.Tensor]:
         """Reconstruction from clean latents (no decoder noise): matching tokens, tokens, L_h * rows, rows."""
         h_std = self.standardize(h)
@@ -152,8 +144,16 @@ class LDLM(TextModel):
     def nfe(self, steps: int) -> int:
         return steps + 1  # the DiT at every step and once more at t_min (samplers.py)
 
-    def result_columns(self, summary: dict) -> dict:
-        return {"recon_acc": summary["ema_recon_acc"], "decoder_noise": self.cfg.decoder_noise}
+
+def ldlm_forward_flops(model: LDLM, classes=None) -> dict:
+    """Forward FLOPs of a training sequence (ldlm.nets.flops): "grad" through encoder, DiT, decoder and token
+    decoder; "no_grad": the self-conditioning pass of the DiT, on a self_cond_prob share of sequences."""
+    T, Lz, tok = model.cfg.seq_len, model.cfg.latent_len or model.cfg.seq_len, model.token_decoder
+    dit = backbone_forward(model.dit, Lz) + 2 * (linear_weights(model.dit.in_proj) + linear_weights(model.dit.out)) * Lz
+    tokens = (blocks_forward(tok.blocks, tok.in_proj.out_features, T)
+              + (2 * linear_weights(tok.in_proj) + head_forward(tok.head, classes)) * T)
+    grad = perceiver_forward(model.encoder, T, Lz) + perceiver_forward(model.decoder, Lz, T) + dit + tokens
+    return dict(grad=grad, no_grad=model.cfg.self_cond_prob * dit)
 
 
 def count_parameters(cfg, lm_width: int, vocab_size: int) -> dict[str, int]:

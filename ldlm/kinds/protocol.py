@@ -2,7 +2,9 @@
 
 `train`, `sample`, `bench`, `pipeline` and `gpu_check` call these methods and never ask which kind
 they hold (k-diffusion's `Denoiser.loss()` is the example: the training loop has no model branches).
-A kind is a `TextModel` subclass registered by name in `ldlm.kinds.build.MODELS`.
+The protocol is what training and sampling run; what the rest of the kit says about a kind (its label,
+colour, sampling knob, FLOP count) is its record in `ldlm.kinds.registry.KINDS`, and a run's result
+columns come from its summary (`ldlm.evaluation.columns`).
 
     loss(h, tokens, lengths, noise, step) -> LossOutput     training loss of a micro-batch
     observe(t, losses)                                      per-sample losses of the global batch (adaptive t)
@@ -10,11 +12,8 @@ A kind is a `TextModel` subclass registered by name in `ldlm.kinds.build.MODELS`
     held_out_metrics(sums) -> metrics                       ... and the metrics they give
     generate(n, steps, generator, sampler, top_p, temperature, callback) -> ids   tokenizer ids [n, seq_len] (-1 = "other")
     sampling_record(steps, sampler, top_p, temperature) -> dict   what a sample row records of that setting
-    sampling_settings(step_counts, top_ps, temperatures) -> settings   what an experiment samples at
     nfe(steps) -> int                                       network calls of one sampling run
-    result_columns(summary) -> dict                         the trained run's columns of a result row
     compile_targets() -> [(module, method)]                 what `compile=on` compiles (compile_hot_paths)
-    forward_flops(classes) -> dict                          FLOPs of a training sequence (ldlm.nets.flops)
 """
 from __future__ import annotations
 
@@ -107,12 +106,6 @@ class TextModel(VocabMap):
         for module, method in self.compile_targets():
             setattr(module, method, torch.compile(getattr(module, method), backend=backend))
 
-    def forward_flops(self, classes: torch.Tensor | None = None) -> dict:
-        """Forward FLOPs per training sequence (ldlm.nets.flops): "grad" through the trainable modules, and
-        "no_grad" for passes without gradient; `classes` (the training tokens' head classes) prices an
-        adaptive head (flops.head_forward)."""
-        raise NotImplementedError
-
     # -- evaluation ------------------------------------------------------------------------------
     held_out_keys: tuple[str, ...] = ()  # the names of held_out_sums, in the order they are reduced
 
@@ -145,33 +138,6 @@ class TextModel(VocabMap):
         raise NotImplementedError
 
     def nfe(self, steps: int) -> int:
-        raise NotImplementedError
-
-    def setting(self, name: str, steps: int, top_p: float, temperature: float | None = None) -> dict:
-        """One sampling setting; a temperature other than the default is in its name (`name`-T0.5), so the
-        default's keeps the name (and sample files) it had before temperatures."""
-        t = self.temperature(temperature)
-        return dict(name=name if t == self.default_temperature else f"{name}-T{t:g}", steps=steps, top_p=top_p,
-                    temperature=t)
-
-    def with_frontier(self, sweep: list[dict], at, temperatures) -> list[dict]:
-        """`sweep`, then the quality-diversity frontier: setting `at(t)` at the default temperature and at
-        each of `temperatures` (nothing without temperatures); a setting already there is not repeated."""
-        points = dict.fromkeys([self.default_temperature, *map(float, temperatures)]) if temperatures else {}
-        frontier = [at(t) for t in points]
-        return list({s["name"]: s for s in [*sweep, *frontier]}.values())
-
-    def sampling_settings(self, step_counts: list[int], top_ps: list[float], temperatures=()) -> list[dict]:
-        """The settings an experiment samples at: name (in file names), steps, top_p, temperature. Diffusion
-        kinds sample at each step count at their default temperature, and at the largest at each of
-        `temperatures` (the frontier); the GPT overrides this with its nucleus p values."""
-        top = max(step_counts)
-        return self.with_frontier([self.setting(f"k{k}", k, 1.0) for k in step_counts],
-                                  lambda t: self.setting(f"k{top}", top, 1.0, t), temperatures)
-
-    # -- results -------------------------------------------------------------------------------------
-    def result_columns(self, summary: dict) -> dict:
-        """The trained run's columns of a result row, from its summary.json."""
         raise NotImplementedError
 
 

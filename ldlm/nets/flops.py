@@ -14,7 +14,7 @@ cluster on the share of the training targets that falls in it. Not counted: norm
 lookups and positional tables (no matmul). Layers that run once per sequence (the DiT's time MLP and
 adaLN) are counted once per sequence, not per token: a plain 6 x parameters would overstate the DiT
 by a third.
-Each kind says what it runs in `forward_flops` (ldlm.kinds.protocol); `tests/test_flops.py` checks the
+Each kind says what it runs in its record's `forward_flops` (ldlm.kinds.registry); `tests/test_flops.py` checks the
 count against torch.utils.flop_counter on one real training loss + backward of each kind.
 """
 from __future__ import annotations

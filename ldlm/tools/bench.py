@@ -31,6 +31,7 @@ from ..runtime.checkpoint import CheckpointError
 from ..runtime.distributed import DistEnv, batch_plan, default_device, micro_positions
 from ..runtime.precision import autocast, compute_dtype
 from ..sampling.rows import sample_ids
+from ..sampling.settings import sampling_settings
 from ..text.frozen_lm import ModelUnavailable
 from ..trained.api import load
 from ..training.batches import load_training_data, step_loader
@@ -224,7 +225,7 @@ def speed_rows(exp: Experiment, dataset: str, seed: int = 0, runs_dir: str | Pat
     for kind in exp.models:
         run_dir, _ = train_or_resume(exp.run_config(dataset, kind, seed=seed), runs_dir, nproc=nproc)
         model, cfg = load_run(run_dir, device)
-        steps = sorted({s["steps"] for s in model.sampling_settings(exp.bench_step_counts, [1.0])})
+        steps = sorted({s["steps"] for s in sampling_settings(model, exp.bench_step_counts, [1.0])})
         rows += [dict(r, model=kind, run_id=run_dir.name)
                  for r in bench_sampling(model, cfg, steps, exp.bench_batches, exp.bench_repeats)]
         data = load_training_data(cfg, device)

@@ -1,5 +1,5 @@
 """FLOPs per training token of a whole run, for the MFU that `bench` (results/speed.csv) and `gpu_check`
-(results/gpu_check.csv) report: each kind's `forward_flops` (counted by ldlm.nets.flops, whose docstring
+(results/gpu_check.csv) report: each kind's `forward_flops` (ldlm.kinds.registry) (counted by ldlm.nets.flops, whose docstring
 says what is counted), the frozen LM's forward where a run runs it every step, forward + backward.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..kinds.build import build_model
+from ..kinds.registry import kind
 from ..text.frozen_lm import FrozenLM, lm_config, max_positions
 
 
@@ -43,7 +44,7 @@ def training_flops(model, lm: dict | None = None, targets=None) -> dict:
     training split's tokenizer ids, `head_targets`) only by an adaptive token head."""
     cfg, T = model.cfg, model.cfg.seq_len
     classes = None if targets is None else model.to_head.cpu()[torch.from_numpy(np.asarray(targets, dtype=np.int64))]
-    parts = model.forward_flops(classes)
+    parts = kind(cfg.model).forward_flops(model, classes)
     frozen = 0
     if model.uses_frozen_lm and not cfg.cache_hidden:
         if lm is None:

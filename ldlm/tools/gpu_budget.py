@@ -23,6 +23,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..config import make_config
 from ..experiments.experiment import Experiment
 from ..kinds.build import build_model, init_model
+from ..kinds.registry import KINDS
+from ..sampling.settings import sampling_settings
 from .bench import training_steps
 from .flops import head_targets, training_flops
 
@@ -113,8 +115,8 @@ def estimate(exp: Experiment, inputs: dict[str, dict], seconds_per_op: float, fl
         cfg, r = job.exp.run_config(job.dataset, job.kind, job.variant, job.seed), inputs[job.kind]
         step_s = max(r["train_ops_per_step"] * seconds_per_op, r["flops_per_token"] * cfg.batch_size * cfg.seq_len / flops_per_s)
         out["main_train" if job.exp is exp else "ablation_train"] += cfg.max_steps * step_s
-        settings = r["model"].sampling_settings(job.exp.step_counts, job.exp.top_ps,
-                                                job.exp.frontier_temperatures.get(job.kind, []))
+        settings = sampling_settings(r["model"], job.exp.step_counts, job.exp.top_ps,
+                                     job.exp.frontier_temperatures.get(job.kind, []))
         batches = math.ceil(job.exp.n_samples / job.exp.sample_batch)
         out["sampling"] += sum(batches * (r["sample_ops_base"] + r["sample_ops_per_step"] * s["steps"]) * seconds_per_op
                                for s in settings)
@@ -134,7 +136,7 @@ def main(argv=None) -> int:
           f"{cal['seconds']:.3f} s / {cal['ops']} ops = {cal['seconds_per_op'] * 1e6:.1f} us per op; "
           f"{cal['flops_per_s'] / 1e12:.0f} TFLOP/s (its eager training)")
     inputs = {}
-    for kind in ("ldlm", "mdlm", "ar"):
+    for kind in KINDS:
         r = inputs[kind] = kind_inputs(args.preset, kind, args.data_tokens)
         print(f"{args.preset} {kind}: {r['params'] / 1e6:.2f}M trainable, {r['flops_per_token'] / 1e6:.1f} MFLOP per "
               f"training token, {r['train_ops_per_step']:.0f} ops per training step, sampling {r['sample_ops_base']:.0f} "

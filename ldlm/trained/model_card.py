@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 
-KINDS = {"ldlm": "LDLM (latent diffusion language model, jointly trained latent space)",
-         "mdlm": "MDLM baseline (masked diffusion over tokens)", "ar": "GPT baseline (autoregressive)"}
-# result-row columns shown, and their headers
+from ..evaluation.columns import COLUMNS
+from ..kinds.registry import KINDS
+
+# result-row columns shown, and their headers: what produced the row, the measured columns a card shows
+# (ldlm.evaluation.columns), then the judges
 CARD_COLUMNS = {"model": "model", "steps": "steps", "top_p": "top p", "temperature": "temperature", "seed": "seed",
-                  "n_samples": "n", "gen_ppl_tok": "Gen PPL (tok)", "entropy": "entropy", "rep_4": "rep-4", "mauve": "MAUVE",
-                  "recon_acc": "recon acc", "degenerate": "degenerate", "judge": "judge", "featurizer": "featurizer"}
+                "n_samples": "n", **{c.name: c.header for c in COLUMNS if c.card}, "degenerate": "degenerate",
+                "judge": "judge", "featurizer": "featurizer"}
 SUMMARY_KEYS = {"step": "training steps", "train_tokens": "training tokens", "train_seconds": "training seconds",
                 "ema_recon_acc": "held-out reconstruction accuracy (EMA)", "ema_valid_loss_h": "held-out L_h (EMA)",
                 "ema_valid_loss": "held-out loss (EMA)",
@@ -36,8 +38,8 @@ def table(header: list[str], rows: list[list]) -> str:
 
 def card_text(config: dict) -> str:
     cfg, run = config["config"], config.get("run") or {}
-    kind = config["model_kind"]
-    latent = kind == "ldlm"
+    kind = KINDS[config["model_kind"]]
+    latent = kind.model.has_latents
     use = ['import ldlm', 'pipe = ldlm.load("path/to/this/folder")   # or its hub id',
            'pipe.generate(4, steps=30, seed=0)      # 4 texts; the same seed gives the same texts']
     if latent:
@@ -46,8 +48,8 @@ def card_text(config: dict) -> str:
     parts = [
         "---", "library_name: ldlm", "pipeline_tag: text-generation",
         "tags:", *(f"- {t}" for t in ("latent-diffusion", "diffusion-language-model", "ldlm")), "---", "",
-        f"# {run.get('run_id') or kind}", "",
-        f"{KINDS.get(kind, kind)}, trained with the ldlm kit (version {config['kit_version']}) on `{cfg['dataset']}` "
+        f"# {run.get('run_id') or kind.name}", "",
+        f"{kind.about}, trained with the ldlm kit (version {config['kit_version']}) on `{cfg['dataset']}` "
         f"(preset `{cfg['preset']}`, variant `{cfg['variant']}`, seed {cfg['seed']}): the EMA weights "
         f"({config['weights_dtype']}). Paper: Meshchaninov et al., *How to Train Your Latent Diffusion Language "
         f"Model Jointly With the Latent Space*, arXiv 2605.07933.", "",
