@@ -97,7 +97,7 @@ def ablation_reading(rows: pd.DataFrame, order: list[str]) -> str:
     latents collapse most onto their shared mean."""
     rows = rows.assign(degenerate=degenerate(rows).fillna(False).astype(bool))
     reference, runs = rows[is_reference(rows)], rows[~is_reference(rows)]
-    name = lambda v: VARIANTS[v].called or v if v in VARIANTS else v
+    name = lambda v: (VARIANTS[v].called if v in VARIANTS else None) or v
     full = runs[runs["variant"] == "full"]
     text = f"The full recipe's samples score {_point(full)}" + (" and are degenerate (†)" if full["degenerate"].any() else "")
     text += f" against held-out text's {_point(reference)}." if len(reference) else "."
