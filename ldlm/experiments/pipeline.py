@@ -27,7 +27,7 @@ from ..kinds.build import build_model, load_run
 from ..nets.samplers import SAMPLER_VERSION
 from ..runtime import checkpoint, runs
 from ..runtime.distributed import default_device
-from ..sampling.rows import sample_rows
+from ..sampling.rows import SeededBatches, sample_rows
 from ..text.data import Corpus, load_corpus
 from ..text.frozen_lm import load_tokenizer
 from ..trained.api import load
@@ -177,8 +177,7 @@ def sampled_run(exp: Experiment, dataset: str, kind: str = "ldlm", variant: str 
                            f"ldlm.tools.gpu_run again where it trained (docs/gpu.md)")
     tokenizer = load_tokenizer(cfg.frozen_lm) if todo else None
     for setting in todo:
-        samples, seconds = sample_rows(net, cfg, tokenizer, exp.n_samples, setting["steps"], seed, exp.sample_batch,
-                                       top_p=setting["top_p"], temperature=setting["temperature"])
+        samples, seconds = sample_rows(net, cfg, tokenizer, SeededBatches(exp.n_samples, seed, exp.sample_batch), setting)
         write_jsonl(paths[setting["name"]], [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
     return dict(run_dir=run_dir, summary=summary, cfg=cfg, net=net, settings=settings, paths=paths,
                 latent=latent_columns(net, run_dir, runs_dir))

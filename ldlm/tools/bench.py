@@ -30,7 +30,7 @@ from ..kinds.build import load_run
 from ..runtime.checkpoint import CheckpointError
 from ..runtime.distributed import DistEnv, batch_plan, default_device, micro_positions
 from ..runtime.precision import autocast, compute_dtype
-from ..sampling.rows import sample_ids
+from ..sampling.rows import SeededBatches, sample_ids
 from ..text.frozen_lm import ModelUnavailable
 from ..trained.api import load
 from ..training.batches import load_training_data, step_loader
@@ -88,7 +88,7 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
 
     def call(batch, steps):
         with autocast(cfg, device):
-            sample_ids(model, cfg, batch, steps, seed, batch_size=batch)
+            sample_ids(model, cfg, SeededBatches(batch, seed, batch_size=batch), dict(steps=steps))
 
     rows = []
     for batch in batch_sizes:
