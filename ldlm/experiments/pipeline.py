@@ -20,7 +20,7 @@ import torch
 from ..config import config_from_dict, make_config
 from ..evaluation import diagnostics
 from ..evaluation.evaluate import evaluate_file, evaluate_reference
-from ..evaluation.metrics import METRICS_VERSION, reference_pieces
+from ..evaluation.metrics import METRICS_VERSION, References, reference_pieces
 from ..evaluation.results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
 from ..io import read_jsonl, write_json, write_jsonl, write_text
 from ..kinds.build import build_model, load_run
@@ -202,8 +202,8 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
         path = run["paths"][setting["name"]]
         metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json",
                          dict(key, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
-                         lambda: evaluate_file(path, corpus, exp.judge, exp.featurizer, text_tokenizer=tokenizer,
-                                               seed=seed, pack_mode=cfg.pack_mode))
+                         lambda: evaluate_file(path, References(corpus, pack_mode=cfg.pack_mode, tokenizer=tokenizer,
+                                                                seed=seed), exp.judge, exp.featurizer))
         record = net.sampling_record(setting["steps"], None, setting["top_p"], setting["temperature"])
         rows.append(result_row(
             preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=record["steps"],
@@ -239,7 +239,7 @@ def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_d
     key = score_key(corpus, reference=True, n=n, length=length, judge=exp.judge, featurizer=exp.featurizer, seed=seed,
                     text_tokenizer=cfg.frozen_lm, pack_mode=cfg.pack_mode)
     metrics = scores(Path(runs_dir) / "scores" / f"reference-{dataset}-n{n}-len{length}.json", key, lambda: evaluate_reference(
-        corpus, n, length, exp.judge, exp.featurizer, seed=seed, text_tokenizer=tokenizer, pack_mode=cfg.pack_mode))
+        References(corpus, length, cfg.pack_mode, tokenizer=tokenizer, seed=seed), n, exp.judge, exp.featurizer))
     row = result_row(preset=exp.preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
                      featurizer=metrics["featurizer"], n_samples=n, dtype="float32", draw_dtype=None,
                      run_id=f"reference-{dataset}", model="reference",
