@@ -137,3 +137,60 @@ def test_the_checks_see_a_circle_and_an_upward_import_when_there_is_one():
     edges = {"ldlm.nets.a": [("ldlm.kinds.b", 3)], "ldlm.kinds.b": [("ldlm.nets.a", 5)]}
     assert circles(edges) == [["ldlm.kinds.b", "ldlm.nets.a"]]
     assert layer("ldlm.kinds.b") > layer("ldlm.nets.a")
+
+
+
+# The most parameters a function may take (self/cls not counted; *args and **kwargs count one each).
+MAX_PARAMS = 8
+# Signatures another library fixes, so they may take more.
+PARAM_EXEMPTIONS = {
+    "ldlm.trained.hub:SavedModelMixin._from_pretrained",  # huggingface_hub's ModelHubMixin hook, called with its kwargs
+}
+# Not grouped yet, each for a reason outside this check; the list may only shrink (a fixed entry must leave it).
+NOT_YET_GROUPED = {
+    "ldlm.experiments.pipeline:run_experiment",  # being restructured with the experiment spec (issue 25, step 7)
+    "ldlm.nets.layers:Perceiver.__init__",       # their callers are in ldlm/kinds, being restructured now
+    "ldlm.nets.layers:TokenDecoder.__init__",
+    "ldlm.nets.mdlm:MDLM.__init__",
+    "ldlm.trained.api:ModelPipeline.generate",   # the keywords users type (README quickstart): the lead decides
+}
+
+
+def parameter_count(fn: ast.FunctionDef | ast.AsyncFunctionDef, method: bool) -> int:
+    a = fn.args
+    named = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
+    if method and named and named[0] in ("self", "cls"):
+        named = named[1:]
+    return len(named) + (a.vararg is not None) + (a.kwarg is not None)
+
+
+def parameter_counts() -> dict[str, int]:
+    """`module:Class.function` -> parameter count, for every function of the package (nested ones too)."""
+    counts = {}
+
+    def visit(node, module: str, prefix: str, in_class: bool):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                counts[f"{module}:{prefix}{child.name}"] = parameter_count(child, in_class)
+                visit(child, module, f"{prefix}{child.name}.", False)
+            elif isinstance(child, ast.ClassDef):
+                visit(child, module, f"{prefix}{child.name}.", True)
+            else:
+                visit(child, module, prefix, in_class)
+
+    for name, path in modules().items():
+        visit(ast.parse(path.read_text(), str(path)), name, "", False)
+    return counts
+
+
+def test_no_function_takes_more_than_eight_parameters():
+    over = {name for name, count in parameter_counts().items() if count > MAX_PARAMS}
+    assert sorted(over - PARAM_EXEMPTIONS - NOT_YET_GROUPED) == []
+    assert sorted(NOT_YET_GROUPED - over) == []  # grouped since: take it off the list
+
+
+def test_the_parameter_count_skips_self_and_counts_args_and_kwargs_once():
+    tree = ast.parse("class A:\n def f(self, a, b=1, *c, d, **e): pass\ndef g(self, a): pass")
+    method, function = tree.body[0].body[0], tree.body[1]
+    assert parameter_count(method, method=True) == 5
+    assert parameter_count(function, method=False) == 2

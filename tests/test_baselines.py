@@ -352,7 +352,7 @@ def test_baseline_trains_checkpoints_and_samples_through_the_kit(kind, tmp_path)
     from ldlm.config import make_config
     from ldlm.io import read_jsonl
     from ldlm.kinds.build import load_run
-    from ldlm.sampling.rows import sample_ids
+    from ldlm.sampling.rows import SeededBatches, sample_ids
     from ldlm.trained.sample import main as sample_main
     from ldlm.training.train import train
 
@@ -363,7 +363,7 @@ def test_baseline_trains_checkpoints_and_samples_through_the_kit(kind, tmp_path)
     assert summary["ema_valid_loss"] > 0 and summary["ema_valid_tokens"] > 0
     model, loaded = load_run(tmp_path / "run")
     assert loaded.model == kind
-    a, b = sample_ids(model, loaded, 4, 3, seed=1, batch_size=2), sample_ids(model, loaded, 4, 3, seed=1, batch_size=2)
+    a, b = (sample_ids(model, loaded, SeededBatches(4, seed=1, batch_size=2), dict(steps=3)) for _ in range(2))
     assert torch.equal(a, b) and a.shape == (4, loaded.seq_len)
     assert ((a >= 0) | (a == -1)).all()  # tokenizer ids (or "other"), never the MASK class
     assert sample_main(["--run", str(tmp_path / "run"), "--n", "2", "--steps", "2", "--out", str(tmp_path / "s.jsonl"),

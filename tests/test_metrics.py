@@ -180,13 +180,14 @@ def test_entropy_is_duos_over_the_raw_sampled_ids(bert_tokenizer):
     docs = [unpack_docs(bert_tokenizer, r, "wrap") for r in raw]
     texts = [join_docs([bert_tokenizer.decode(d) for d in ds]) for ds in docs]
     content = [[i for d in ds for i in d] for ds in docs]
-    row = metrics.evaluate_samples(texts, content, "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
-                                   raw_ids=raw, text_tokenizer=bert_tokenizer)
+    rows = [dict(text=t, token_ids=c, raw_ids=r) for t, c, r in zip(texts, content, raw)]
+    refs = metrics.References("wiki", tokenizer=bert_tokenizer)
+    row = metrics.evaluate_samples(rows, refs, tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer())
     assert row["entropy"] == pytest.approx(by_hand) and row["entropy_tokens"] == "raw_ids"
     assert row["entropy_content"] == pytest.approx((math.log(1) + math.log(3)) / 2)
     assert row["ref_length"] == 6  # the samples' rows
-    old = metrics.evaluate_samples(texts, content, "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
-                                   text_tokenizer=bert_tokenizer)
+    old = metrics.evaluate_samples([dict(text=t, token_ids=c) for t, c in zip(texts, content)], refs,
+                                   tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer())
     assert old["entropy"] == old["entropy_content"] and old["entropy_tokens"] == "token_ids"
 
 
@@ -242,8 +243,9 @@ def test_repetition_is_counted_on_the_content_ids_not_the_padding(bert_tokenizer
     docs = [unpack_docs(bert_tokenizer, r, "pad") for r in raw]
     texts = [join_docs([bert_tokenizer.decode(d) for d in ds]) for ds in docs]
     content = [[i for d in ds for i in d] for ds in docs]
-    row = metrics.evaluate_samples(texts, content, "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
-                                   raw_ids=raw, text_tokenizer=bert_tokenizer, pack_mode="pad")
+    rows = [dict(text=t, token_ids=c, raw_ids=r) for t, c, r in zip(texts, content, raw)]
+    row = metrics.evaluate_samples(rows, metrics.References("wiki", pack_mode="pad", tokenizer=bert_tokenizer),
+                                   tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer())
     assert row["entropy_tokens"] == "raw_ids" and rep_n(raw) > 0.3  # the padding would count
     assert row["rep_4"] == pytest.approx((0 + (1 - 1 / 3)) / 2)  # 7 8 9 10 11: none; 12 x 6: 1 of 3
     assert row["distinct_4"] == pytest.approx(3 / 5)
@@ -499,8 +501,9 @@ def test_quality_matched_speedup_compares_seed_means():
 
 def test_all_empty_samples_have_no_mauve(bert_tokenizer):
     """Nothing to compare: MAUVE is NaN for all-empty samples (it scored 0.07 for a collapsed variant)."""
-    row = metrics.evaluate_samples(["", " "], [[], []], "wiki", tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer(),
-                                   text_tokenizer=bert_tokenizer, ref_length=8)
+    row = metrics.evaluate_samples([dict(text="", token_ids=[]), dict(text=" ", token_ids=[])],
+                                   metrics.References("wiki", length=8, tokenizer=bert_tokenizer),
+                                   tiny_judge(bert_tokenizer, "gpt2"), FakeFeaturizer())
     assert math.isnan(row["mauve"]) and row["n_empty"] == 2
 
 
@@ -512,3 +515,8 @@ def test_tables_say_when_a_metric_has_fewer_seeds_than_the_row():
                          dict(variant="full", seed=1, gen_ppl_tok=50.0, entropy=1.0)])
     table = ablation_table(rows, ["full"])
     assert table["Gen PPL (tok) ↓"].iloc[0] == "50 (1 of 2 seeds)" and table["Entropy"].iloc[0] == "0.5 ± 0.71"
+
+
+def test_the_ceiling_names_a_missing_reference_length_before_loading_anything():
+    with pytest.raises(metrics.EvalError, match="references.length=None"):
+        metrics.reference_ceiling(metrics.References("wiki"), 4, judge=None, featurizer=None)

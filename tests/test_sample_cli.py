@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import ldlm
-from ldlm.sampling.rows import sample_ids
+from ldlm.sampling.rows import SeededBatches, sample_ids
 from ldlm.trained.sample import main
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "tiny-wiki-ldlm"
@@ -21,5 +21,5 @@ def test_out_dash_writes_the_samples_to_stdout_and_no_file(tmp_path, monkeypatch
 
 def test_the_progress_bar_counts_reverse_steps_within_one_batch(capsys):
     pipe = ldlm.load(SHIPPED, device="cpu", threads=1)
-    sample_ids(pipe.model, pipe.cfg, 2, 3, batch_size=64, progress=True)
+    sample_ids(pipe.model, pipe.cfg, SeededBatches(2, batch_size=64), dict(steps=3), progress=True)
     assert "3/3" in capsys.readouterr().err  # one batch: the bar counted its 3 steps

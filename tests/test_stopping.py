@@ -42,7 +42,7 @@ def test_ctrl_c_mid_run_saves_a_checkpoint_and_the_resume_says_its_step(tmp_path
     out, real_step = tmp_path / "run", ldlm.training.train.train_step
 
     def step_with_a_signal(*args, **kwargs):
-        if args[8] == 2:  # the step argument: training step 3 is running
+        if args[5] == 2:  # the step argument: training step 3 is running
             os.kill(os.getpid(), signal.SIGINT)
         return real_step(*args, **kwargs)
 

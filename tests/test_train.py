@@ -15,7 +15,7 @@ from ldlm.config import make_config
 from ldlm.io import read_jsonl
 from ldlm.training.batches import batch_indices
 from ldlm.kinds.build import load_run
-from ldlm.sampling.rows import sample_ids
+from ldlm.sampling.rows import SeededBatches, sample_ids
 from ldlm.trained.sample import main as sample_main
 from ldlm.training.train import main as train_main, train
 
@@ -51,15 +51,15 @@ def test_run_folder_contents(smoke_run):
 def test_checkpoint_save_load_identical_samples(smoke_run, tmp_path):
     out, _ = smoke_run
     model, cfg = load_run(out)
-    a = sample_ids(model, cfg, n=5, steps=4, seed=7)
+    a = sample_ids(model, cfg, SeededBatches(5, seed=7), dict(steps=4))
     model2, _ = load_run(out)
-    b = sample_ids(model2, cfg, n=5, steps=4, seed=7)
+    b = sample_ids(model2, cfg, SeededBatches(5, seed=7), dict(steps=4))
     assert torch.equal(a, b) and a.shape == (5, cfg.seq_len)
-    assert not torch.equal(a, sample_ids(model2, cfg, n=5, steps=4, seed=8))
+    assert not torch.equal(a, sample_ids(model2, cfg, SeededBatches(5, seed=8), dict(steps=4)))
     # re-saving and loading the weights gives the same samples too
     torch.save({"format": checkpoint.FORMAT, **checkpoint.load(out)}, tmp_path / "copy.pt")
     model3, _ = load_run(tmp_path / "copy.pt")
-    assert torch.equal(a, sample_ids(model3, cfg, n=5, steps=4, seed=7))
+    assert torch.equal(a, sample_ids(model3, cfg, SeededBatches(5, seed=7), dict(steps=4)))
 
 
 def test_sample_command_any_n_and_steps(smoke_run, tmp_path):
@@ -97,7 +97,7 @@ def test_bf16_autocast_trains_and_samples_with_the_adaptive_head(model, tmp_path
     net, cfg = load_run(tmp_path)
     assert cfg.adaptive_head
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert sample_ids(net, cfg, 2, 2).shape == (2, cfg.seq_len)
+        assert sample_ids(net, cfg, SeededBatches(2), dict(steps=2)).shape == (2, cfg.seq_len)
 
 
 def test_batches_depend_only_on_step():

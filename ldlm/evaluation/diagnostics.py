@@ -62,7 +62,7 @@ def denoising_trajectory(view, steps: int, seed: int = 0, n: int = 4, start: int
     keep = lambda i, z, x0: estimates.append(model.latents_to_tokens(x0))
     z0 = None if start is None else view.z[start:start + 1].expand(n, -1, -1)
     generator = torch.Generator().manual_seed(seed)
-    final = generate_latents(model, n, steps, cfg, generator, cfg.sampler, keep, z0=z0, t_start=t_start)
+    final = generate_latents(model, n, steps, cfg, generator, cfg.sampler, keep, start=(z0, t_start))
     estimates.append(model.latents_to_tokens(final))
     ids = torch.stack(estimates)  # [steps + 1, n, T]
     length = None if start is None else int(view.lengths[start])

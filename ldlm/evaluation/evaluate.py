@@ -25,7 +25,7 @@ from ..io import PathError, check_output, read_utf8, write_json
 from ..text.data import DataError, corpus_file, load_corpus
 from ..text.frozen_lm import ModelUnavailable
 from .judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
-from .metrics import EvalError, evaluate_samples, reference_ceiling
+from .metrics import EvalError, References, evaluate_samples, reference_ceiling
 from .results import versions
 
 SAMPLE_META = ("steps", "top_p", "temperature", "seed", "dtype", "draw_dtype", "sampler", "sample_seconds")
@@ -72,25 +72,22 @@ def _clean(row: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
-def evaluate_file(samples: str | os.PathLike, corpus, judge: str = DEFAULT_JUDGE, featurizer: str = DEFAULT_FEATURIZER,
-                  out: str | os.PathLike | None = None, **kwargs) -> dict:
-    """Evaluate a samples JSONL file against `corpus` (a data.Corpus, or a dataset name); write the row
-    to `out` (atomically) if given; return it."""
+def evaluate_file(samples: str | os.PathLike, references: References, judge: str = DEFAULT_JUDGE,
+                  featurizer: str = DEFAULT_FEATURIZER, out: str | os.PathLike | None = None, **kwargs) -> dict:
+    """Evaluate a samples JSONL file against `references` (metrics.References); write the row to `out`
+    (atomically) if given; return it."""
     rows = read_samples(samples)
-    texts = [r["text"] for r in rows]
-    column = lambda key: [r[key] for r in rows] if all(key in r for r in rows) else None
-    row = evaluate_samples(texts, column("token_ids"), corpus, judge, featurizer, docs=column("docs"),
-                           raw_ids=column("raw_ids"), **kwargs)
+    row = evaluate_samples(rows, references, judge, featurizer, **kwargs)
     row = _clean(dict(row, **_meta(rows), **_versions(), samples=str(samples)))
     if out is not None:
         write_json(out, row)
     return row
 
 
-def evaluate_reference(corpus, n: int, length: int, judge: str = DEFAULT_JUDGE, featurizer: str = DEFAULT_FEATURIZER,
+def evaluate_reference(references: References, n: int, judge: str = DEFAULT_JUDGE, featurizer: str = DEFAULT_FEATURIZER,
                        out: str | os.PathLike | None = None, **kwargs) -> dict:
-    """The reference ceiling of `corpus` (see metrics.reference_ceiling); written to `out` if given."""
-    row = _clean(dict(reference_ceiling(corpus, n, length, judge, featurizer, **kwargs), **_versions()))
+    """The reference ceiling of `references` (see metrics.reference_ceiling); written to `out` if given."""
+    row = _clean(dict(reference_ceiling(references, n, judge, featurizer, **kwargs), **_versions()))
     if out is not None:
         write_json(out, row)
     return row
@@ -133,19 +130,20 @@ def main(argv=None) -> int:
     from ..runtime.threads import check_threads, use_threads
 
     transformers.utils.logging.disable_progress_bar()  # keep the command's output to its result line
-    common = dict(judge=args.judge, featurizer=args.featurizer, seed=args.seed, text_tokenizer=args.text_tokenizer,
-                  batch_size=args.batch_size, pack_mode=args.pack_mode, progress=sys.stderr.isatty())
+    common = dict(judge=args.judge, featurizer=args.featurizer, batch_size=args.batch_size, progress=sys.stderr.isatty())
     try:
         check_counts(batch_size=args.batch_size, n=args.n, length=args.length, ref_length=args.ref_length)
         check_threads(args.threads, "--threads ")
         use_threads(args.threads)
         check_output(args.out, inputs={"--samples": args.samples, "--dataset": corpus_file(args.dataset)})
         corpus = load_corpus(args.dataset, args.valid_docs, args.dataset_revision)
+        references = References(corpus, length=args.length if args.reference else args.ref_length,
+                                pack_mode=args.pack_mode, split=args.ref_split, tokenizer=args.text_tokenizer,
+                                seed=args.seed)
         if args.reference:
-            row = evaluate_reference(corpus, args.n, args.length, out=args.out, **common)
+            row = evaluate_reference(references, args.n, out=args.out, **common)
         else:
-            row = evaluate_file(args.samples, corpus, out=args.out, ref_length=args.ref_length,
-                                ref_split=args.ref_split, **common)
+            row = evaluate_file(args.samples, references, out=args.out, **common)
     except (EvalError, DataError, ModelUnavailable, PathError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -336,6 +337,20 @@ def reference_pieces(corpus, length: int, tokenizer, split: str = "valid",
     return [p for p in pieces if p.docs]
 
 
+@dataclass(frozen=True)
+class References:
+    """The real text a sample set is measured against: rows of `corpus`'s `split` (a data.Corpus, or a
+    dataset name: `held_out_corpus`) packed with `pack_mode` at `length` tokens (`reference_pieces`; None:
+    the samples' own length), their lengths counted in `tokenizer`'s tokens (a tokenizer or its name; None:
+    the judge's), a subset picked by `seed`."""
+    corpus: object
+    length: int | None = None
+    pack_mode: str = "wrap"
+    split: str = "valid"
+    tokenizer: object = None
+    seed: int = 0
+
+
 def _pick(pieces: list, n: int, rng: np.random.Generator) -> list:
     return [pieces[i] for i in rng.permutation(len(pieces))[:n]]
 
@@ -364,39 +379,41 @@ def _content(pieces: Sequence[Piece]) -> list[list[int]]:
 # one row per sample set
 
 
-def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | None, corpus,
-                     judge=DEFAULT_JUDGE, featurizer=DEFAULT_FEATURIZER, *, docs: Sequence[Sequence[str]] | None = None,
-                     raw_ids: Sequence[Sequence[int]] | None = None, pack_mode: str = "wrap",
-                     ref_length: int | None = None, text_tokenizer=None, ref_split: str = "valid", seed: int = 0,
-                     batch_size: int = 16, env: DistEnv = DistEnv(), progress: bool = False) -> dict:
-    """Every metric of one sample set, as one tidy row (dict of scalars). `corpus`: the run's
-    data.Corpus, or a dataset name (`held_out_corpus`).
+def evaluate_samples(samples: Sequence[dict], references: References, judge=DEFAULT_JUDGE,
+                     featurizer=DEFAULT_FEATURIZER, *, batch_size: int = 16, env: DistEnv = DistEnv(),
+                     progress: bool = False) -> dict:
+    """Every metric of one sample set, as one tidy row (dict of scalars). `samples`: sample rows as
+    sampling writes them, "text" and, when every row has them, "docs", "token_ids" and "raw_ids".
 
-    `docs` (each sample's documents) go to the judge if given, else `texts`; the featurizer gets
-    `texts`. Entropy: over `raw_ids` if given (Duo), else over `token_ids`, else over the texts'
+    The rows' `docs` (each sample's documents) go to the judge if given, else their texts; the featurizer
+    gets the texts. Entropy: over `raw_ids` if given (Duo), else over `token_ids`, else over the texts'
     tokens; `entropy_content`, `rep_4` and `distinct_4` are always over the content tokens (`token_ids`,
     else the texts').
-    Lengths are counted in `text_tokenizer`'s tokens if given (pass the model's own tokenizer, e.g.
+    Lengths are counted in `references.tokenizer`'s tokens if given (pass the model's own tokenizer, e.g.
     "minilm": the references then come in the model's tokens and carry the same normalisation, such
-    as lower-casing), else in the judge's tokens. MAUVE references (`reference_pieces`): held-out rows
-    packed with `pack_mode` at `ref_length` tokens (default: the samples' row length, len(raw_ids[0]),
-    else their median content length + 2 for BOS/EOS), as many as there are samples (if the held-out
-    split has fewer, a seeded subset of the samples of that size is used; `mauve_n` says how many).
-    `ref_split="train"` draws them from the training split instead: with a small or topically narrow
+    as lower-casing), else in the judge's tokens. MAUVE references (`reference_pieces`): rows packed with
+    `references.pack_mode` at `references.length` tokens (default: the samples' row length, len(raw_ids[0]),
+    else their median content length + 2 for BOS/EOS), as many as there are samples (if the split has
+    fewer, a subset of the samples of that size picked by `references.seed` is used; `mauve_n` says how many).
+    `references.split="train"` draws them from the training split instead: with a small or topically narrow
     held-out split (wiki: 6 articles) even perfect samples of the training distribution score low
     against held-out references (see reference_ceiling's `mauve_train`)."""
+    texts = [r["text"] for r in samples]
+    column = lambda key: [r[key] for r in samples] if all(key in r for r in samples) else None
+    token_ids, docs, raw_ids = column("token_ids"), column("docs"), column("raw_ids")
+    pack_mode, ref_split, seed = references.pack_mode, references.split, references.seed
     start = time.time()
     judge, featurizer = _load(judge, featurizer)
-    texts = list(texts)
     if not texts:
         raise EvalError("no samples to evaluate")
-    tok, tok_name = _tokenizer_for(text_tokenizer, judge)
+    tok, tok_name = _tokenizer_for(references.tokenizer, judge)
     ids = judge_token_ids(texts, tok)
     lengths = np.array([len(x) for x in ids])
+    ref_length = references.length
     if not ref_length:  # the samples' rows; else the median non-empty sample, robust to a few odd lengths
         ref_length = len(raw_ids[0]) if raw_ids else 2 + (int(np.median(lengths[lengths > 0])) if (lengths > 0).any() else 1)
     length = int(ref_length)
-    corpus = held_out_corpus(corpus)
+    corpus = held_out_corpus(references.corpus)
     pool = reference_pieces(corpus, length, tok, split=ref_split, pack_mode=pack_mode)  # bad names fail fast
 
     row = dict(gen_ppl(docs if docs is not None else texts, judge, batch_size, env=env, progress=progress), n_samples=len(texts),
@@ -427,21 +444,24 @@ def evaluate_samples(texts: Sequence[str], token_ids: Sequence[Sequence[int]] | 
     return row
 
 
-def reference_ceiling(corpus, n: int, length: int, judge=DEFAULT_JUDGE, featurizer=DEFAULT_FEATURIZER,
-                      seed: int = 0, *, text_tokenizer=None, batch_size: int = 16, pack_mode: str = "wrap",
-                      progress: bool = False) -> dict:
+def reference_ceiling(references: References, n: int, judge=DEFAULT_JUDGE, featurizer=DEFAULT_FEATURIZER, *,
+                      batch_size: int = 16, progress: bool = False) -> dict:
     """The metrics of real held-out text: what a model that samples the held-out data would score.
 
-    2n disjoint held-out rows of `length` tokens (`reference_pieces`, packed with `pack_mode`): the
-    first n play the samples (Gen PPL on their documents, entropy on their packed ids as a sample's
+    2n disjoint held-out rows of `references.length` tokens (`reference_pieces`, packed with
+    `references.pack_mode`, picked by `references.seed`; its `split` is not read: the ceiling takes both):
+    the first n play the samples (Gen PPL on their documents, entropy on their packed ids as a sample's
     raw_ids, entropy_content and repetition on their documents' ids), MAUVE compares them with the
     other n (held-out vs held-out). `mauve_train` compares n training-split rows with the same n
     held-out references: the score of a model that samples the training distribution perfectly (lower
     when the held-out split is small or topically narrow)."""
+    length, pack_mode, seed = references.length, references.pack_mode, references.seed
+    if not length:
+        raise EvalError(f"references.length={length!r}: the ceiling needs the rows' length in tokens (the model's seq_len)")
     start = time.time()
     judge, featurizer = _load(judge, featurizer)
-    tok, tok_name = _tokenizer_for(text_tokenizer, judge)
-    corpus = held_out_corpus(corpus)
+    tok, tok_name = _tokenizer_for(references.tokenizer, judge)
+    corpus = held_out_corpus(references.corpus)
     pool = reference_pieces(corpus, length, tok, pack_mode=pack_mode)
     if len(pool) < 2 * n:
         raise EvalError(f"dataset {corpus.name!r} has {len(pool)} held-out rows of {length} tokens; "

@@ -21,14 +21,14 @@ from ..config import config_from_dict, make_config
 from ..evaluation import diagnostics
 from ..evaluation.columns import names, run_columns
 from ..evaluation.evaluate import evaluate_file, evaluate_reference
-from ..evaluation.metrics import METRICS_VERSION, reference_pieces
+from ..evaluation.metrics import METRICS_VERSION, References, reference_pieces
 from ..evaluation.results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
 from ..io import read_jsonl, write_json, write_jsonl, write_text
 from ..kinds.build import build_model, load_run
 from ..nets.samplers import SAMPLER_VERSION
 from ..runtime import checkpoint, runs
 from ..runtime.distributed import default_device
-from ..sampling.rows import sample_rows
+from ..sampling.rows import SeededBatches, sample_rows
 from ..sampling.settings import sampling_settings
 from ..text.data import Corpus, load_corpus
 from ..text.frozen_lm import load_tokenizer
@@ -175,8 +175,7 @@ def sampled_run(exp: Experiment, dataset: str, kind: str = "ldlm", variant: str 
                            f"ldlm.tools.gpu_run again where it trained (docs/gpu.md)")
     tokenizer = load_tokenizer(cfg.frozen_lm) if todo else None
     for setting in todo:
-        samples, seconds = sample_rows(net, cfg, tokenizer, exp.n_samples, setting["steps"], seed, exp.sample_batch,
-                                       top_p=setting["top_p"], temperature=setting["temperature"])
+        samples, seconds = sample_rows(net, cfg, tokenizer, SeededBatches(exp.n_samples, seed, exp.sample_batch), setting)
         write_jsonl(paths[setting["name"]], [dict(r, run_id=rid, sample_seconds=seconds) for r in samples])
     return dict(run_dir=run_dir, summary=summary, cfg=cfg, net=net, settings=settings, paths=paths,
                 latent=latent_columns(net, run_dir, runs_dir))
@@ -201,8 +200,8 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
         path = run["paths"][setting["name"]]
         metrics = scores(Path(runs_dir) / "scores" / f"{path.stem}.json",
                          dict(key, samples_sha256=hashlib.sha256(path.read_bytes()).hexdigest()),
-                         lambda: evaluate_file(path, corpus, exp.judge, exp.featurizer, text_tokenizer=tokenizer,
-                                               seed=seed, pack_mode=cfg.pack_mode))
+                         lambda: evaluate_file(path, References(corpus, pack_mode=cfg.pack_mode, tokenizer=tokenizer,
+                                                                seed=seed), exp.judge, exp.featurizer))
         record = net.sampling_record(setting["steps"], None, setting["top_p"], setting["temperature"])
         rows.append(result_row(
             preset=cfg.preset, dataset=cfg.dataset, variant=cfg.variant, seed=seed, steps=record["steps"],
@@ -238,7 +237,7 @@ def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_d
     key = score_key(corpus, reference=True, n=n, length=length, judge=exp.judge, featurizer=exp.featurizer, seed=seed,
                     text_tokenizer=cfg.frozen_lm, pack_mode=cfg.pack_mode)
     metrics = scores(Path(runs_dir) / "scores" / f"reference-{dataset}-n{n}-len{length}.json", key, lambda: evaluate_reference(
-        corpus, n, length, exp.judge, exp.featurizer, seed=seed, text_tokenizer=tokenizer, pack_mode=cfg.pack_mode))
+        References(corpus, length, cfg.pack_mode, tokenizer=tokenizer, seed=seed), n, exp.judge, exp.featurizer))
     row = result_row(preset=exp.preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
                      featurizer=metrics["featurizer"], n_samples=n, dtype="float32", draw_dtype=None,
                      run_id=f"reference-{dataset}", model="reference",

@@ -109,8 +109,8 @@ def mdlm_loss(model: MDLM, tokens: torch.Tensor, t: torch.Tensor, mask_u: torch.
 
 @torch.no_grad()
 def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.Generator | None = None,
-                device: torch.device | str | None = None, dtype: torch.dtype = torch.float64,
-                callback: Callable[[int, torch.Tensor], None] | None = None, temperature: float = 1.0) -> torch.Tensor:
+                dtype: torch.dtype = torch.float64, callback: Callable[[int, torch.Tensor], None] | None = None,
+                temperature: float = 1.0) -> torch.Tensor:
     """Ancestral sampling (the reference's `ddpm_cache` predictor) on the grid t_k = 1 - k/steps, k = 0..steps.
 
     From t to s < t, a masked position stays masked with probability (1 - alpha_s) / (1 - alpha_t) and
@@ -132,7 +132,7 @@ def mdlm_sample(model: MDLM, n: int, seq_len: int, steps: int, generator: torch.
         raise ValueError(f"steps={steps}: need at least one sampling step")
     if not temperature >= 0:
         raise ValueError(f"temperature={temperature}: must be >= 0 (0 = argmax)")
-    device = device or next(model.parameters()).device
+    device = next(model.parameters()).device  # the model's
     noise_device = generator.device if generator is not None else device
     ts = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
     x = torch.full((n, seq_len), model.mask_id, dtype=torch.long, device=device)

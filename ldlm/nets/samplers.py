@@ -87,14 +87,16 @@ SAMPLER_VERSION = "1"
 
 @torch.no_grad()
 def generate_latents(model, n: int, steps: int, cfg, generator: torch.Generator, sampler: str = "ddpm",
-                     callback=None, z0: torch.Tensor | None = None, t_start: float = 1.0) -> torch.Tensor:
+                     callback=None, start: tuple[torch.Tensor | None, float] | None = None) -> torch.Tensor:
     """n latent sequences from N(0, I) through `steps` reverse steps of `model.denoise`.
 
-    With `z0` [n, L, D] (e.g. encoded text) the process starts instead from z0 noised to `t_start`,
-    z = alpha z0 + sigma eps, and runs from t_start down (SDEdit-style editing of a known latent)."""
+    With `start` = (z0, t_start) the process runs from t_start down, and with z0 [n, L, D] (e.g. encoded
+    text; None: N(0, I)) starts from z0 noised to t_start, z = alpha z0 + sigma eps (SDEdit-style editing of
+    a known latent)."""
     device = next(model.parameters()).device
     shape = (n, cfg.latent_len or cfg.seq_len, cfg.latent_dim)
     z = torch.randn(shape, generator=generator, device=device)
+    z0, t_start = start if start is not None else (None, 1.0)
     if z0 is not None:
         alpha, sigma = tangent_alpha_sigma(torch.tensor(t_start, dtype=torch.float64), cfg.schedule_d)
         z = float(alpha) * z0.to(device) + float(sigma) * z

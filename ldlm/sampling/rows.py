@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -36,24 +37,46 @@ def row_text(tokenizer, row: list[int], pack_mode: str) -> str:
     return join_docs(row_docs(tokenizer, row, pack_mode)[0])
 
 
-def sample_rows(model: TextModel, cfg, tokenizer, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-                sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
-                progress: bool = False, temperature: float | None = None) -> tuple[list[dict], float]:
-    """n sample rows (module docstring; token ids in the model's tokenizer) and seconds. temperature:
-    None = the model kind's default (TextModel.default_temperature)."""
+@dataclass(frozen=True)
+class SeededBatches:
+    """Which samples are drawn: n of them in batches of `batch_size`, batch k from a generator seeded by
+    (seed, k), so that they are the same for any number of processes."""
+    n: int
+    seed: int = 0
+    batch_size: int = 64
+
+    def mine(self, env: DistEnv) -> list[tuple[int, int]]:
+        """(k, first sample) of the batches this rank draws: k = rank mod world."""
+        return [(k, start) for k, start in enumerate(range(0, self.n, self.batch_size)) if k % env.world == env.rank]
+
+    def size(self, start: int) -> int:
+        return min(self.batch_size, self.n - start)
+
+
+def setting_knobs(setting: dict) -> tuple:
+    """(steps, sampler, top_p, temperature) of a sampling setting: a dict with "steps" and, optionally,
+    "sampler" (None: the run's), "top_p" (1: no truncation) and "temperature" (None: the kind's default).
+    An entry of `TextModel.sampling_settings` is one."""
+    return setting["steps"], setting.get("sampler"), setting.get("top_p", 1.0), setting.get("temperature")
+
+
+def sample_rows(model: TextModel, cfg, tokenizer, batches: SeededBatches, setting: dict, env: DistEnv = DistEnv(),
+                callback=None, progress: bool = False) -> tuple[list[dict], float]:
+    """The sample rows (module docstring; token ids in the model's tokenizer) of `batches` at `setting`
+    (`setting_knobs`), and seconds."""
     device = next(model.parameters()).device
-    setting = model.sampling_record(steps, sampler, top_p, temperature)  # as they run; checks the temperature
+    record = model.sampling_record(*setting_knobs(setting))  # as they run; checks the temperature
     t0 = time.perf_counter()
     with autocast(cfg, device):
-        ids = sample_ids(model, cfg, n, steps, seed, batch_size, sampler, top_p, env, callback, progress, temperature)
+        ids = sample_ids(model, cfg, batches, setting, env, callback, progress)
     seconds = time.perf_counter() - t0
     rows = []
     for row in ids.tolist():
         docs, docs_ids = row_docs(tokenizer, row, cfg.pack_mode)
         rows.append(dict(text=join_docs(docs), docs=docs, token_ids=[i for d in docs_ids for i in d], raw_ids=row,
-                         n_other=row.count(-1), steps=setting["steps"], top_p=setting["top_p"],
-                         temperature=setting["temperature"], seed=seed,
-                         sampler=setting["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=setting["draw_dtype"],
+                         n_other=row.count(-1), steps=record["steps"], top_p=record["top_p"],
+                         temperature=record["temperature"], seed=batches.seed,
+                         sampler=record["sampler"], dtype=compute_dtype(cfg, device), draw_dtype=record["draw_dtype"],
                          sampler_version=SAMPLER_VERSION))
     return rows, seconds
 
@@ -66,30 +89,30 @@ def _counted(bar, callback, *args) -> None:
 
 
 @torch.no_grad()
-def sample_ids(model: TextModel, cfg, n: int, steps: int, seed: int = 0, batch_size: int = 64,
-             sampler: str | None = None, top_p: float = 1.0, env: DistEnv = DistEnv(), callback=None,
-             progress: bool = False, temperature: float | None = None) -> torch.Tensor:
-    """Token ids [n, seq_len] of n samples. Batch k draws from a generator seeded by (seed, k); under
-    torchrun rank r makes the batches k = r mod world and every rank gets all n rows, in order.
+def sample_ids(model: TextModel, cfg, batches: SeededBatches, setting: dict, env: DistEnv = DistEnv(), callback=None,
+               progress: bool = False) -> torch.Tensor:
+    """Token ids [n, seq_len] of `batches` at `setting` (`setting_knobs`); under torchrun rank r makes the
+    batches k = r mod world and every rank gets all n rows, in order.
     `callback(k, step, z_t, x0_hat)` at every reverse step of batch k (models with latents only);
     `progress`: a bar over this rank's reverse steps (models with latents; the others: its samples), so
     that it moves within one batch too."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    steps, sampler, top_p, temperature = setting_knobs(setting)
     mine = []
-    batches = [(k, start) for k, start in enumerate(range(0, n, batch_size)) if k % env.world == env.rank]
+    todo = batches.mine(env)
     by_step = model.has_latents
-    bar = tqdm(total=len(batches) * steps if by_step else sum(min(batch_size, n - s) for _, s in batches),
+    bar = tqdm(total=len(todo) * steps if by_step else sum(batches.size(s) for _, s in todo),
                desc="sampling", unit="step" if by_step else "sample", disable=not progress)
-    for k, start in batches:
-        generator = torch.Generator(device=device).manual_seed(seed_for(seed, k))
+    for k, start in todo:
+        generator = torch.Generator(device=device).manual_seed(seed_for(batches.seed, k))
         step_callback = functools.partial(callback, k) if callback is not None else None
         if by_step and progress:
             step_callback = functools.partial(_counted, bar, step_callback)
-        ids = model.generate(min(batch_size, n - start), steps, generator, sampler, top_p, temperature, step_callback)
+        ids = model.generate(batches.size(start), steps, generator, sampler, top_p, temperature, step_callback)
         bar.update(0 if by_step else len(ids))
         mine.append((k, ids.cpu()))
     bar.close()
-    batches = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
-    return torch.cat([b for _, b in batches]) if batches else torch.empty(0, cfg.seq_len, dtype=torch.long)
+    done = sorted(gather_objects(mine, env), key=lambda kb: kb[0])
+    return torch.cat([b for _, b in done]) if done else torch.empty(0, cfg.seq_len, dtype=torch.long)

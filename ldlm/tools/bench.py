@@ -30,12 +30,12 @@ from ..kinds.build import load_run
 from ..runtime.checkpoint import CheckpointError
 from ..runtime.distributed import DistEnv, batch_plan, default_device, micro_positions
 from ..runtime.precision import autocast, compute_dtype
-from ..sampling.rows import sample_ids
+from ..sampling.rows import SeededBatches, sample_ids
 from ..sampling.settings import sampling_settings
 from ..text.frozen_lm import ModelUnavailable
 from ..trained.api import load
 from ..training.batches import load_training_data, step_loader
-from ..training.optim import Objective, keep_freed_memory, lr_lambda, make_optimizer, train_step
+from ..training.optim import Objective, TrainState, keep_freed_memory, lr_lambda, make_optimizer, train_step
 from .flops import frozen_lm_shape, head_targets, training_flops
 
 
@@ -89,7 +89,7 @@ def bench_sampling(model, cfg, steps_list, batch_sizes, repeats: int = 3, warmup
 
     def call(batch, steps):
         with autocast(cfg, device):
-            sample_ids(model, cfg, batch, steps, seed, batch_size=batch)
+            sample_ids(model, cfg, SeededBatches(batch, seed, batch_size=batch), dict(steps=steps))
 
     rows = []
     for batch in batch_sizes:
@@ -158,6 +158,7 @@ def training_steps(model, cfg, data, total: int, compile: bool = False) -> Calla
     optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     ema, objective = copy.deepcopy(model).requires_grad_(False), Objective(model)
+    state = TrainState(model, ema, optimizer, scheduler)
     if compile:  # after the EMA copy, as train() does; the first steps then include the compilation
         model.compile_hot_paths()
     positions = micro_positions(cfg.batch_size, *batch_plan(cfg.batch_size, cfg.micro_batch_size, 1), DistEnv())
@@ -166,7 +167,7 @@ def training_steps(model, cfg, data, total: int, compile: bool = False) -> Calla
 
     def one_step():
         micro_batches = [data.to_device(r, device) for r in next(loader)]
-        train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, next(step), device)
+        train_step(objective, state, micro_batches, positions, cfg, next(step), device)
     return one_step
 
 

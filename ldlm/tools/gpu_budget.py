@@ -52,9 +52,9 @@ def count_ops(fn) -> int:
 def sampling_ops(model, cfg, steps=(2, 4)) -> tuple[float, float]:
     """(ops of one generation at batch 1 apart from its reverse steps, ops per reverse step), from two step
     counts; the GPT's generation does not depend on the step count (all of it is the first number)."""
-    from ..sampling.rows import sample_ids
+    from ..sampling.rows import SeededBatches, sample_ids
 
-    a, b = (count_ops(lambda k=k: sample_ids(model, cfg, 1, k, 0, batch_size=1)) for k in steps)
+    a, b = (count_ops(lambda k=k: sample_ids(model, cfg, SeededBatches(1, batch_size=1), dict(steps=k))) for k in steps)
     per_step = (b - a) / (steps[1] - steps[0])
     return a - per_step * steps[0], per_step
 
@@ -88,7 +88,7 @@ def calibration(gpu_check: Path) -> dict:
     step count) over that sampling's op count here (the owt model with its own layers at seq_len 16)."""
     import pandas as pd
 
-    from ..sampling.rows import sample_ids
+    from ..sampling.rows import SeededBatches, sample_ids
 
     rows = pd.read_csv(gpu_check)
     eager = rows[~rows["train_compiled"].astype(bool) & rows["hardware"].str.contains("H200")]
@@ -96,7 +96,7 @@ def calibration(gpu_check: Path) -> dict:
     cfg = make_config(row["preset"], frozen_lm=row["frozen_lm"], seq_len=16, device="cpu")
     torch.manual_seed(0)
     model = build_model(cfg, 30522, None, 384).eval()  # MiniLM's vocabulary and width, as gpu_check ran
-    ops = count_ops(lambda: sample_ids(model, cfg, 1, int(row["steps"]), 0, batch_size=1))
+    ops = count_ops(lambda: sample_ids(model, cfg, SeededBatches(1, batch_size=1), dict(steps=int(row["steps"]))))
     training = eager[eager["kind"] == "training"]
     return dict(hardware=row["hardware"], steps=int(row["steps"]), seconds=float(row["seconds"]), ops=ops,
                 seconds_per_op=float(row["seconds"]) / ops, flops_per_s=float(training["achieved_flops_per_s"].max()))

@@ -264,7 +264,7 @@ def sampling_throughput(model, cfg: Config, device, batches: list[int], steps_li
 
 def run_check(args, device: torch.device, start: float) -> list[dict]:
     from ..kinds.build import load_run
-    from ..sampling.rows import sample_rows
+    from ..sampling.rows import SeededBatches, sample_rows
 
     overrides = {k: v for k, v in parse_overrides(args.overrides).items()}
     requested = args.frozen_lm if args.frozen_lm != "auto" else overrides.get("frozen_lm")
@@ -322,7 +322,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
 
     sampling = sampling_throughput(model, cfg, device, args.sample_batch, args.sample_steps, args.repeats)
     tokenizer = load_tokenizer(cfg.frozen_lm)
-    texts, _ = sample_rows(model, cfg, tokenizer, 3, max(args.sample_steps), seed=0, batch_size=3)
+    texts, _ = sample_rows(model, cfg, tokenizer, SeededBatches(3, seed=0, batch_size=3), dict(steps=max(args.sample_steps)))
 
     common = dict(preset=cfg.preset, dataset=cfg.dataset, frozen_lm=cfg.frozen_lm,
                   frozen_lm_requested=requested or f"auto ({' else '.join(candidates)})",

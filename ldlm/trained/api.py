@@ -25,7 +25,7 @@ from ..nets.layers import normalize_latents
 from ..nets.samplers import SAMPLERS
 from ..runtime.precision import autocast, autocast_dtype
 from ..runtime.threads import check_threads, use_threads
-from ..sampling.rows import row_text, sample_rows
+from ..sampling.rows import SeededBatches, row_text, sample_rows
 from ..text.data import pack_pad, special_ids
 from ..text.frozen_lm import attention_mask, load_frozen_lm
 from .hub import SavedModelMixin
@@ -101,9 +101,9 @@ class ModelPipeline(SavedModelMixin):
             trajectory.extend((k * batch_size + j, i, text) for j, text in enumerate(self.decode(x0)))
             if callback is not None:
                 callback(k, i, z, x0)
-        rows, _ = sample_rows(self.model, self.cfg, self.tokenizer, n, steps, seed, batch_size, sampler, top_p,
-                              callback=record if return_trajectory else callback, progress=progress,
-                              temperature=temperature)
+        setting = dict(steps=steps, sampler=sampler, top_p=top_p, temperature=temperature)
+        rows, _ = sample_rows(self.model, self.cfg, self.tokenizer, SeededBatches(n, seed, batch_size), setting,
+                              callback=record if return_trajectory else callback, progress=progress)
         texts = [row["text"] for row in rows]
         if not return_trajectory:
             return texts

@@ -21,7 +21,7 @@ from ..io import PathError, check_output, dumps, write_jsonl
 from ..nets.samplers import SAMPLERS
 from ..runtime import checkpoint, distributed
 from ..runtime.threads import check_threads
-from ..sampling.rows import sample_rows
+from ..sampling.rows import SeededBatches, sample_rows
 from ..text.frozen_lm import ModelUnavailable
 from .api import load
 
@@ -62,9 +62,10 @@ def main(argv=None) -> int:
     except (checkpoint.CheckpointError, ModelUnavailable, ConfigError, PathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    steps = args.steps or cfg.sample_steps
-    rows, seconds = sample_rows(model, cfg, tokenizer, args.n, steps, args.seed, args.batch_size, args.sampler,
-                                args.top_p, env, progress=env.is_main and sys.stderr.isatty(), temperature=args.temperature)
+    setting = dict(steps=args.steps or cfg.sample_steps, sampler=args.sampler, top_p=args.top_p,
+                   temperature=args.temperature)
+    rows, seconds = sample_rows(model, cfg, tokenizer, SeededBatches(args.n, args.seed, args.batch_size), setting, env,
+                                progress=env.is_main and sys.stderr.isatty())
     distributed.teardown()
     if not env.is_main:
         return 0

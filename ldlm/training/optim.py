@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -85,10 +86,21 @@ def keep_freed_memory() -> None:
     libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap top
 
 
-def train_step(objective: nn.Module, model, optimizer, scheduler, ema: nn.Module, micro_batches: list[tuple],
-               positions: list[range], cfg, step: int, device, env: DistEnv = DistEnv()) -> dict:
-    """One optimiser step on the global batch (DDP averages over ranks on the last micro-batch); returns
-    the log's loss parts (averaged over ranks) and the gradient norm."""
+@dataclass(frozen=True)
+class TrainState:
+    """What a training step advances, and a checkpoint keeps: the weights, their EMA, AdamW and its LR schedule."""
+    model: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def train_step(objective: nn.Module, state: TrainState, micro_batches: list[tuple], positions: list[range], cfg,
+               step: int, device, env: DistEnv = DistEnv()) -> dict:
+    """One optimiser step of `state` on the global batch (`objective`: state.model's loss, DDP-wrapped under
+    torchrun, which averages over ranks on the last micro-batch); returns the log's loss parts (averaged over
+    ranks) and the gradient norm."""
+    model, optimizer = state.model, state.optimizer
     model.train()
     optimizer.zero_grad(set_to_none=True)
     parts, ts, losses = {}, [], []
@@ -108,8 +120,8 @@ def train_step(objective: nn.Module, model, optimizer, scheduler, ema: nn.Module
             p.grad = torch.zeros_like(p)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
-    scheduler.step()
-    update_ema(ema, model, cfg.ema_decay, step)
+    state.scheduler.step()
+    update_ema(state.ema, model, cfg.ema_decay, step)
     if ts:
         model.observe(all_gather_cat(torch.cat(ts), env), all_gather_cat(torch.cat(losses), env))
     names = sorted(parts)

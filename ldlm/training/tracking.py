@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
-from ..sampling.rows import sample_rows
+from ..sampling.rows import SeededBatches, sample_rows
 from ..text.frozen_lm import load_tokenizer
 
 SAMPLE_STEPS = 20  # sampling steps of the evaluation samples (at most): a glimpse of the text, not a measurement
@@ -169,6 +169,6 @@ class EvalSamples:
             self.tokenizer = load_tokenizer(self.cfg.frozen_lm)
         model.eval()  # no dropout: it would draw from the global generator
         n = self.cfg.eval_samples
-        rows, _ = sample_rows(model, self.cfg, self.tokenizer, n, min(self.cfg.sample_steps, SAMPLE_STEPS),
-                              seed=self.cfg.seed, batch_size=n)
+        rows, _ = sample_rows(model, self.cfg, self.tokenizer, SeededBatches(n, self.cfg.seed, batch_size=n),
+                              dict(steps=min(self.cfg.sample_steps, SAMPLE_STEPS)))
         self.tracker.text(step, "samples", [r["text"] for r in rows])

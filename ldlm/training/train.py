@@ -44,7 +44,8 @@ from ..text.data import DataError
 from ..text.frozen_lm import ModelUnavailable, check_positions
 from . import stopping, tracking
 from .batches import held_out_chunks, load_training_data, step_loader
-from .optim import Diverged, Objective, check_finite, keep_freed_memory, lr_lambda, make_optimizer, train_step
+from .optim import (Diverged, Objective, TrainState, check_finite, keep_freed_memory, lr_lambda, make_optimizer,
+                    train_step)
 
 
 def train(cfg: Config, out: str | Path, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
@@ -111,7 +112,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         write_json(out / "data.json", data.tokens.stats)
     barrier(env)
 
-    objective = Objective(model)
+    objective, state = Objective(model), TrainState(model, ema, optimizer, scheduler)
     if cfg.compile:
         model.compile_hot_paths()
     if env.enabled:  # adaptive-softmax tails may go unused in a micro-batch
@@ -147,7 +148,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, stop_at: int | 
         for rows in loader:
             t0 = time.perf_counter()
             micro_batches = [data.to_device(r, device) for r in rows]
-            parts = train_step(objective, model, optimizer, scheduler, ema, micro_batches, positions, cfg, step, device, env)
+            parts = train_step(objective, state, micro_batches, positions, cfg, step, device, env)
             check_finite(parts, step + 1)
             step += 1
             elapsed += time.perf_counter() - t0
