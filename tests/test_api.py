@@ -84,8 +84,8 @@ def test_the_sample_command_and_the_api_take_a_temperature_and_record_it(ldlm_ru
 def test_trajectory_ends_at_the_sample_and_the_callback_sees_every_step(ldlm_run):
     pipe = ldlm.load(ldlm_run, device="cpu")
     seen = []
-    texts, frame = pipe.generate(3, steps=4, seed=1, batch_size=2, progress=False, return_trajectory=True,
-                                 callback=lambda k, i, z, x0: seen.append((k, i, tuple(x0.shape))))
+    texts, frame = pipe.trajectory(3, steps=4, seed=1, batch_size=2, progress=False,
+                                   callback=lambda k, i, z, x0: seen.append((k, i, tuple(x0.shape))))
     assert texts == pipe.generate(3, steps=4, seed=1, batch_size=2, progress=False)
     assert len(frame) == 3 * 5 and list(frame.columns) == ["sample", "step", "text"]
     assert frame[frame["step"] == 4]["text"].tolist() == texts  # the last x0 estimate is the sample
@@ -251,8 +251,7 @@ def test_a_baseline_generates_and_refuses_latent_operations_in_one_line(mdlm_pip
     z = torch.zeros(1, mdlm_pipe.cfg.seq_len, 8)
     for call in (lambda: mdlm_pipe.encode(["a text"]), lambda: mdlm_pipe.decode(z),
                  lambda: mdlm_pipe.reconstruct(["a text"]), lambda: mdlm_pipe.interpolate("a", "b"),
-                 lambda: mdlm_pipe.generate(2, return_trajectory=True),
-                 lambda: mdlm_pipe.generate(2, callback=print)):
+                 lambda: mdlm_pipe.trajectory(2)):
         with pytest.raises(Unsupported) as err:
             call()
         message = str(err.value)

@@ -7,7 +7,7 @@ from ldlm.nets.categorical import sample_categorical, sample_inverse_cdf
 from ldlm.nets.ar import GPT, ar_loss, ar_sample, top_p_filter
 from ldlm.nets.mdlm import EPS, MDLM, log_linear_alpha, mask_tokens, mdlm_loss, mdlm_sample
 from ldlm.nets.size import ar_layers_for, backbone_parameters
-from ldlm.nets.layers import DiT
+from ldlm.nets.layers import DiT, Stack
 
 torch.set_num_threads(1)
 
@@ -26,7 +26,7 @@ def fixed_batch(b: int = 8) -> torch.Tensor:
 
 def mdlm(seed: int = 0) -> MDLM:
     torch.manual_seed(seed)
-    return MDLM(V, T, W, L, H).eval()
+    return MDLM(V, T, Stack(W, L, H)).eval()
 
 
 def gpt(seed: int = 0) -> GPT:
@@ -108,7 +108,7 @@ def test_mdlm_ignores_time_without_time_conditioning():
     x, t0, t1 = torch.randint(0, V + 1, (3, T), generator=gen(20)), torch.full((3,), 0.1), torch.full((3,), 0.9)
     for conditioned in (False, True):
         torch.manual_seed(0)
-        model = MDLM(V, T, W, L, H, time_conditioning=conditioned).eval()
+        model = MDLM(V, T, Stack(W, L, H), time_conditioning=conditioned).eval()
         with torch.no_grad():  # non-zero adaLN and head, so that t would show if it were used
             for p in model.parameters():
                 p.normal_(std=0.3)
@@ -337,8 +337,8 @@ def test_top_p_filter():
 @pytest.mark.parametrize("width, layers, heads", [(128, 4, 4), (768, 12, 12)])  # tiny, owt presets
 def test_backbones_match_dit(width, layers, heads):
     with torch.device("meta"):
-        target = backbone_parameters(DiT(384, 64, width, layers, heads).blocks)
-        n_mdlm = backbone_parameters(MDLM(30_000, 64, width, layers, heads))
+        target = backbone_parameters(DiT(384, 64, Stack(width, layers, heads)).blocks)
+        n_mdlm = backbone_parameters(MDLM(30_000, 64, Stack(width, layers, heads)))
         n_gpt = backbone_parameters(GPT(30_000, 64, width, ar_layers_for(layers, width, heads), heads))
     assert ar_layers_for(layers, width, heads) == round(1.5 * layers)
     for n in (n_mdlm, n_gpt):

@@ -15,7 +15,7 @@ from torch import nn
 from ..nets.ar import GPT, ar_loss, ar_sample
 from ..nets.diffusion import UniformTimeSampler
 from ..nets.flops import backbone_forward, blocks_forward, head_forward
-from ..nets.layers import set_gelu
+from ..nets.layers import Stack, set_gelu
 from ..nets.mdlm import MDLM, mdlm_loss, mdlm_sample
 from ..nets.size import ar_layers_for
 from ..text.frozen_lm import attention_mask
@@ -71,8 +71,8 @@ class MaskedDiffusion(Baseline):
 
     def __init__(self, cfg, vocab_size: int, head_vocab: int | None = None, lm_width: int | None = None):
         super().__init__(cfg, vocab_size, head_vocab)
-        self.net = MDLM(self.classes(), cfg.seq_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, mlp_ratio=cfg.mlp_ratio,
-                        dropout=cfg.dropout, adaptive_head=cfg.adaptive_head, time_conditioning=cfg.mdlm_time_conditioning)
+        self.net = MDLM(self.classes(), cfg.seq_len, Stack.of(cfg, "dit"), adaptive_head=cfg.adaptive_head,
+                        time_conditioning=cfg.mdlm_time_conditioning)
         set_gelu(self, cfg.gelu)
 
     def times(self, noise) -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..nets.diffusion import AdaptiveTimeSampler, UniformTimeSampler, encoder_gamma, tangent_alpha_sigma
 from ..nets.flops import backbone_forward, blocks_forward, head_forward, linear_weights, perceiver_forward
-from ..nets.layers import DiT, LatentNorm, Perceiver, TokenDecoder, set_gelu, token_matches
+from ..nets.layers import DiT, LatentNorm, Perceiver, Stack, TokenDecoder, set_gelu, token_matches
 from ..nets.samplers import generate_latents
 from ..text.frozen_lm import attention_mask
 from .losses import ldlm_loss
@@ -37,13 +37,11 @@ class LDLM(TextModel):
         super().__init__(cfg, vocab_size, head_vocab)
         seq, lat_len = cfg.seq_len, cfg.latent_len or cfg.seq_len
         head_vocab = head_vocab or vocab_size
-        kw = dict(mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
-        self.encoder = Perceiver(lm_width, cfg.latent_dim, seq, lat_len, cfg.enc_width, cfg.enc_layers, cfg.enc_heads, **kw)
-        self.dit = DiT(cfg.latent_dim, lat_len, cfg.dit_width, cfg.dit_layers, cfg.dit_heads, **kw)
+        self.encoder = Perceiver(lm_width, cfg.latent_dim, seq, lat_len, Stack.of(cfg, "enc"))
+        self.dit = DiT(cfg.latent_dim, lat_len, Stack.of(cfg, "dit"))
         self.latent_norm = LatentNorm(cfg.latent_norm, cfg.latent_dim)
-        self.decoder = Perceiver(cfg.latent_dim, lm_width, lat_len, seq, cfg.dec_width, cfg.dec_layers, cfg.dec_heads, **kw)
-        self.token_decoder = TokenDecoder(lm_width, head_vocab + 1, seq, cfg.tok_width, cfg.tok_layers, cfg.tok_heads,
-                                          adaptive_head=cfg.adaptive_head, **kw)
+        self.decoder = Perceiver(cfg.latent_dim, lm_width, lat_len, seq, Stack.of(cfg, "dec"))
+        self.token_decoder = TokenDecoder(lm_width, head_vocab + 1, seq, Stack.of(cfg, "tok"), cfg.adaptive_head)
         self.register_buffer("h_mean", torch.zeros(lm_width))
         self.register_buffer("h_std", torch.ones(lm_width))
         self.time_sampler = (AdaptiveTimeSampler(cfg.time_bins, cfg.time_ema, cfg.t_min)

@@ -10,6 +10,7 @@ values from [inputs; latents], per-head RMS qk-norm, pre-LN GELU FFN.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,22 @@ def set_gelu(module: nn.Module, form: str) -> None:
             m.approximate = "tanh" if form == "tanh" else "none"
 
 
+@dataclass(frozen=True)
+class Stack:
+    """The shape of a stack of transformer blocks: its width, depth, heads, MLP ratio and dropout."""
+    width: int
+    layers: int
+    heads: int
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+
+    @classmethod
+    def of(cls, cfg, part: str) -> "Stack":
+        """The stack a run's config gives a part: its `<part>_width`, `_layers`, `_heads`; mlp_ratio, dropout."""
+        return cls(getattr(cfg, f"{part}_width"), getattr(cfg, f"{part}_layers"), getattr(cfg, f"{part}_heads"),
+                   cfg.mlp_ratio, cfg.dropout)
+
+
 class PerceiverBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
         super().__init__()
@@ -81,13 +98,14 @@ class Perceiver(nn.Module):
     to latent i (ours: with pure learned queries, learning that alignment took most of a CPU budget).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, n_inputs: int, n_queries: int, width: int,
-                 layers: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
+    def __init__(self, in_dim: int, out_dim: int, n_inputs: int, n_queries: int, stack: Stack):
         super().__init__()
+        width = stack.width
         self.in_proj = nn.Linear(in_dim, width)
         self.in_pos = nn.Parameter(torch.randn(n_inputs, width) * 0.02)
         self.queries = nn.Parameter(torch.randn(n_queries, width) * 0.02)
-        self.blocks = nn.ModuleList(PerceiverBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(PerceiverBlock(width, stack.heads, stack.mlp_ratio, stack.dropout)
+                                    for _ in range(stack.layers))
         self.norm_out = nn.LayerNorm(width)
         self.out_proj = nn.Linear(width, out_dim)
 
@@ -178,12 +196,13 @@ class TokenDecoder(nn.Module):
     training cost of a frequency-ordered head is mostly that of its 2k most frequent classes.
     """
 
-    def __init__(self, lm_width: int, vocab: int, seq_len: int, width: int, layers: int, heads: int,
-                 mlp_ratio: int = 4, dropout: float = 0.0, adaptive_head: bool = False):
+    def __init__(self, lm_width: int, vocab: int, seq_len: int, stack: Stack, adaptive_head: bool = False):
         super().__init__()
+        width = stack.width
         self.in_proj = nn.Linear(lm_width, width)
         self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
-        self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(TransformerBlock(width, stack.heads, stack.mlp_ratio, stack.dropout)
+                                    for _ in range(stack.layers))
         self.norm = nn.LayerNorm(width)
         self.head = vocab_head(width, vocab, adaptive_head)
         self.adaptive = isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss)
@@ -256,11 +275,12 @@ class AdaLNBackbone(nn.Module):
     blocks and the final modulated LayerNorm. Subclasses build their input layer, call `build_backbone`,
     then build their output layer (that order fixes the random initialisation), and run `backbone`."""
 
-    def build_backbone(self, seq_len: int, width: int, layers: int, heads: int, mlp_ratio: int = 4,
-                       dropout: float = 0.0) -> None:
+    def build_backbone(self, seq_len: int, stack: Stack) -> None:
+        width = stack.width
         self.pos = nn.Parameter(torch.randn(seq_len, width) * 0.02)
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(DiTBlock(width, stack.heads, stack.mlp_ratio, stack.dropout)
+                                    for _ in range(stack.layers))
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         nn.init.zeros_(self.ada_out[1].weight), nn.init.zeros_(self.ada_out[1].bias)
@@ -278,12 +298,11 @@ class AdaLNBackbone(nn.Module):
 class DiT(AdaLNBackbone):
     """(z_t, t, self-conditioning x0 estimate) [B, L, latent_dim] -> x0 prediction [B, L, latent_dim]."""
 
-    def __init__(self, latent_dim: int, seq_len: int, width: int, layers: int, heads: int,
-                 mlp_ratio: int = 4, dropout: float = 0.0):
+    def __init__(self, latent_dim: int, seq_len: int, stack: Stack):
         super().__init__()
-        self.in_proj = nn.Linear(2 * latent_dim, width)  # [z_t; x0_self_cond]
-        self.build_backbone(seq_len, width, layers, heads, mlp_ratio, dropout)
-        self.out = nn.Linear(width, latent_dim)
+        self.in_proj = nn.Linear(2 * latent_dim, stack.width)  # [z_t; x0_self_cond]
+        self.build_backbone(seq_len, stack)
+        self.out = nn.Linear(stack.width, latent_dim)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)  # the first prediction is 0 = E[z0]
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, x0_self_cond: torch.Tensor | None = None) -> torch.Tensor:

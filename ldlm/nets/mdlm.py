@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .categorical import sample_categorical, tempered
-from .layers import AdaLNBackbone, head_logits, head_nll, vocab_head
+from .layers import AdaLNBackbone, Stack, head_logits, head_nll, vocab_head
 
 EPS = 1e-3  # alpha_1 = eps: MDLM's log-linear noise schedule
 
@@ -68,15 +68,14 @@ class MDLM(AdaLNBackbone):
     -log alpha_t, a monotone function of t).
     """
 
-    def __init__(self, vocab_size: int, seq_len: int, width: int, layers: int, heads: int,
-                 mlp_ratio: int = 4, dropout: float = 0.0, adaptive_head: bool = False,
+    def __init__(self, vocab_size: int, seq_len: int, stack: Stack, adaptive_head: bool = False,
                  time_conditioning: bool = False):
         super().__init__()
         self.time_conditioning = time_conditioning
         self.vocab_size, self.mask_id = vocab_size, vocab_size  # the last input id is MASK
-        self.embed = nn.Embedding(vocab_size + 1, width)
-        self.build_backbone(seq_len, width, layers, heads, mlp_ratio, dropout)
-        self.out = vocab_head(width, vocab_size, adaptive_head)  # the same head kind as LDLM's token decoder
+        self.embed = nn.Embedding(vocab_size + 1, stack.width)
+        self.build_backbone(seq_len, stack)
+        self.out = vocab_head(stack.width, vocab_size, adaptive_head)  # the same head kind as LDLM's token decoder
         if isinstance(self.out, nn.Linear):  # zero-init (DiT, MDLM): the first prediction is uniform
             nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)
 

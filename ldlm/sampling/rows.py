@@ -56,7 +56,7 @@ class SeededBatches:
 def setting_knobs(setting: dict) -> tuple:
     """(steps, sampler, top_p, temperature) of a sampling setting: a dict with "steps" and, optionally,
     "sampler" (None: the run's), "top_p" (1: no truncation) and "temperature" (None: the kind's default).
-    An entry of `TextModel.sampling_settings` is one."""
+    An entry of `sampling.settings.sampling_settings` is one."""
     return setting["steps"], setting.get("sampler"), setting.get("top_p", 1.0), setting.get("temperature")
 
 

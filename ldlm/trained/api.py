@@ -78,40 +78,47 @@ class ModelPipeline(SavedModelMixin):
 
     # -- sampling ----------------------------------------------------------------------------------
     def generate(self, n: int, steps: int | None = None, sampler: str | None = None, seed: int = 0,
-                 top_p: float = 1.0, batch_size: int = 64, callback=None, return_trajectory: bool = False,
-                 progress: bool = True, temperature: float | None = None):
+                 top_p: float = 1.0, batch_size: int = 64, progress: bool = True, temperature: float | None = None):
         """n sampled texts. steps: reverse steps (default: the run's sample_steps; the GPT ignores it);
         sampler: ddpm | ddim (LDLM); top_p: nucleus p (GPT); temperature: >= 0, every categorical draw from
         softmax(logits / T) (0 = argmax; None = the kind's default: LDLM 0, MDLM and GPT 1); batch k is
-        seeded by (seed, k).
-        callback(batch, step, z_t, x0_hat) at every reverse step (LDLM). return_trajectory: also a
-        DataFrame (sample, step, text) of every step's x0 estimate decoded; step = steps is the sample."""
-        check_positive(n=n, steps=steps, batch_size=batch_size)
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p={top_p}: must be in (0, 1] (1 = no nucleus truncation)")
-        if sampler is not None and sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r}: choose one of {sorted(SAMPLERS)}")
-        check_temperature(temperature)
-        if callback is not None or return_trajectory:
-            self._needs_latents("generate(callback=..., return_trajectory=True)")
-        steps = steps or self.cfg.sample_steps
+        seeded by (seed, k)."""
+        setting = self._setting(n, steps, sampler, top_p, batch_size, temperature)
+        return self._texts(SeededBatches(n, seed, batch_size), setting, progress)
+
+    def trajectory(self, n: int, steps: int | None = None, sampler: str | None = None, seed: int = 0,
+                   batch_size: int = 64, progress: bool = True, temperature: float | None = None, callback=None):
+        """(texts, trajectory) of LDLM: the texts `generate` gives with the same arguments, and a DataFrame
+        (sample, step, text) of every reverse step's x0 estimate decoded (step = steps: the sample).
+        callback(batch, step, z_t, x0_hat) at every reverse step."""
+        self._needs_latents("trajectory(...)")
+        setting = self._setting(n, steps, sampler, 1.0, batch_size, temperature)
         trajectory = []
 
         def record(k, i, z, x0):  # the decoded x0 estimate of every sample at every step
             trajectory.extend((k * batch_size + j, i, text) for j, text in enumerate(self.decode(x0)))
             if callback is not None:
                 callback(k, i, z, x0)
-        setting = dict(steps=steps, sampler=sampler, top_p=top_p, temperature=temperature)
-        rows, _ = sample_rows(self.model, self.cfg, self.tokenizer, SeededBatches(n, seed, batch_size), setting,
-                              callback=record if return_trajectory else callback, progress=progress)
-        texts = [row["text"] for row in rows]
-        if not return_trajectory:
-            return texts
+        texts = self._texts(SeededBatches(n, seed, batch_size), setting, progress, record)
         import pandas as pd
 
-        trajectory += [(j, steps, text) for j, text in enumerate(texts)]
+        trajectory += [(j, setting["steps"], text) for j, text in enumerate(texts)]
         frame = pd.DataFrame(trajectory, columns=["sample", "step", "text"])
         return texts, frame.sort_values(["sample", "step"], kind="stable").reset_index(drop=True)
+
+    def _setting(self, n, steps, sampler, top_p, batch_size, temperature) -> dict:
+        """The sampling setting of generate/trajectory's arguments, each checked: one line naming a bad one."""
+        check_positive(n=n, steps=steps, batch_size=batch_size)
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p={top_p}: must be in (0, 1] (1 = no nucleus truncation)")
+        if sampler is not None and sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r}: choose one of {sorted(SAMPLERS)}")
+        check_temperature(temperature)
+        return dict(steps=steps or self.cfg.sample_steps, sampler=sampler, top_p=top_p, temperature=temperature)
+
+    def _texts(self, batches: SeededBatches, setting: dict, progress: bool, callback=None) -> list[str]:
+        rows, _ = sample_rows(self.model, self.cfg, self.tokenizer, batches, setting, callback=callback, progress=progress)
+        return [row["text"] for row in rows]
 
     def text(self, ids) -> str:
         """One row of tokenizer ids as text: its documents (no specials), joined by a blank line."""
