@@ -143,7 +143,7 @@ $(STAMPS)/figures: notebooks/90_figures.ipynb $(STAMPS)/ablation $(MAIN_STAMPS) 
 	$(PAPERMILL_BASE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
 	touch $@
 
-reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny; NPROC=8 on a GPU box)
+reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny) at the budgets of params/PRESET.yaml (NPROC=8 on a GPU box)
 	@start=$$(date +%s); $(MAKE) --no-print-directory -j$(JOBS) $(STAMPS)/figures && \
 	echo "make reproduce (PRESET=$(PRESET)): done in $$(( $$(date +%s) - start )) s"
 
@@ -175,7 +175,7 @@ clean-results:  ## delete what make reproduce wrote to results/ and figures/, an
 demo: $(VENV)/.installed  ## a first look in about a minute: the shipped model generates, reconstructs, draws one figure
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.tools.demo
 
-tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
+tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki at its own budget (1,200 steps, not make reproduce's) and draw 16 samples
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.training.train --preset tiny --dataset wiki --out runs/tiny-wiki
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.trained.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki-samples.jsonl
 

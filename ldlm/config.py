@@ -166,7 +166,8 @@ PRESETS: dict[str, dict] = {
         dataset="lm1b", seq_len=128, pack_mode="pad",  # field convention for LM1B (MDLM) [R]
         dit_param="v",                                 # ours, as owt
     ),
-    # ours: sized so a whole training run takes <= 10 min on a 2-core CPU (see README, calibration).
+    # ours: sized so a whole training run of its own budget (max_steps below: `make tiny-run`) takes <= 10 min on
+    # a 2-core CPU (see README, calibration); `make reproduce` trains it at the budgets of params/tiny.yaml instead.
     "tiny": dict(
         dataset="wiki", frozen_lm="minilm", cache_hidden=True,  # ours: states computed once, ~80 s
         seq_len=64, num_workers=0,          # ours: the token blocks are in memory; workers cost more than they save

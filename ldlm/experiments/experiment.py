@@ -204,7 +204,8 @@ def from_dict(values: dict, source: str = "experiment") -> Experiment:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldlm.experiments.experiment", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--preset", default="tiny", help="the experiment spec params/<preset>.yaml (its runs' budgets "
+                                                         "over the preset's own)")
     parser.add_argument("key", help="the experiment key to print (lists: space-separated)")
     args = parser.parse_args(argv)
     try:
