@@ -140,7 +140,7 @@ $(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/seed$(firstword $(MAIN_S
 # with JOBS=2 the ablation's two seeds run side by side, one thread each, then the main comparison's two
 $(STAMPS)/figures: notebooks/90_figures.ipynb $(STAMPS)/ablation $(MAIN_STAMPS) $(STAMPS)/speed $(STAMPS)/latents \
                    | $(VENV)/.installed
-	$(PAPERMILL_BASE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
+	$(PAPERMILL_ALONE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
 	touch $@
 
 reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny) at the budgets of params/PRESET.yaml (NPROC=8 on a GPU box)
@@ -161,8 +161,8 @@ speed: $(VENV)/.installed  ## re-run the speed benchmark alone on the trained ru
 	$(PAPERMILL_ALONE) $(TRAINS) -p dataset '$(MAIN_DATASET)' $(if $(SPEED_SPEC),-y "spec: $(SPEED_SPEC)") \
 	    notebooks/30_speed.ipynb $(RESULTS)/executed/30_speed.ipynb
 
-figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
-	$(ONE_THREAD) $(PAPERMILL_BASE) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
+figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds): the runs of params/PRESET.yaml
+	$(ONE_THREAD) $(PAPERMILL_ALONE) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
 
 # what the notebooks write, no more: gpu_check's and hand-run results (gpu_check.csv, decoder_noise_sweep.csv) stay
 PIPELINE_OUTPUTS = main_*.csv table1_*.md table1_*.tex ablation.csv ablation_table.md ablation_table.tex \
