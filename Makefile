@@ -140,10 +140,10 @@ $(STAMPS)/latents: notebooks/40_latents.ipynb $(STAMPS)/seed$(firstword $(MAIN_S
 # with JOBS=2 the ablation's two seeds run side by side, one thread each, then the main comparison's two
 $(STAMPS)/figures: notebooks/90_figures.ipynb $(STAMPS)/ablation $(MAIN_STAMPS) $(STAMPS)/speed $(STAMPS)/latents \
                    | $(VENV)/.installed
-	$(PAPERMILL_BASE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
+	$(PAPERMILL_ALONE) -p figures_dir $(FIGURES) $< $(RESULTS)/executed/90_figures.ipynb
 	touch $@
 
-reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny; NPROC=8 on a GPU box)
+reproduce: $(VENV)/.installed  ## every table and figure for PRESET (default tiny) at the budgets of params/PRESET.yaml (NPROC=8 on a GPU box)
 	@start=$$(date +%s); $(MAKE) --no-print-directory -j$(JOBS) $(STAMPS)/figures && \
 	echo "make reproduce (PRESET=$(PRESET)): done in $$(( $$(date +%s) - start )) s"
 
@@ -161,8 +161,8 @@ speed: $(VENV)/.installed  ## re-run the speed benchmark alone on the trained ru
 	$(PAPERMILL_ALONE) $(TRAINS) -p dataset '$(MAIN_DATASET)' $(if $(SPEED_SPEC),-y "spec: $(SPEED_SPEC)") \
 	    notebooks/30_speed.ipynb $(RESULTS)/executed/30_speed.ipynb
 
-figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds)
-	$(ONE_THREAD) $(PAPERMILL_BASE) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
+figures: $(VENV)/.installed  ## re-render figures/ from results/ only (seconds): the runs of params/PRESET.yaml
+	$(ONE_THREAD) $(PAPERMILL_ALONE) -p figures_dir $(FIGURES) notebooks/90_figures.ipynb $(RESULTS)/executed/90_figures.ipynb
 
 # what the notebooks write, no more: gpu_check's and hand-run results (gpu_check.csv, decoder_noise_sweep.csv) stay
 PIPELINE_OUTPUTS = main_*.csv table1_*.md table1_*.tex ablation.csv ablation_table.md ablation_table.tex \
@@ -175,7 +175,7 @@ clean-results:  ## delete what make reproduce wrote to results/ and figures/, an
 demo: $(VENV)/.installed  ## a first look in about a minute: the shipped model generates, reconstructs, draws one figure
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.tools.demo
 
-tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki and draw 16 samples
+tiny-run: $(VENV)/.installed  ## train the tiny preset on wiki at its own budget (1,200 steps, not make reproduce's) and draw 16 samples
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.training.train --preset tiny --dataset wiki --out runs/tiny-wiki
 	HF_HUB_OFFLINE=1 $(PY) -m ldlm.trained.sample --run runs/tiny-wiki --n 16 --out runs/tiny-wiki-samples.jsonl
 

@@ -165,7 +165,8 @@ PRESETS: dict[str, dict] = {
         dataset="lm1b", seq_len=128, pack_mode="pad",  # field convention for LM1B (MDLM) [R]
         dit_param="v",                                 # ours, as owt
     ),
-    # ours: sized so a whole training run takes <= 10 min on a 2-core CPU (see README, calibration).
+    # ours: sized so a whole training run of its own budget (max_steps below: `make tiny-run`) takes <= 10 min on
+    # a 2-core CPU (see README, calibration); `make reproduce` trains it at the budgets of params/tiny.yaml instead.
     "tiny": dict(
         dataset="wiki", frozen_lm="minilm", cache_hidden=True,  # ours: states computed once, ~80 s
         seq_len=64, num_workers=0,          # ours: the token blocks are in memory; workers cost more than they save
@@ -352,11 +353,14 @@ def is_temperature(value) -> bool:
     return real and math.isfinite(value) and value >= 0
 
 
-def check_counts(**counts) -> None:
-    """Command-line counts (--n, --batch-size, ...; None = not given) are >= 1: checked before any work."""
+def check_counts(*, as_flags: bool = True, **counts) -> None:
+    """Counts (n, batch_size, ...; None = not given) are integers >= 1: checked before any work. The error
+    names a count as the command-line flag (`--batch-size 0`), or with as_flags=False as the Python
+    argument (`batch_size=0`, ldlm.load's methods)."""
     for name, value in counts.items():
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} {value}: must be >= 1")
+        if value is not None and (not isinstance(value, int) or value < 1):
+            shown = f"--{name.replace('_', '-')} {value}" if as_flags else f"{name}={value!r}"
+            raise ConfigError(f"{shown}: must be an integer >= 1")
 
 
 def config_from_dict(values: dict) -> Config:

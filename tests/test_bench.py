@@ -59,6 +59,7 @@ def test_training_bench_runs_the_loop_path_on_a_copy():
     before = [p.clone() for p in model.parameters()]
     row = bench_training(model, cfg, data, steps=2, warmup=1)
     assert row["kind"] == "training" and row["repeats"] == 2 and row["batch"] == cfg.batch_size
+    assert (row["steps"], row["nfe"]) == (0, 0)  # a sampling row's reverse steps and calls: none here (gpu_check's too)
     assert row["seconds"] > 0 and row["tokens_per_s"] == cfg.batch_size * cfg.seq_len / row["seconds"]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the caller's model is untouched
     from ldlm.tools.flops import training_flops

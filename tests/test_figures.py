@@ -144,3 +144,36 @@ def test_speed_quality_gives_each_line_style_one_meaning():
     left, right = fig.axes[:2]
     style = lambda ax: {line.get_linestyle() for line in ax.get_lines() if line.get_linestyle() != "None"}
     assert style(left) and style(right) and not style(left) & style(right)  # batch sizes vs datasets
+
+
+def test_a_figure_leaves_out_rows_of_runs_the_spec_no_longer_makes(tmp_path, capsys):
+    """A change that renames runs (a new config key: a new hash) leaves the old runs' rows and curves in
+    results/ beside the new ones. Given the spec's run ids, the figures draw its runs only, selected as its
+    tables are (results.of_runs), and make_all says how many it left out; it deletes nothing."""
+    from ldlm.experiments.experiment import Experiment
+
+    exp = Experiment(preset="smoke", datasets=["wiki"], models=["ldlm"], variants=["full"])
+    (current,) = [rid for rid in exp.run_ids() if rid.startswith("smoke-wiki-ldlm-full-s0-")]
+    stale = current[:-8] + "00000000"  # the same run under an older config
+    base = dict(preset="smoke", dataset="wiki", variant="full", seed=0, judge="smollm2", model="ldlm", steps=100)
+    rows = [dict(base, variant="reference", model="reference", steps=0, run_id="reference-wiki", entropy=3.8,
+                 gen_ppl_tok=50.0),
+            dict(base, run_id=current, entropy=3.0, gen_ppl_tok=1000.0),
+            dict(base, run_id=stale, entropy=2.0, gen_ppl_tok=9000.0)]
+    pd.DataFrame(rows).to_csv(tmp_path / "main_wiki.csv", index=False)
+    (tmp_path / "curves").mkdir()
+    for rid in (current, stale):
+        (tmp_path / "curves" / f"{rid}.jsonl").write_text('{"step": 1, "loss_diff": 1.0}\n{"step": 2, "loss_diff": 0.5}\n')
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def points(fig):
+        return {tuple(p) for c in fig.axes[0].collections if isinstance(c, PathCollection) for p in c.get_offsets().tolist()}
+
+    assert (2.0, 9000.0) in points(figures.draw("pareto", tmp_path))  # no spec given: every row, the stale one too
+    drawn = points(figures.draw("pareto", tmp_path, exp.run_ids()))
+    assert (3.0, 1000.0) in drawn and (3.8, 50.0) in drawn and (2.0, 9000.0) not in drawn
+    assert len(figures.draw("training_curves", tmp_path, exp.run_ids()).axes[0].lines) == 1
+
+    figures.make_all(tmp_path, tmp_path / "figures", exp.run_ids())
+    assert "left out 1 result row(s) and 1 training curve(s) of runs the experiment spec does not make" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in before} == before

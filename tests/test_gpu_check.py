@@ -50,6 +50,8 @@ def test_cpu_check_end_to_end_with_fallback(monkeypatch, tmp_path, capsys):
     assert (df["device"] == "cpu").all() and (df["seq_len"] == 32).all() and (df["train_steps"] == 6).all()
     assert not df["train_compiled"].any()  # the smoke preset trains eagerly
     train = df.iloc[0]
+    # `steps` and `nfe` mean a sampling row's reverse steps and network calls, in bench's rows too: none for training
+    assert (train["steps"], train["nfe"]) == (0, 0)
     for col in ("tokens_per_s", "train_tokens_per_s_overall", "train_seconds", "params_trainable", "flops_per_token",
                 "achieved_flops_per_s", "matmul_peak_flops_per_s", "mfu", "wall_seconds"):
         assert math.isfinite(train[col]) and train[col] > 0, col
@@ -69,7 +71,7 @@ def test_a_compiled_check_keeps_the_eager_rows_beside_its_own(tmp_path):
     out = tmp_path / "gpu_check.csv"
     base = {c: None for c in CSV_COLUMNS} | dict(kind="training", preset="owt", dataset="wiki", frozen_lm="minilm",
                                                 hardware="H200", device="cuda", seq_len=512, train_steps=300,
-                                                batch=64, steps=300)
+                                                batch=64, steps=0)
     upsert_rows(out, [base | dict(train_compiled=False, tokens_per_s=1.0)], key=CSV_KEY)
     upsert_rows(out, [base | dict(train_compiled=True, tokens_per_s=2.0)], key=CSV_KEY)
     upsert_rows(out, [base | dict(train_compiled=False, tokens_per_s=3.0)], key=CSV_KEY)  # a re-run replaces its own

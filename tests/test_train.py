@@ -253,3 +253,12 @@ def test_a_resume_that_trains_longer_leaves_the_new_max_steps_in_config_json_and
     assert state["step"] == 5 and saved["max_steps"] == 5 and saved["log_every"] == 1
     assert saved == state["config"] and runs.saved_config(out) == config_from_dict(saved).to_dict() == saved
     assert json.loads((out / "resume.json").read_text())["may_change"] == sorted(runs.RESUME_MUTABLE)
+
+
+def test_the_help_names_a_presets_own_budget_apart_from_the_spec_that_sets_a_pipeline_runs():
+    """`--preset tiny` trains the preset's own max_steps; `make reproduce` trains at params/tiny.yaml's budgets."""
+    from ldlm.config import PRESETS
+    from ldlm.training.train import _parser
+
+    text = " ".join(_parser([]).format_help().split())
+    assert f"tiny: {PRESETS['tiny']['max_steps']:,})" in text and "params/<preset>.yaml" in text

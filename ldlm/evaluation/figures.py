@@ -2,6 +2,10 @@
 
 `make_all` writes every figure whose inputs exist; `draw(name, results_dir)` returns one as a
 matplotlib Figure (a notebook shows it inline). Colours, labels and sizes: `ldlm.evaluation.plotstyle`.
+Given an experiment spec's run ids (`Experiment.run_ids`), the figures of result rows and training curves
+draw those runs only, selected as the tables select them (`results.of_runs`): results/ keeps the rows of
+renamed runs beside their successors. The diagnostics and latent views hold one block per preset and
+dataset, which 40_latents replaces whole: they draw every block.
 Importing this module leaves matplotlib's backend and rc settings alone.
 """
 from __future__ import annotations
@@ -18,13 +22,20 @@ from matplotlib.figure import Figure
 from ..config import VARIANTS
 from ..kinds.registry import KINDS
 from . import diagnostic_figures, plotstyle as ps
-from .results import MAUVE_FLOOR, at_default_temperature, degenerate, frontier_rows, is_reference, with_settings
+from .results import MAUVE_FLOOR, at_default_temperature, degenerate, frontier_rows, is_reference, of_runs, with_settings
 
 SAMPLE_METRICS = ("gen_ppl_tok", "entropy", "mauve")  # the ablation's panels that score samples (not latents)
 
-def read(results_dir: Path, pattern: str) -> pd.DataFrame:
+def read(results_dir: Path, pattern: str, run_ids=None) -> pd.DataFrame:
+    """The rows of the CSVs matching `pattern`; of the runs `run_ids` only, unless None (results.of_runs)."""
     frames = [pd.read_csv(p) for p in sorted(Path(results_dir).glob(pattern))]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return of_runs(pd.concat(frames, ignore_index=True), run_ids) if frames else pd.DataFrame()
+
+
+def curve_logs(results_dir: Path, run_ids=None) -> list[Path]:
+    """The training-curve logs (results/curves/<run_id>.jsonl); of the runs `run_ids` only, unless None."""
+    logs = {log.stem: log for log in sorted((Path(results_dir) / "curves").glob("*.jsonl"))}
+    return [logs[rid] for rid in of_runs(pd.DataFrame({"run_id": list(logs)}), run_ids)["run_id"]] if logs else []
 
 
 def sigma_dec(rows: pd.DataFrame) -> str:
@@ -81,13 +92,13 @@ def trace(ax, rows: pd.DataFrame, by: str, colour, marker: str, ls: str, label: 
     return stats
 
 
-def pareto(results_dir: Path) -> Figure | None:
+def pareto(results_dir: Path, run_ids=None) -> Figure | None:
     """Gen PPL (token-weighted) vs entropy, one panel per dataset, held-out text as the star. Per model, its
     sweep at its default temperature (LDLM and MDLM over sampling steps, the GPT over nucleus p: dotted,
     labelled by steps or p) and its frontier (solid, through the temperatures sampled at one setting:
     results.frontier_setting; labelled T=...). Each point is the mean over seeds with the seeds' range as
     bars; the seeds' own points are drawn faintly behind it; hollow: degenerate samples."""
-    rows = read(results_dir, "main_*.csv")
+    rows = read(results_dir, "main_*.csv", run_ids)
     if rows.empty:
         return None
     rows = with_settings(rows).assign(degenerate=flagged(rows))
@@ -128,11 +139,10 @@ def pareto(results_dir: Path) -> Figure | None:
     return fig
 
 
-def ablation(results_dir: Path) -> Figure | None:
-    path = Path(results_dir) / "ablation.csv"
-    if not path.exists():
+def ablation(results_dir: Path, run_ids=None) -> Figure | None:
+    rows = read(results_dir, "ablation.csv", run_ids)
+    if rows.empty:
         return None
-    rows = pd.read_csv(path)
     collapsed = set(rows.loc[flagged(rows), "variant"])  # any seed; the flags need the reference row
     reference, rows = rows[is_reference(rows)], rows[~is_reference(rows)]
     order = [v for v in VARIANTS if v in set(rows["variant"])]
@@ -188,12 +198,12 @@ def hatch_bars(ax, marked: list[bool]) -> None:
             bar.set_edgecolor("0.2")
 
 
-def speed_quality(results_dir: Path) -> Figure | None:
+def speed_quality(results_dir: Path, run_ids=None) -> Figure | None:
     """Left: sampling throughput vs steps, per model and batch size (line style). Right: Gen PPL (seed mean
     and range) vs samples/s at the largest batch, per model and dataset (line styles of their own), at the
     default temperature (the frontiers' other temperatures sample at the same speed); hollow: degenerate
     samples."""
-    speed = read(results_dir, "speed.csv")
+    speed = read(results_dir, "speed.csv", run_ids)
     if speed.empty:
         return None
     sampling = speed[speed["kind"] == "sampling"]
@@ -210,7 +220,7 @@ def speed_quality(results_dir: Path) -> Figure | None:
     left.set(xlabel="sampling steps (GPT: one per token)", ylabel="samples / s ↑",
              title=f"speed ({sampling['hardware'].iloc[0]}, {sampling['threads'].iloc[0]} threads)")
     big = sampling[sampling["batch"] == sampling["batch"].max()]
-    main = read(results_dir, "main_*.csv")
+    main = read(results_dir, "main_*.csv", run_ids)
     if not main.empty:
         main = main.assign(degenerate=flagged(main))  # before the reference rows are left out
         main = main[main["model"] != "reference"]
@@ -250,13 +260,13 @@ def run_label(results_dir: Path, rid: str) -> tuple[str, str, str]:
     return cfg.get("model", "ldlm"), cfg["variant"], f"{cfg['dataset']}, {cfg['max_steps']} steps"
 
 
-def training_curves(results_dir: Path) -> Figure | None:
+def training_curves(results_dir: Path, run_ids=None) -> Figure | None:
     """LDLM's losses and held-out reconstruction over training: colour = recipe variant, line style =
     setting (dataset, budget); each run is its own thin line (seeds are not averaged)."""
     panels = {"loss_diff": "diffusion loss L_diff ↓", "loss_h": "decoder loss L_h ↓", "loss_tok": "token loss L_w ↓",
               "ema_recon_acc": "held-out reconstruction acc. ↑"}
     runs = []
-    for log in sorted((Path(results_dir) / "curves").glob("*.jsonl")):
+    for log in curve_logs(results_dir, run_ids):
         model, variant, setting = run_label(results_dir, log.stem)
         rows = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
         if model == "ldlm" and "step" in rows:  # the baselines log none of these losses
@@ -296,25 +306,42 @@ def latent_views(results_dir: Path) -> Figure | None:
     return fig
 
 
-FIGURES: dict[str, Callable[[Path], Figure | None]] = {  # file name -> draw(results_dir)
-    "pareto": pareto, "ablation": ablation, "speed_quality": speed_quality, "training_curves": training_curves,
-    "latents": latent_views, **diagnostic_figures.FIGURES}
+OF_RUNS: dict[str, Callable[[Path, object], Figure | None]] = {  # file name -> draw(results_dir, run_ids)
+    "pareto": pareto, "ablation": ablation, "speed_quality": speed_quality, "training_curves": training_curves}
+RUN_TABLES = ("main_*.csv", "ablation.csv", "speed.csv")  # what OF_RUNS read besides the curves
+FIGURES: dict[str, Callable] = {**OF_RUNS, "latents": latent_views, **diagnostic_figures.FIGURES}
 
 
-def draw(name: str, results_dir: str | Path = "results") -> Figure | None:
-    """Figure `name` (a key of FIGURES) from results_dir, or None when its inputs are missing."""
+def _draw(name: str, results_dir: Path, run_ids) -> Figure | None:
+    return OF_RUNS[name](results_dir, run_ids) if name in OF_RUNS else FIGURES[name](results_dir)
+
+
+def draw(name: str, results_dir: str | Path = "results", run_ids=None) -> Figure | None:
+    """Figure `name` (a key of FIGURES) from results_dir, or None when its inputs are missing; `run_ids`
+    (an experiment's, Experiment.run_ids): the runs a figure of result rows or curves draws (None: all)."""
     with ps.style():
-        return FIGURES[name](Path(results_dir))
+        return _draw(name, Path(results_dir), run_ids)
 
 
-def make_all(results_dir: str | Path = "results", figures_dir: str | Path = "figures") -> list[str]:
-    """Every figure whose inputs exist in results_dir; returns the written paths."""
+def left_out(results_dir: str | Path, run_ids) -> tuple[int, int]:
+    """(result rows, training curves) in results_dir of runs outside `run_ids`: what the figures leave out."""
+    rows = sum(len(read(results_dir, p)) - len(read(results_dir, p, run_ids)) for p in RUN_TABLES)
+    return rows, len(curve_logs(results_dir)) - len(curve_logs(results_dir, run_ids))
+
+
+def make_all(results_dir: str | Path = "results", figures_dir: str | Path = "figures", run_ids=None) -> list[str]:
+    """Every figure whose inputs exist in results_dir (of the runs `run_ids`: `draw`); returns the written paths.
+    With run_ids, one line says how many rows and curves of other runs it left out (results/ keeps them)."""
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
+    if run_ids is not None:
+        rows, curves = left_out(results_dir, run_ids)
+        print(f"figures: left out {rows} result row(s) and {curves} training curve(s) of runs the experiment spec "
+              f"does not make (renamed or removed runs, or another spec's); {results_dir} keeps them")
     written = []
     for name in FIGURES:
         with ps.style():
-            fig = FIGURES[name](Path(results_dir))
+            fig = _draw(name, Path(results_dir), run_ids)
             if fig is not None:
                 written += ps.save(fig, figures_dir, name)
     return [str(p) for p in written]

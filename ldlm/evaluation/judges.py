@@ -41,7 +41,7 @@ import torch
 
 from .. import checksum
 from ..io import atomic_dir, cache_dir, writing
-from ..text.frozen_lm import ModelUnavailable, model_location, no_loading_bar
+from ..text.frozen_lm import ModelUnavailable, load_without_remote_code, model_location, no_loading_bar
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -129,14 +129,13 @@ def _hub_error(kind: str, name: str, err: Exception, choices: tuple[str, ...]) -
     )
 
 
-def _from_pretrained(auto_model, location: str, kind: str, name: str, choices: tuple[str, ...]):
+def _load_tokenizer_and_fp32_model(auto_model, location: str, kind: str, name: str, choices: tuple[str, ...]):
     """(tokenizer, fp32 model) from a folder or hub id; a load failure names what works offline."""
     from transformers import AutoTokenizer
 
-    try:  # never a folder's or repository's own code: transformers would ask on a terminal and run it on a "y"
-        with no_loading_bar(location):
-            return (AutoTokenizer.from_pretrained(location, trust_remote_code=False),
-                    auto_model.from_pretrained(location, dtype=torch.float32, trust_remote_code=False))
+    try:
+        return (load_without_remote_code(AutoTokenizer, location),
+                load_without_remote_code(auto_model, location, dtype=torch.float32))
     except Exception as err:
         raise _hub_error(kind, name, err, choices) from err
 
@@ -145,7 +144,7 @@ def _build_judge(name: str, device) -> Judge:
     from transformers import AutoModelForCausalLM
 
     location = str(smollm2_checkpoint()) if name == "smollm2" else name
-    tok, lm = _from_pretrained(AutoModelForCausalLM, location, "judge", name, JUDGES)
+    tok, lm = _load_tokenizer_and_fp32_model(AutoModelForCausalLM, location, "judge", name, JUDGES)
     if name == "smollm2":
         # The GGUF's BOS is the chat token <|im_start|> (it expects a role next); <|endoftext|> (id 0)
         # is the document separator SmolLM2 was pre-trained with, the analogue of GPT-2's BOS.
@@ -228,7 +227,7 @@ def _build_featurizer(name: str, device) -> Featurizer:
         location = model_location("minilm")
     else:
         location = str(smollm2_checkpoint()) if name in ("smollm2", "smollm2-mean") else name
-    tok, model = _from_pretrained(AutoModel, location, "featurizer", name, FEATURIZERS)
+    tok, model = _load_tokenizer_and_fp32_model(AutoModel, location, "featurizer", name, FEATURIZERS)
     bos = None
     if name == "minilm":
         pooling, max_len = "mean", 256          # sentence_bert_config.json of all-MiniLM-L6-v2

@@ -168,6 +168,21 @@ def run_id(cfg_dict: dict) -> str:
     return f"{cfg_dict.get('preset', 'x')}-{dataset}-{kind}-s{cfg_dict.get('seed', 0)}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
+def reference_run_id(dataset: str) -> str:
+    """The run id of a table's reference row (held-out text of `dataset`; no run trains it)."""
+    return f"reference-{dataset}"
+
+
+def of_runs(rows: pd.DataFrame, run_ids) -> pd.DataFrame:
+    """The rows of the runs `run_ids` (None: every row): what a table and a figure show. Rows are upserted by run
+    id, so a change that renames runs (a new config key: a new hash) leaves the old runs' rows beside the new
+    ones, kept (nothing deletes what it did not create); the spec's own run ids select the new
+    (ldlm.experiments.experiment.Experiment.run_ids)."""
+    if run_ids is None or rows.empty:
+        return rows
+    return rows[rows["run_id"].isin(set(run_ids))]
+
+
 def versions() -> dict:
     out = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
     for pkg in ("torch", "transformers", "datasets", "mauve-text", "numpy", "ldlm-kit"):

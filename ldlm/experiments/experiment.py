@@ -26,6 +26,7 @@ from pathlib import Path
 from ..config import (TEMPERATURE_RULE, VARIANTS, Config, ConfigError, is_temperature, make_config,
     parse_problem)
 from ..evaluation.judges import DEFAULT_FEATURIZER, DEFAULT_JUDGE
+from ..evaluation.results import reference_run_id, run_id
 from ..kinds.registry import KINDS
 from ..text.data import HUB_DATASETS
 
@@ -116,6 +117,15 @@ class Experiment:
         """The config of one run (`kind`: ldlm | mdlm | ar): the preset, this experiment's `config` over it,
         then the recipe variant."""
         return make_config(self.preset, base=self.config, dataset=dataset, model=kind, variant=variant, seed=seed)
+
+    def run_ids(self) -> set[str]:
+        """Every run id this spec makes, as the notebooks run it: the main comparison's runs, the ablation's and
+        each dataset's reference row. Its tables and figures show these runs' rows (results.of_runs); any other
+        run id in results/ is a renamed or removed run's (its rows stay there) or another spec's."""
+        ablation = self.ablation()
+        configs = [self.run_config(d, kind, seed=s) for d in self.datasets for kind in self.models for s in self.seeds]
+        configs += [ablation.run_config(self.ablation_on, variant=v, seed=s) for v in self.variants for s in ablation.seeds]
+        return {run_id(cfg.to_dict()) for cfg in configs} | {reference_run_id(d) for d in self.all_datasets}
 
 
 _TYPES = typing.get_type_hints(Experiment)
@@ -212,7 +222,8 @@ def from_dict(values: dict, source: str = "experiment") -> Experiment:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ldlm.experiments.experiment", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--preset", default="tiny", help="the experiment spec params/<preset>.yaml (its runs' budgets "
+                                                         "over the preset's own)")
     parser.add_argument("key", help="the experiment key to print (lists: space-separated)")
     args = parser.parse_args(argv)
     try:

@@ -22,7 +22,8 @@ from ..evaluation import diagnostics
 from ..evaluation.columns import names, run_columns
 from ..evaluation.evaluate import evaluate_file, evaluate_reference
 from ..evaluation.metrics import METRICS_VERSION, References, reference_pieces
-from ..evaluation.results import result_row, run_id, upsert_rows, versions, with_degenerate, write_run_record
+from ..evaluation.results import (of_runs, reference_run_id, result_row, run_id, upsert_rows, versions, with_degenerate,
+                                  write_run_record)
 from ..io import read_jsonl, write_json, write_jsonl, write_text
 from ..kinds.build import build_model, load_run
 from ..nets.samplers import SAMPLER_VERSION
@@ -220,7 +221,7 @@ def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant
     write_run_record(results_dir, rid, config=cfg.to_dict(), summary=summary, samples=sample_files,
                      checkpoint=str(run_dir / checkpoint.CKPT_NAME), metrics_log=str(run_dir / "metrics.jsonl"),
                      **({"trained_on": json.loads(trained_on.read_text())} if trained_on.exists() else {}))
-    return frame[frame["run_id"] == rid]
+    return of_runs(frame, [rid])
 
 
 def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_dir: str | Path = "results",
@@ -240,7 +241,7 @@ def reference_rows(exp: Experiment, dataset: str, table: str = "main", results_d
         References(corpus, length, cfg.pack_mode, tokenizer=tokenizer, seed=seed), n, exp.judge, exp.featurizer))
     row = result_row(preset=exp.preset, dataset=dataset, variant="reference", seed=seed, steps=0, judge=metrics["judge"],
                      featurizer=metrics["featurizer"], n_samples=n, dtype="float32", draw_dtype=None,
-                     run_id=f"reference-{dataset}", model="reference",
+                     run_id=reference_run_id(dataset), model="reference",
                      **{k: metrics[k] for k in names("samples", "reference") if k in metrics})
     frame = upsert_rows(Path(results_dir) / f"{table}.csv", [row], derive=with_degenerate)  # flags the table's rows
-    return frame[frame["run_id"] == row["run_id"]]
+    return of_runs(frame, [row["run_id"]])

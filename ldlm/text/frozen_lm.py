@@ -80,12 +80,17 @@ def no_loading_bar(location: str | os.PathLike):
             hf_logging.enable_progress_bar()
 
 
-def _from_pretrained(loader, name: str, **kwargs):
-    """loader.from_pretrained for registry name `name`; any failure is one ModelUnavailable that says what to do."""
+def load_without_remote_code(loader, location: str | os.PathLike, **kwargs):
+    """loader.from_pretrained(location) (a transformers Auto class), never running the folder's or repository's
+    own code: transformers would ask on a terminal and run it on a "y" (a saved model's config names its LM)."""
+    with no_loading_bar(location):
+        return loader.from_pretrained(location, trust_remote_code=False, **kwargs)
+
+
+def _load_registered(loader, name: str, **kwargs):
+    """load_without_remote_code for registry name `name`; any failure is one ModelUnavailable that says what to do."""
     try:
-        location = model_location(name)
-        with no_loading_bar(location):  # never the model's own code (a saved model's config names this model)
-            return loader.from_pretrained(location, trust_remote_code=False, **kwargs)
+        return load_without_remote_code(loader, model_location(name), **kwargs)
     except ModelUnavailable:
         raise
     except Exception as err:
@@ -95,7 +100,7 @@ def _from_pretrained(loader, name: str, **kwargs):
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    return _from_pretrained(AutoTokenizer, name)
+    return _load_registered(AutoTokenizer, name)
 
 
 def _block_list(model: nn.Module) -> nn.ModuleList:
@@ -146,7 +151,7 @@ def load_frozen_lm(name: str, layer: int, device: str | torch.device = "cpu", dt
     is one ModelUnavailable line, not a shape error deep inside the encoder."""
     from transformers import AutoModel
 
-    model = _from_pretrained(AutoModel, name, dtype=dtype)
+    model = _load_registered(AutoModel, name, dtype=dtype)
     if width is not None and model.config.hidden_size != width:
         raise ModelUnavailable(f"frozen LM {name!r} has width {model.config.hidden_size}, but the model was trained "
                                f"on its states at width {width}; load it with the frozen LM it was trained with")
@@ -211,7 +216,7 @@ def lm_config(name: str):
     """The transformers config of frozen LM `name` (no weights loaded)."""
     from transformers import AutoConfig
 
-    return _from_pretrained(AutoConfig, name)
+    return _load_registered(AutoConfig, name)
 
 
 def max_positions(config) -> int | None:

@@ -5,7 +5,9 @@
 
 Warm-up calls are excluded, the device is synchronised around every timed call, and the median of
 `repeats` calls is reported, with hardware, dtype and thread count in every row. Sampling is timed
-end to end: noise -> reverse steps -> decoder -> token decoder -> token ids.
+end to end: noise -> reverse steps -> decoder -> token decoder -> token ids. A row's `steps` and `nfe` are
+its reverse steps and network calls per sample: 0 in a training row (as in gpu_check's), whose timed
+training steps are its `repeats`.
 """
 from __future__ import annotations
 

@@ -78,7 +78,8 @@ Three decoded samples are printed, and the held-out reconstruction token accurac
 
 Output: one `kind=training` row and one `kind=sampling` row per (batch, steps), upserted into
 `--out` (atomic; a re-run with the same settings on the same hardware replaces its rows). Columns:
-see CSV_COLUMNS. Without a GPU the command refuses (exit 2) unless `--allow-cpu` is given.
+see CSV_COLUMNS; `steps` and `nfe` are a sampling row's reverse steps and network calls, as in bench's rows
+(0 in the training row), and every row's `train_steps` is how many steps the check trained. Without a GPU the command refuses (exit 2) unless `--allow-cpu` is given.
 """
 from __future__ import annotations
 
@@ -312,7 +313,7 @@ def run_check(args, device: torch.device, start: float) -> list[dict]:
     hw = hardware(device)
     nominal = nominal_peak(hw["hardware"]) if device.type == "cuda" else None
     training = dict(
-        kind="training", batch=cfg.batch_size, steps=summary["step"], nfe=None, seconds=summary["train_seconds"],
+        kind="training", batch=cfg.batch_size, steps=0, nfe=0, seconds=summary["train_seconds"],  # none sampled: train_steps
         samples_per_s=tokens_per_s / cfg.seq_len, tokens_per_s=tokens_per_s, repeats=None, dtype=compute_dtype(cfg, device),
         train_tokens_per_s_overall=summary["train_tokens_per_s"], train_seconds=summary["train_seconds"],
         params_trainable=flops["params_trainable"], flops_per_token=flops["total"], achieved_flops_per_s=achieved,

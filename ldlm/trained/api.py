@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import check_counts
 from ..kinds.protocol import check_temperature
 from ..nets.layers import normalize_latents
 from ..nets.samplers import SAMPLERS
@@ -33,12 +34,6 @@ from .hub import SavedModelMixin
 
 class Unsupported(RuntimeError):
     """An operation the loaded model's kind does not have; the message names the kind and what works."""
-
-
-def check_positive(**counts) -> None:
-    for name, value in counts.items():
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name}={value!r}: must be an integer >= 1")
 
 
 def interpolate_latents(z_a: torch.Tensor, z_b: torch.Tensor, points: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +103,7 @@ class ModelPipeline(SavedModelMixin):
 
     def _setting(self, n, steps, sampler, top_p, batch_size, temperature) -> dict:
         """The sampling setting of generate/trajectory's arguments, each checked: one line naming a bad one."""
-        check_positive(n=n, steps=steps, batch_size=batch_size)
+        check_counts(n=n, steps=steps, batch_size=batch_size, as_flags=False)
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p={top_p}: must be in (0, 1] (1 = no nucleus truncation)")
         if sampler is not None and sampler not in SAMPLERS:
@@ -174,7 +169,7 @@ class ModelPipeline(SavedModelMixin):
         from tqdm.auto import tqdm
 
         self._needs_latents("encode")
-        check_positive(batch_size=batch_size)
+        check_counts(batch_size=batch_size, as_flags=False)
         ids, lengths = self.tokenize(texts)
         starts = range(0, len(ids), batch_size)
         return torch.cat([self.encode_hidden(self.hidden_states(ids[i:i + batch_size], lengths[i:i + batch_size]))
@@ -233,7 +228,7 @@ class ModelPipeline(SavedModelMixin):
         import pandas as pd
 
         self._needs_latents("interpolate")
-        check_positive(points=points)
+        check_counts(points=points, as_flags=False)
         _, lengths = self.tokenize([text_a, text_b])
         alphas, mixed = interpolate_latents(*self.encode([text_a, text_b], progress=False), points)
         mixed_lengths = ((1 - alphas) * lengths[0] + alphas * lengths[1]).round().long()

@@ -27,6 +27,8 @@ def result_rows(csv_paths: list[str], run_id: str) -> list[dict]:
     missing, is no results table, or has no row of this run."""
     import pandas as pd
 
+    from ..evaluation.results import of_runs
+
     rows = []
     for path in csv_paths:
         if not Path(path).is_file():
@@ -38,7 +40,7 @@ def result_rows(csv_paths: list[str], run_id: str) -> list[dict]:
                             f"such as results/main_wiki.csv") from None
         if "run_id" not in frame.columns:
             raise PathError(f"--results {path!r} has no run_id column; give a results table the notebooks wrote")
-        mine = frame[frame["run_id"] == run_id]
+        mine = of_runs(frame, [run_id])
         if mine.empty:
             raise PathError(f"--results {path!r} has no row of run {run_id}; give the CSV of this run's dataset "
                             f"or leave --results out")

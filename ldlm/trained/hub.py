@@ -186,7 +186,7 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
         from safetensors.torch import load_model
 
         from ..kinds.build import build_model
-        from ..text.frozen_lm import load_tokenizer
+        from ..text.frozen_lm import load_tokenizer, load_without_remote_code
         from ..runtime.distributed import default_device
 
         folder = Path(model_id)
@@ -215,8 +215,8 @@ class SavedModelMixin(ModelHubMixin, library_name="ldlm", pipeline_tag="text-gen
             raise checkpoint.CheckpointError(f"{str(folder / WEIGHTS_NAME)!r} does not match the model its config "
                                              f"builds: {str(err).splitlines()[0]}") from err
         has_tokenizer = (folder / "tokenizer_config.json").is_file()
-        try:  # never code the saved model's tokenizer files point to
-            tokenizer = (AutoTokenizer.from_pretrained(folder, trust_remote_code=False) if has_tokenizer
+        try:
+            tokenizer = (load_without_remote_code(AutoTokenizer, folder) if has_tokenizer
                          else load_tokenizer(cfg.frozen_lm))
         except ValueError as err:
             raise checkpoint.CheckpointError(f"the tokenizer of saved model {model_id!r} could not be loaded: "

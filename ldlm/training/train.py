@@ -4,6 +4,11 @@
     python -m ldlm.training.train --out runs/tiny-wiki --resume          # continue after a kill or a stop
     torchrun --nproc_per_node 8 -m ldlm.training.train --preset owt --out runs/owt   # DDP, one process per GPU
 
+A run trains for its preset's own budget, the preset's max_steps (listed below), unless a max_steps=N override
+says otherwise. `make reproduce` trains the same preset at the budgets of the experiment spec
+params/<preset>.yaml (its `config:` and `ablation_config:`): a run of this command is none of its tables' runs
+unless given the same keys.
+
 SIGTERM or Ctrl-C stops a run at the end of its current step with a checkpoint (exit 128 + the signal,
 one line saying how to resume: ldlm.training.stopping); a second Ctrl-C stops it at once.
 
@@ -224,7 +229,8 @@ def _parser(argv) -> argparse.ArgumentParser:
                                               "--preset owt --help lists the paper-scale ones")
     parser = argparse.ArgumentParser(prog="python -m ldlm.training.train", description=__doc__, epilog=keys,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default=None, help="smoke | tiny | lm1b | owt (default tiny)")
+    parser.add_argument("--preset", default=None, help=f"{' | '.join(PRESETS)} (default tiny); each with its own "
+                                                       f"budget (max_steps; tiny: {PRESETS['tiny']['max_steps']:,})")
     parser.add_argument("--config", default=None, help="a resolved config, JSON (as a run's config.json) or YAML "
                                                        "(.yaml/.yml), instead of --preset; missing keys take the "
                                                        "dataclass defaults")
