@@ -69,7 +69,7 @@ def test_the_gpu_job_runs_every_run_without_what_the_box_lacks(gpu_job):
     with tarfile.open(gpu_job["out"] / gpu_run.PACK_NAME) as tar:
         record = json.load(tar.extractfile(gpu_run.RECORD_NAME))
         names = tar.getnames()
-    assert len(record["runs"]) == len(gpu_run.jobs(SMOKE)) == 2 * 3 + 2 and record["skipped"] == 0
+    assert len(record["runs"]) == len(SMOKE.runs()) == 2 * 3 + 2 and record["skipped"] == 0
     assert record["hardware"] == "cpu" and record["torch"] == torch.__version__
     samples = [n for n in names if n.startswith("samples/")]
     assert sorted(samples) == sorted({f"samples/{s}" for r in record["runs"] for s in r["samples"]})  # each once
@@ -92,8 +92,8 @@ def test_the_gpu_job_brings_back_few_small_files_and_one_models_weights(gpu_job)
         assert not [n for n in tar.getnames() if n.endswith(".pt") or "/tb/" in n]
     with tarfile.open(gpu_job["out"] / gpu_run.MODEL_NAME) as tar:
         [name] = tar.getnames()
-    latent = gpu_run.latent_job(SMOKE)
-    rid = gpu_run.run_id(latent.exp.run_config(latent.dataset, "ldlm", "full", latent.seed).to_dict())
+    latent = gpu_run.latent_run(SMOKE)
+    rid = gpu_run.run_id(latent.config().to_dict())
     assert name == f"runs/{rid}/ckpt.pt"
 
 

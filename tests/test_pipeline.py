@@ -116,14 +116,14 @@ def test_a_scores_cache_that_is_no_json_object_is_recomputed(tmp_path):
 def test_the_pipeline_draws_a_cut_or_outdated_sample_file_again(tmp_path, monkeypatch):
     """run_experiment on the smoke spec: a sample file cut to 4 of 8 rows is drawn again (its row then has 8),
     and so is every file after a change of SAMPLER_VERSION; a whole current file is reused."""
-    from ldlm.experiments.experiment import Experiment
+    from ldlm.experiments.experiment import Experiment, Run
     from ldlm.io import read_jsonl
 
     exp = Experiment.load("smoke", step_counts=[2], frontier_temperatures={})
     drawn = []
     real = pipeline.sample_rows
     monkeypatch.setattr(pipeline, "sample_rows", lambda *a, **k: drawn.append(1) or real(*a, **k))
-    run = lambda: pipeline.run_experiment(exp, "news", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    run = lambda: pipeline.run_experiment(Run(exp, "news"), results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
     run()
     paths = sorted((tmp_path / "results" / "samples").glob("*.jsonl"))
     assert len(drawn) == len(paths) >= 1 and all(len(read_jsonl(p)) == 8 for p in paths)

@@ -118,14 +118,31 @@ class Experiment:
         then the recipe variant."""
         return make_config(self.preset, base=self.config, dataset=dataset, model=kind, variant=variant, seed=seed)
 
-    def run_ids(self) -> set[str]:
-        """Every run id this spec makes, as the notebooks run it: the main comparison's runs, the ablation's and
-        each dataset's reference row. Its tables and figures show these runs' rows (results.of_runs); any other
-        run id in results/ is a renamed or removed run's (its rows stay there) or another spec's."""
+    def runs(self) -> list[Run]:
+        """Every run the notebooks make: the main comparison's, then the ablation's."""
         ablation = self.ablation()
-        configs = [self.run_config(d, kind, seed=s) for d in self.datasets for kind in self.models for s in self.seeds]
-        configs += [ablation.run_config(self.ablation_on, variant=v, seed=s) for v in self.variants for s in ablation.seeds]
-        return {run_id(cfg.to_dict()) for cfg in configs} | {reference_run_id(d) for d in self.all_datasets}
+        main = [Run(self, d, k, "full", s) for d in self.datasets for s in self.seeds for k in self.models]
+        return main + [Run(ablation, ablation.ablation_on, "ldlm", v, s) for s in ablation.seeds for v in ablation.variants]
+
+    def run_ids(self) -> set[str]:
+        """Every run id this spec makes, as the notebooks run it: its runs' and each dataset's reference row's.
+        Its tables and figures show these runs' rows (results.of_runs); any other run id in results/ is a
+        renamed or removed run's (its rows stay there) or another spec's."""
+        return {run_id(r.config().to_dict()) for r in self.runs()} | {reference_run_id(d) for d in self.all_datasets}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of an experiment (the main comparison or its ablation): a model kind and recipe variant trained
+    on a dataset with a seed."""
+    exp: Experiment
+    dataset: str
+    kind: str = "ldlm"
+    variant: str = "full"
+    seed: int = 0
+
+    def config(self) -> Config:
+        return self.exp.run_config(self.dataset, self.kind, self.variant, self.seed)
 
 
 _TYPES = typing.get_type_hints(Experiment)

@@ -34,7 +34,7 @@ from ..sampling.settings import sampling_settings
 from ..text.data import Corpus, load_corpus
 from ..text.frozen_lm import load_tokenizer
 from ..trained.api import load
-from .experiment import Experiment
+from .experiment import Experiment, Run
 from .latents import LatentView
 
 def held_out(cfg) -> Corpus:
@@ -158,17 +158,17 @@ def train_or_resume(cfg, runs_dir: str | Path, nproc: int = 1) -> tuple[Path, di
         raise RuntimeError(f"training {run_dir} failed (exit {status}): {last}")
 
 
-def sampled_run(exp: Experiment, dataset: str, kind: str = "ldlm", variant: str = "full", seed: int = 0,
-                results_dir: str | Path = "results", runs_dir: str | Path = "runs", nproc: int = 1) -> dict:
+def sampled_run(run: Run, results_dir: str | Path = "results", runs_dir: str | Path = "runs", nproc: int = 1) -> dict:
     """What `run_experiment` needs of the run's weights: the run trained (or found), its samples at each of
     its settings (the experiment's step counts, or the GPT's nucleus p values, then its frontier:
     `exp.frontier_temperatures[kind]` at one setting) and its latent report. Files already there are
     reused, so a run trained and sampled elsewhere (ldlm.tools.gpu_run) is loaded here without its weights."""
-    results_dir, cfg = Path(results_dir), exp.run_config(dataset, kind, variant, seed)
+    exp, seed = run.exp, run.seed
+    results_dir, cfg = Path(results_dir), run.config()
     run_dir, summary = train_or_resume(cfg, runs_dir, nproc)
     rid = run_dir.name
     net, cfg = run_model(run_dir, default_device(cfg.device))
-    settings = sampling_settings(net, exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(kind, []))
+    settings = sampling_settings(net, exp.step_counts, exp.top_ps, exp.frontier_temperatures.get(run.kind, []))
     paths = {s["name"]: results_dir / "samples" / f"{rid}-{s['name']}-n{exp.n_samples}.jsonl" for s in settings}
     todo = [s for s in settings if not reusable_samples(paths[s["name"]], exp.n_samples)]
     if todo and not has_weights(run_dir):
@@ -182,13 +182,12 @@ def sampled_run(exp: Experiment, dataset: str, kind: str = "ldlm", variant: str 
                 latent=latent_columns(net, run_dir, runs_dir))
 
 
-def run_experiment(exp: Experiment, dataset: str, *, kind: str = "ldlm", variant: str = "full", seed: int = 0,
-                   table: str = "main", results_dir: str | Path = "results", runs_dir: str | Path = "runs",
+def run_experiment(run: Run, *, table: str = "main", results_dir: str | Path = "results", runs_dir: str | Path = "runs",
                    nproc: int = 1) -> pd.DataFrame:
-    """Train one model (`kind`: ldlm | mdlm | ar) of one recipe variant with the experiment's budget,
-    sample it at each of its settings (`sampled_run`), evaluate each sample set; returns its rows."""
-    results_dir = Path(results_dir)
-    run = sampled_run(exp, dataset, kind, variant, seed, results_dir, runs_dir, nproc)
+    """Train one run (a model kind of one recipe variant, with its experiment's budget), sample it at each of
+    its settings (`sampled_run`), evaluate each sample set, into results/`table`.csv; returns its rows."""
+    exp, seed, results_dir = run.exp, run.seed, Path(results_dir)
+    run = sampled_run(run, results_dir, runs_dir, nproc)
     run_dir, summary, cfg, net = run["run_dir"], run["summary"], run["cfg"], run["net"]
     rid = run_dir.name
     tokenizer = load_tokenizer(cfg.frozen_lm)

@@ -108,11 +108,9 @@ def estimate(exp: Experiment, inputs: dict[str, dict], seconds_per_op: float, fl
     per op."""
     import math
 
-    from .gpu_run import jobs
-
     out = dict(main_train=0.0, ablation_train=0.0, sampling=0.0, runs=0)
-    for job in jobs(exp):
-        cfg, r = job.exp.run_config(job.dataset, job.kind, job.variant, job.seed), inputs[job.kind]
+    for job in exp.runs():
+        cfg, r = job.config(), inputs[job.kind]
         step_s = max(r["train_ops_per_step"] * seconds_per_op, r["flops_per_token"] * cfg.batch_size * cfg.seq_len / flops_per_s)
         out["main_train" if job.exp is exp else "ablation_train"] += cfg.max_steps * step_s
         settings = sampling_settings(r["model"], job.exp.step_counts, job.exp.top_ps,

@@ -25,7 +25,6 @@ import sys
 import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -35,7 +34,7 @@ import yaml
 from ..config import ConfigError
 from ..evaluation.results import run_id
 from ..experiments import pipeline
-from ..experiments.experiment import Experiment
+from ..experiments.experiment import Experiment, Run
 from ..io import atomic_path, write_json
 from ..runtime import checkpoint, runs
 from . import bench
@@ -46,37 +45,20 @@ RUN_FILES = ("config.json", "resume.json", "data.json", "summary.json", "metrics
              runs.TRAINED_ON_NAME)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One run of the pipeline: the experiment (main or its ablation) and what `pipeline.sampled_run` takes."""
-    exp: Experiment
-    dataset: str
-    kind: str
-    variant: str
-    seed: int
-
-
-def jobs(exp: Experiment) -> list[Job]:
-    """Every run the notebooks need, the main comparison's first (a run cut off by --stop-after is an ablation run)."""
-    ablation = exp.ablation()
-    main = [Job(exp, d, k, "full", s) for d in exp.datasets for s in exp.seeds for k in exp.models]
-    return main + [Job(ablation, ablation.ablation_on, "ldlm", v, s) for s in ablation.seeds for v in ablation.variants]
-
-
-def latent_job(exp: Experiment) -> Job:
+def latent_run(exp: Experiment) -> Run:
     """The run notebooks/40_latents.ipynb inspects (make reproduce: its first seed on the first dataset)."""
-    return Job(exp, exp.datasets[0], "ldlm", "full", exp.seeds[0])
+    return Run(exp, exp.datasets[0], seed=exp.seeds[0])
 
 
-def run_job(job: Job, work: Path, deadline: float, threads: int) -> dict | None:
-    """`pipeline.sampled_run` of one job in a worker process; None if it would start after `deadline`."""
+def run_job(job: Run, work: Path, deadline: float, threads: int) -> dict | None:
+    """`pipeline.sampled_run` of one run in a worker process; None if it would start after `deadline`."""
     import torch
 
     if time.time() > deadline:
         return None
     torch.set_num_threads(threads)
     start = time.time()
-    run = pipeline.sampled_run(job.exp, job.dataset, job.kind, job.variant, job.seed, work / "results", work / "runs")
+    run = pipeline.sampled_run(job, work / "results", work / "runs")
     return dict(run_id=run["run_dir"].name, seconds=time.time() - start, samples=[p.name for p in run["paths"].values()])
 
 
@@ -176,7 +158,7 @@ def gpu_run(exp: Experiment, out: Path, work: Path, workers: int, stop_after: fl
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # the training processes' CPU threads
     prepare_states(exp)
     states_s = time.time() - start
-    todo = jobs(exp)
+    todo = exp.runs()
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(run_job, job, work, start + stop_after, threads) for job in todo]
         results = [f.result() for f in futures]
@@ -193,8 +175,8 @@ def gpu_run(exp: Experiment, out: Path, work: Path, workers: int, stop_after: fl
 
         pd.DataFrame(rows).to_csv(work / SPEED_NAME, index=False)
         speed_s = time.time() - t0
-    latent = latent_job(exp)
-    latent_rid = run_id(latent.exp.run_config(latent.dataset, latent.kind, latent.variant, latent.seed).to_dict())
+    latent = latent_run(exp)
+    latent_rid = run_id(latent.config().to_dict())
     record = dict(where, preset=exp.preset, runs=done, skipped=len(results) - len(done), workers=workers,
                   seconds=dict(states=states_s, runs=runs_s, speed=speed_s, total=time.time() - start))
     pack(out, work, done, record, latent_rid if any(r["run_id"] == latent_rid for r in done) else None)
