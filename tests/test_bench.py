@@ -108,3 +108,22 @@ def test_the_bench_command_takes_a_saved_model(tmp_path):
     assert main(["--run", str(shipped), "--steps", "2", "--batch", "1", "--repeats", "1", "--out", str(out), "--device", "cpu"]) == 0
     rows = pd.read_csv(out)
     assert list(rows["kind"]) == ["sampling"] and rows["nfe"].iloc[0] == 3 and rows["model"].iloc[0] == "ldlm"
+
+
+def test_the_speed_benchmark_times_a_run_of_the_specs_own_seeds(monkeypatch):
+    """A spec without seed 0 would otherwise train an extra run, whose speed rows no figure selects."""
+    from ldlm.experiments.experiment import Experiment
+    from ldlm.tools import bench
+
+    seeds = []
+
+    def stop(cfg, runs_dir, nproc):
+        seeds.append(cfg.seed)
+        raise StopIteration
+
+    monkeypatch.setattr(bench, "train_or_resume", stop)
+    exp = Experiment.load("smoke", seeds=[3, 4])
+    for given in (None, 4):  # the spec's first seed by default; a given seed as given
+        with pytest.raises(StopIteration):
+            bench.speed_rows(exp, "wiki", given)
+    assert seeds == [3, 4]

@@ -290,7 +290,7 @@ def test_prepare_command(tmp_path, monkeypatch, capsys):
     (["--preset", "smoke", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["--preset", "smoke", "seq_lenn=8"], "unknown config key"),
     (["--preset", "lm1b", "frozen_lm=minilm"], "needs the Hugging Face hub"),
-    (["--preset", "smoke", "--workers", "0"], "--workers must be >= 1"),
+    (["--preset", "smoke", "--workers", "0"], "--workers 0: must be an integer >= 1"),
     (["--preset", "smoke", "--judge", "no-such-judge"], "judge 'no-such-judge' could not be loaded"),
 ])
 def test_prepare_errors_are_one_line_and_exit_2(capsys, args, message):

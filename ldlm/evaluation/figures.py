@@ -267,9 +267,9 @@ def training_curves(results_dir: Path, run_ids=None) -> Figure | None:
               "ema_recon_acc": "held-out reconstruction acc. ↑"}
     runs = []
     for log in curve_logs(results_dir, run_ids):
-        model, variant, setting = run_label(results_dir, log.stem)
+        _, variant, setting = run_label(results_dir, log.stem)
         rows = pd.DataFrame([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
-        if model == "ldlm" and "step" in rows:  # the baselines log none of these losses
+        if "step" in rows and rows.columns.isin(list(panels)).any():  # the baselines log none of these losses
             runs.append((variant, setting, rows))
     if not runs:
         return None

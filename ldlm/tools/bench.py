@@ -217,13 +217,15 @@ def bench_training(model, cfg, data, steps: int = 20, warmup: int = 3, compile: 
                 **hardware(device))
 
 
-def speed_rows(exp: Experiment, dataset: str, seed: int = 0, runs_dir: str | Path = "runs", nproc: int = 1,
+def speed_rows(exp: Experiment, dataset: str, seed: int | None = None, runs_dir: str | Path = "runs", nproc: int = 1,
                device: str = "cpu") -> list[dict]:
-    """The speed benchmark of the main comparison's runs (`seed`, on `dataset`) on `device`: each kind's
-    sampling at the experiment's bench step counts and batches, and its training, eager and compile=on side
-    by side (bench_compile), then eager on each of bench_threads (the CPU presets' notebooks train on 1).
+    """The speed benchmark of the main comparison's runs (`seed`, default the spec's first, on `dataset`) on
+    `device`: each kind's sampling at the experiment's bench step counts and batches, and its training, eager
+    and compile=on side by side (bench_compile), then eager on each of bench_threads (the CPU presets' notebooks
+    train on 1).
     Eager rows also time the step's matrix products alone (matmul_share): 1 / share bounds what any change
     that keeps the arithmetic can gain."""
+    seed = exp.seeds[0] if seed is None else seed  # a run of the spec's: the figures select the spec's runs
     rows = []
     for kind in exp.models:
         run_dir, _ = train_or_resume(exp.run_config(dataset, kind, seed=seed), runs_dir, nproc=nproc)

@@ -95,7 +95,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, ConfigError, config_from_dict, make_config, parse_overrides
+from ..config import Config, ConfigError, check_counts, config_from_dict, make_config, parse_overrides
 from ..evaluation.results import upsert_rows
 from ..io import DiskFull, PathError, check_output, disk_full, read_jsonl, write_text
 from ..runtime import runs
@@ -391,8 +391,8 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="config key=value pairs (see ldlm/config.py)")
     args = parser.parse_args(argv)
     try:
-        if args.steps < 1 or args.repeats < 1 or min(args.sample_batch) < 1 or min(args.sample_steps) < 1:
-            raise CheckError("--steps, --repeats, --sample-batch and --sample-steps must be >= 1")
+        check_counts(steps=args.steps, repeats=args.repeats, sample_batch=min(args.sample_batch),
+                     sample_steps=min(args.sample_steps))
         device_choice = make_config(args.preset, args.overrides).device  # validates the overrides
         device = default_device(device_choice) if device_choice != "auto" or gpu_available() else torch.device("cpu")
         if device.type == "cuda" and not gpu_available():

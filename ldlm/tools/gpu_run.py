@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, check_counts
 from ..evaluation.results import run_id
 from ..experiments import pipeline
 from ..experiments.experiment import Experiment, Run
@@ -170,7 +170,7 @@ def gpu_run(exp: Experiment, out: Path, work: Path, workers: int, stop_after: fl
     main_done = all(r is not None for r, job in zip(results, todo) if job.exp is exp)
     if main_done and time.time() - start < stop_after:  # the benchmark runs alone on the GPU
         t0 = time.time()
-        rows = bench.speed_rows(exp, exp.datasets[0], exp.seeds[0], work / "runs", device=str(default_device()))
+        rows = bench.speed_rows(exp, exp.datasets[0], None, work / "runs", device=str(default_device()))
         import pandas as pd
 
         pd.DataFrame(rows).to_csv(work / SPEED_NAME, index=False)
@@ -282,8 +282,7 @@ def main(argv=None) -> int:
             return 0
         if not args.out:
             raise ConfigError("give --out DIR (the job's files), --unpack DIR or --carry DIR")
-        if args.workers < 1:
-            raise ConfigError(f"--workers {args.workers}: must be >= 1")
+        check_counts(workers=args.workers)
         work = Path(args.work or f"runs/gpu_run-{args.preset}")
         record = gpu_run(exp, Path(args.out), work, args.workers, args.stop_after)
     except (ConfigError, yaml.YAMLError) as err:

@@ -25,7 +25,7 @@ import argparse
 import sys
 import time
 
-from ..config import ConfigError, make_config
+from ..config import ConfigError, check_counts, make_config
 from ..evaluation.judges import load_featurizer, load_judge
 from ..io import PathError
 from ..kinds.build import model_class
@@ -62,10 +62,8 @@ def main(argv=None) -> int:
     parser.add_argument("--featurizer", default=None, help="also load (and so cache) this MAUVE featurizer")
     parser.add_argument("overrides", nargs="*", help="config key=value pairs (see ldlm/config.py)")
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        print("error: --workers must be >= 1", file=sys.stderr)
-        return 2
     try:
+        check_counts(workers=args.workers)
         given = {"dataset": args.dataset} if args.dataset is not None else {}
         cfg = make_config(args.preset, args.overrides, **given)
         tokenizer = load_tokenizer(cfg.frozen_lm)
